@@ -1,0 +1,58 @@
+/* hutch: the command-line entry point. Subcommands are dispatched from a table; each lives in
+ * its own file as the CLI grows (serve, key, sandbox, exec, shell, template). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "common/log.h"
+#include "common/macro.h"
+#include "common/banned.h"
+
+static int cmd_version(int argc, char **argv)
+{
+    printf("hutch %s\n", HUTCH_VERSION);
+    return 0;
+}
+
+static int cmd_help(int argc, char **argv);
+
+static const struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    { "version", cmd_version, "print the version and exit" },
+    { "help", cmd_help, "show this help" },
+};
+
+static int cmd_help(int argc, char **argv)
+{
+    printf("Usage: hutch COMMAND [ARGS...]\n\n"
+           "hutch runs untrusted code in isolated sandboxes and speaks E2B's wire protocols.\n\n"
+           "Commands:\n");
+    for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+        printf("  %-10s %s\n", commands[i].name, commands[i].summary);
+    printf("\nThe in-sandbox agent is a separate program: envd --help.\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    log_setup_from_env("hutch");
+    if (argc < 2) {
+        cmd_help(argc, argv);
+        return 2;
+    }
+    const char *name = argv[1];
+    if (streq(name, "--version") || streq(name, "-V"))
+        name = "version";
+    else if (streq(name, "--help") || streq(name, "-h"))
+        name = "help";
+    for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+        if (streq(name, commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "hutch: unknown command '%s' (see 'hutch help')\n", name);
+    return 2;
+}

@@ -1,0 +1,12 @@
+/* Functions hutch code must not call (after git's banned.h): each has a bounded or safer
+ * replacement. Include this header last, after every system header, in every .c file of src/;
+ * a later use of a poisoned name is a compile error. */
+#pragma once
+
+#pragma GCC poison strcpy strcat strncpy strncat
+#pragma GCC poison sprintf vsprintf
+#pragma GCC poison strtok
+#pragma GCC poison atoi atol atoll
+#pragma GCC poison system popen
+#pragma GCC poison gets
+#pragma GCC poison mktemp tmpnam tempnam

@@ -1,0 +1,29 @@
+/* Thin helpers over OpenSSL for the encodings and hashes several components need: base64
+ * (standard alphabet, with or without padding), SHA-256, constant-time comparison and random
+ * bytes. Nothing here is hand-written cryptography. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHA256_LEN 32
+
+/* Returns a NUL-terminated base64 string (free() it). pad=false drops trailing '='. */
+char *base64_encode(const void *data, size_t len, bool pad);
+
+/* Decodes standard base64 (padding optional, no whitespace). Returns 0 and a malloc'd buffer
+ * in *ret (NUL-terminated for convenience) with its length, or -EINVAL on malformed input. */
+int base64_decode(const char *s, size_t slen, unsigned char **ret, size_t *ret_len);
+
+void sha256(const void *data, size_t len, unsigned char out[SHA256_LEN]);
+/* Lowercase hex of the SHA-256 of data; out must hold 2*SHA256_LEN+1 bytes. */
+void sha256_hex(const void *data, size_t len, char out[2 * SHA256_LEN + 1]);
+
+/* Compares two byte strings in time independent of where they differ. */
+bool memeq_consttime(const void *a, size_t alen, const void *b, size_t blen);
+
+/* Fills buf from the kernel CSPRNG. Returns 0 or -errno. */
+int random_bytes(void *buf, size_t len);
+/* Writes 2*nbytes lowercase hex characters of fresh randomness plus a NUL into out. */
+int random_hex(char *out, size_t nbytes);
