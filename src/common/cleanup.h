@@ -42,23 +42,23 @@ static inline void fclosep(FILE **f)
 #define _cleanup_fclose_ _cleanup_(fclosep)
 
 /* Defines `name##p(type **)` calling `func(*p)` when *p is not NULL. */
-#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                                    \
-    static inline void func##p(type *p)                                                            \
-    {                                                                                              \
-        if (*p)                                                                                    \
-            func(*p);                                                                              \
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                                              \
+    static inline void func##p(type *p)                                                                      \
+    {                                                                                                        \
+        if (*p)                                                                                              \
+            func(*p);                                                                                        \
     }
 
-#define TAKE_PTR(p)                                                                                \
-    ({                                                                                             \
-        __typeof__(p) take_ptr_ = (p);                                                             \
-        (p) = NULL;                                                                                \
-        take_ptr_;                                                                                 \
+#define TAKE_PTR(p)                                                                                          \
+    ({                                                                                                       \
+        __typeof__(p) take_ptr_ = (p);                                                                       \
+        (p) = NULL;                                                                                          \
+        take_ptr_;                                                                                           \
     })
 
-#define TAKE_FD(fd)                                                                                \
-    ({                                                                                             \
-        int take_fd_ = (fd);                                                                       \
-        (fd) = -1;                                                                                 \
-        take_fd_;                                                                                  \
+#define TAKE_FD(fd)                                                                                          \
+    ({                                                                                                       \
+        int take_fd_ = (fd);                                                                                 \
+        (fd) = -1;                                                                                           \
+        take_fd_;                                                                                            \
     })

@@ -23,8 +23,7 @@ char *base64_encode(const void *data, size_t len, bool pad)
     const size_t slice = 3 * (1u << 28);
     while (done < len) {
         size_t n = len - done < slice ? len - done : slice;
-        w += (size_t)EVP_EncodeBlock((unsigned char *)out + w, (const unsigned char *)data + done,
-                                     (int)n);
+        w += (size_t)EVP_EncodeBlock((unsigned char *)out + w, (const unsigned char *)data + done, (int)n);
         done += n;
     }
     out[w] = '\0';

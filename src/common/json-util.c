@@ -13,8 +13,8 @@ int json_parse_object(const char *data, size_t len, json_t **ret, struct error_r
     json_error_t jerr;
     json_t *v = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!v)
-        return error_set(err, EINVAL, "invalid JSON at line %d column %d: %s", jerr.line,
-                         jerr.column, jerr.text);
+        return error_set(err, EINVAL, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                         jerr.text);
     if (!json_is_object(v)) {
         json_decref(v);
         return error_set(err, EINVAL, "expected a JSON object");

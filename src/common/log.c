@@ -116,18 +116,17 @@ static void emit(enum log_level level, const char *file, int line, const char *m
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     char stamp[40];
-    snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 
     if (log_fmt == LOG_FORMAT_JSON) {
         char src[256];
         snprintf(src, sizeof(src), "%s:%d", file, line);
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "ts", stamp, "level",
-                              level_names[level], "program", log_program, "msg", msg, "src", src,
-                              "pid", (int)getpid());
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "ts", stamp, "level", level_names[level],
+                              "program", log_program, "msg", msg, "src", src, "pid", (int)getpid());
         if (!o)
-            o = json_pack("{s:s, s:s, s:s, s:s}", "ts", stamp, "level", level_names[level],
-                          "program", log_program, "msg", "(message not valid UTF-8)");
+            o = json_pack("{s:s, s:s, s:s, s:s}", "ts", stamp, "level", level_names[level], "program",
+                          log_program, "msg", "(message not valid UTF-8)");
         if (!o)
             return;
         char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);

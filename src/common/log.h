@@ -42,10 +42,10 @@ int log_emit_errno(enum log_level level, int errnum, const char *file, int line,
 #define log_error(...) log_emit(LOG_LEVEL_ERROR, __FILE__, __LINE__, __VA_ARGS__)
 #define log_warn(...) log_emit(LOG_LEVEL_WARN, __FILE__, __LINE__, __VA_ARGS__)
 #define log_info(...) log_emit(LOG_LEVEL_INFO, __FILE__, __LINE__, __VA_ARGS__)
-#define log_debug(...)                                                                             \
-    do {                                                                                           \
-        if (log_get_level() >= LOG_LEVEL_DEBUG)                                                    \
-            log_emit(LOG_LEVEL_DEBUG, __FILE__, __LINE__, __VA_ARGS__);                            \
+#define log_debug(...)                                                                                       \
+    do {                                                                                                     \
+        if (log_get_level() >= LOG_LEVEL_DEBUG)                                                              \
+            log_emit(LOG_LEVEL_DEBUG, __FILE__, __LINE__, __VA_ARGS__);                                      \
     } while (0)
 #define log_error_errno(e, ...) log_emit_errno(LOG_LEVEL_ERROR, (e), __FILE__, __LINE__, __VA_ARGS__)
 #define log_warn_errno(e, ...) log_emit_errno(LOG_LEVEL_WARN, (e), __FILE__, __LINE__, __VA_ARGS__)

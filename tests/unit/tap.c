@@ -128,8 +128,8 @@ static int run_one(size_t i, size_t num)
         line = nl + 1;
     }
     if (WIFSIGNALED(status))
-        printf("not ok %zu - %s # killed by signal %d (%s)\n", num, tests[i].name,
-               WTERMSIG(status), strsignal(WTERMSIG(status)));
+        printf("not ok %zu - %s # killed by signal %d (%s)\n", num, tests[i].name, WTERMSIG(status),
+               strsignal(WTERMSIG(status)));
     else
         printf("not ok %zu - %s # exit status %d\n", num, tests[i].name, WEXITSTATUS(status));
     return 1;

@@ -45,11 +45,11 @@ TEST(parse_numbers_strictly)
 TEST(utf8_validation)
 {
     ASSERT_TRUE(utf8_is_valid("plain", 5));
-    ASSERT_TRUE(utf8_is_valid("\xc3\xa9", 2));             /* é */
-    ASSERT_TRUE(utf8_is_valid("\xf0\x9f\x98\x80", 4));     /* emoji */
-    ASSERT_FALSE(utf8_is_valid("\xc0\xaf", 2));            /* overlong */
-    ASSERT_FALSE(utf8_is_valid("\xed\xa0\x80", 3));        /* surrogate */
-    ASSERT_FALSE(utf8_is_valid("\xf4\x90\x80\x80", 4));    /* > U+10FFFF */
-    ASSERT_FALSE(utf8_is_valid("\xe2\x82", 2));            /* truncated */
+    ASSERT_TRUE(utf8_is_valid("\xc3\xa9", 2));          /* é */
+    ASSERT_TRUE(utf8_is_valid("\xf0\x9f\x98\x80", 4));  /* emoji */
+    ASSERT_FALSE(utf8_is_valid("\xc0\xaf", 2));         /* overlong */
+    ASSERT_FALSE(utf8_is_valid("\xed\xa0\x80", 3));     /* surrogate */
+    ASSERT_FALSE(utf8_is_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+    ASSERT_FALSE(utf8_is_valid("\xe2\x82", 2));         /* truncated */
     ASSERT_FALSE(utf8_is_valid("\xff", 1));
 }
