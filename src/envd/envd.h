@@ -61,6 +61,15 @@ int envd_request_user(struct MHD_Connection *conn, struct envd_user *ret, struct
 int envd_resolve_path(const struct envd_user *user, const char *path, char **ret,
                       struct error_record *err);
 
+/* Parses an Authorization header value `Basic base64("<name>:<password>")` (scheme case-insensitive)
+ * and copies the name into ret_name (size bytes). Returns 0, or -EINVAL when the header is not
+ * Basic, not base64, has no ':', an empty or over-long name, or a name with NUL or ':' bytes. */
+int envd_parse_basic_auth(const char *header, char *ret_name, size_t size);
+
+/* Lexically cleans an absolute path as Go's filepath.Clean does ("//a/./b/../c/" -> "/a/c").
+ * Returns a malloc'd string. */
+char *envd_path_clean(const char *path);
+
 /* Switches the calling thread's filesystem identity (fsuid, fsgid, supplementary groups) to
  * user, so that permission checks are the user's own; envd_as_root() switches back. Both act
  * on this thread only (raw syscalls, not glibc's all-thread setxid broadcast). */
