@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+// commands.run("true") through the official SDK against a standalone envd, beside spawning
+// the same `/bin/bash -l -c true` directly from Node: the difference is what envd (and the
+// Connect round trip over loopback) adds. Goal (issue 3): under 1 ms at the median.
+import { spawn } from 'node:child_process';
+import { startEnvd } from '../tests/sdk/lib/envd.mjs';
+
+const WARMUP = 20;
+const RUNS = Number(process.env.BENCH_RUNS || 200);
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function spawnOnce() {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const c = spawn('/bin/bash', ['-l', '-c', 'true'], { stdio: 'ignore' });
+    c.on('error', reject);
+    c.on('exit', () => resolve(Number(process.hrtime.bigint() - t0) / 1e6));
+  });
+}
+
+async function main() {
+  const envd = await startEnvd();
+  try {
+    const sbx = await envd.sandbox();
+    const sdk = [];
+    const direct = [];
+    for (let i = 0; i < WARMUP; i++) {
+      await sbx.commands.run('true');
+      await spawnOnce();
+    }
+    // Interleave so that both see the same machine state.
+    for (let i = 0; i < RUNS; i++) {
+      const t0 = process.hrtime.bigint();
+      await sbx.commands.run('true');
+      sdk.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      direct.push(await spawnOnce());
+    }
+    const a = median(sdk);
+    const b = median(direct);
+    const row = (name, hutch, peer, peerName, goal) =>
+      console.log(JSON.stringify({ name, unit: 'ms', hutch, peer, peer_name: peerName, goal }));
+    row('commands.run("true") p50', a, b, 'spawn bash -l -c true', 'envd adds < 1 ms at p50');
+    row('envd overhead p50 (difference)', a - b, 0, '-', '< 1 ms');
+  } finally {
+    await envd.stop();
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

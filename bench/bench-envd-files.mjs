@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// Upload and download of a 256 MiB file through the official SDK against a standalone envd,
+// beside the same transfers against Python's http.server (download) and a plain local file
+// write (upload: the disk's own ceiling). Also envd's idle RSS and its peak RSS (VmHWM) over the
+// transfers. Goals (issue 3): >= 1 GB/s on loopback, peak RSS < 32 MiB, idle RSS < 4 MiB.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { startEnvd, freePort } from '../tests/sdk/lib/envd.mjs';
+
+const SIZE = Number(process.env.BENCH_FILE_MIB || 256) * 1024 * 1024;
+
+function statusKiB(pid, field) {
+  const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = s.match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'));
+  return m ? Number(m[1]) : NaN;
+}
+
+function row(name, unit, hutch, peer, peerName, goal) {
+  console.log(JSON.stringify({ name, unit, hutch, peer, peer_name: peerName, goal }));
+}
+
+async function timed(fn) {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+async function main() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hutch-bench-'));
+  const src = path.join(dir, 'src.bin');
+  const chunk = Buffer.alloc(1 << 20);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 31) & 0xff;
+  const fd = fs.openSync(src, 'w');
+  for (let off = 0; off < SIZE; off += chunk.length) fs.writeSync(fd, chunk);
+  fs.closeSync(fd);
+
+  const envd = await startEnvd();
+  let py;
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    const idleKiB = statusKiB(envd.child.pid, 'VmRSS');
+    const sbx = await envd.sandbox();
+    const target = path.join(dir, 'up.bin');
+
+    const upS = await timed(() =>
+      sbx.files.write(target, Readable.toWeb(fs.createReadStream(src, { highWaterMark: 1 << 20 })))
+    );
+    let got = 0;
+    const downS = await timed(async () => {
+      const stream = await sbx.files.read(target, { format: 'stream' });
+      for await (const c of stream) got += c.length;
+    });
+    if (got !== SIZE) throw new Error(`downloaded ${got} bytes, expected ${SIZE}`);
+    const peakKiB = statusKiB(envd.child.pid, 'VmHWM');
+
+    // Peers, same bytes, same machine, same run.
+    const localS = await timed(async () => {
+      await fs.promises.copyFile(src, path.join(dir, 'copy.bin'));
+    });
+    const port = await freePort();
+    py = spawn('/usr/bin/python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1',
+      '--directory', dir], { stdio: 'ignore' });
+    for (let i = 0; i < 100; i++) {
+      try {
+        await fetch(`http://127.0.0.1:${port}/`);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    const pyIdleKiB = statusKiB(py.pid, 'VmRSS');
+    let pyGot = 0;
+    const pyS = await timed(async () => {
+      const r = await fetch(`http://127.0.0.1:${port}/src.bin`);
+      for await (const c of r.body) pyGot += c.length;
+    });
+    if (pyGot !== SIZE) throw new Error('python download size mismatch');
+    const pyPeakKiB = statusKiB(py.pid, 'VmHWM');
+
+    const gbs = (s) => SIZE / s / 1e9;
+    row('upload 256 MiB (SDK files.write stream)', 'GB/s', gbs(upS), gbs(localS), 'local file copy', '>= 1 GB/s');
+    row('download 256 MiB (SDK files.read stream)', 'GB/s', gbs(downS), gbs(pyS), 'python3 -m http.server', '>= 1 GB/s');
+    row('envd peak RSS during transfers', 'MiB', peakKiB / 1024, pyPeakKiB / 1024, 'python3 -m http.server', '< 32 MiB');
+    row('envd idle RSS', 'MiB', idleKiB / 1024, pyIdleKiB / 1024, 'python3 -m http.server', '< 4 MiB');
+  } finally {
+    if (py) {
+      py.kill();
+      await once(py, 'exit');
+    }
+    await envd.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
