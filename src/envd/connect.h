@@ -51,8 +51,7 @@ struct connect_error {
 };
 
 /* Fills err (may be NULL) and returns -1, for `return connect_error_set(err, ...)`. */
-int connect_error_set(struct connect_error *err, enum connect_code code, const char *fmt, ...)
-    _printf_(3, 4);
+int connect_error_set(struct connect_error *err, enum connect_code code, const char *fmt, ...) _printf_(3, 4);
 
 /* What a handler knows about the call besides its request message. */
 struct connect_call {
@@ -87,7 +86,7 @@ struct connect_stream_ops {
 };
 
 /* A streaming handler: validates req and, on success, returns 0 with the stream in
- * *ret_ops/*ret_state. The first message (for example Start's `start` event) should be ready
+ * *ret_ops and *ret_state. The first message (for example Start's `start` event) should be ready
  * at once: clients time out waiting for it. On failure returns -1 with err filled; the layer
  * then answers 200 with only an end-of-stream error, as connect-go does. */
 typedef int (*connect_stream_cb)(struct connect_call *call, json_t *req,
@@ -95,7 +94,7 @@ typedef int (*connect_stream_cb)(struct connect_call *call, json_t *req,
                                  struct connect_error *err);
 
 struct connect_method {
-    const char *path;         /* "/package.Service/Method" */
-    connect_unary_cb unary;   /* exactly one of unary and stream is set */
+    const char *path;       /* "/package.Service/Method" */
+    connect_unary_cb unary; /* exactly one of unary and stream is set */
     connect_stream_cb stream;
 };

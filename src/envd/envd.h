@@ -58,8 +58,7 @@ int envd_request_user(struct MHD_Connection *conn, struct envd_user *ret, struct
 /* Expands a request path as envd does: empty -> default workdir (or home), "~" and "~/x" ->
  * home, relative -> joined to home. Rejects NUL-free paths longer than PATH_MAX and paths with
  * invalid UTF-8. Returns 0 and a malloc'd absolute path (lexically cleaned) or -EINVAL. */
-int envd_resolve_path(const struct envd_user *user, const char *path, char **ret,
-                      struct error_record *err);
+int envd_resolve_path(const struct envd_user *user, const char *path, char **ret, struct error_record *err);
 
 /* Parses an Authorization header value `Basic base64("<name>:<password>")` (scheme case-insensitive)
  * and copies the name into ret_name (size bytes). Returns 0, or -EINVAL when the header is not
@@ -83,9 +82,8 @@ extern const struct connect_method envd_filesystem_methods[];
 /* The /files endpoints (GET download, POST upload), called by the HTTP server with MHD's
  * access-handler arguments. They check the access token themselves, since a URL signature may
  * stand in for it (e2b-compat 3.8). */
-enum MHD_Result envd_files_request(struct MHD_Connection *conn, const char *method,
-                                   const char *upload_data, size_t *upload_data_size,
-                                   void **req_cls);
+enum MHD_Result envd_files_request(struct MHD_Connection *conn, const char *method, const char *upload_data,
+                                   size_t *upload_data_size, void **req_cls);
 /* Releases what envd_files_request kept in *req_cls (MHD's request-completed callback). */
 void envd_files_request_completed(void *req_cls);
 
