@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "cli/cli.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/banned.h"
@@ -23,6 +24,7 @@ static const struct command {
     int (*run)(int argc, char **argv);
     const char *summary;
 } commands[] = {
+    { "key", cmd_key, "create, list and revoke API keys" },
     { "version", cmd_version, "print the version and exit" },
     { "help", cmd_help, "show this help" },
 };

@@ -1,0 +1,149 @@
+/* See store.h. Opening, pragmas and schema migrations. */
+#include "store/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/xalloc.h"
+#include "store/store-internal.h"
+#include "common/banned.h"
+
+/* Each entry moves the schema from version i to i+1. Append only: a released migration is
+ * never edited, since databases in the field have already run it. */
+static const char *const migrations[] = {
+    /* 0 -> 1: API keys. */
+    "CREATE TABLE api_keys ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT NOT NULL DEFAULT '',"
+    "  key_sha256 TEXT NOT NULL UNIQUE,"
+    "  hint TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  revoked_at INTEGER NOT NULL DEFAULT 0"
+    ") STRICT;",
+};
+
+int store_schema_version(void)
+{
+    return (int)(sizeof(migrations) / sizeof(migrations[0]));
+}
+
+int store_sqlite_error(struct store *s, int rc, struct error_record *err, const char *what)
+{
+    int e = rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? EBUSY
+            : rc == SQLITE_FULL                      ? ENOSPC
+            : rc == SQLITE_CANTOPEN                  ? EACCES
+            : rc == SQLITE_CONSTRAINT                ? EEXIST
+            : rc == SQLITE_READONLY                  ? EROFS
+                                                     : EIO;
+    return error_set(err, e, "%s: %s", what, s && s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+}
+
+static int exec_sql(struct store *s, const char *sql, struct error_record *err)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        int r = error_set(err, rc == SQLITE_BUSY ? EBUSY : EIO, "store: %s", msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return r;
+    }
+    return 0;
+}
+
+static int user_version(struct store *s, int *ret, struct error_record *err)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return store_sqlite_error(s, rc, err, "reading schema version");
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return store_sqlite_error(s, rc, err, "reading schema version");
+    }
+    *ret = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int migrate(struct store *s, struct error_record *err)
+{
+    /* BEGIN IMMEDIATE takes the write lock first, so two processes opening a fresh state dir
+     * at once cannot both run a migration. */
+    int r = exec_sql(s, "BEGIN IMMEDIATE", err);
+    if (r < 0)
+        return r;
+    int version;
+    r = user_version(s, &version, err);
+    if (r < 0)
+        goto fail;
+    if (version > store_schema_version()) {
+        r = error_set(err, EPROTO, "store: database schema %d is newer than this hutch (%d)", version,
+                      store_schema_version());
+        goto fail;
+    }
+    for (int v = version; v < store_schema_version(); v++) {
+        r = exec_sql(s, migrations[v], err);
+        if (r < 0)
+            goto fail;
+        char pragma[64];
+        snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v + 1);
+        r = exec_sql(s, pragma, err);
+        if (r < 0)
+            goto fail;
+    }
+    return exec_sql(s, "COMMIT", err);
+fail:
+    exec_sql(s, "ROLLBACK", NULL);
+    return r;
+}
+
+int store_open(const char *state_dir, struct store **ret, struct error_record *err)
+{
+    if (mkdir(state_dir, 0700) < 0 && errno != EEXIST)
+        return error_set_errno(err, errno, "creating state directory %s", state_dir);
+    struct stat st;
+    if (stat(state_dir, &st) < 0)
+        return error_set_errno(err, errno, "state directory %s", state_dir);
+    if (!S_ISDIR(st.st_mode))
+        return error_set(err, ENOTDIR, "state directory %s is not a directory", state_dir);
+
+    _cleanup_free_ char *path = xasprintf("%s/hutch.db", state_dir);
+    struct store *s = xcalloc(1, sizeof(*s));
+    /* The database holds key hashes and sandbox records: owner-only from its first byte. */
+    mode_t old = umask(0077);
+    int rc =
+        sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    umask(old);
+    if (rc != SQLITE_OK) {
+        int r = store_sqlite_error(s, rc, err, path);
+        store_free(s);
+        return r;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    int r =
+        exec_sql(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;", err);
+    if (r >= 0)
+        r = migrate(s, err);
+    if (r < 0) {
+        store_free(s);
+        return r;
+    }
+    *ret = s;
+    return 0;
+}
+
+void store_free(struct store *s)
+{
+    if (!s)
+        return;
+    sqlite3_close_v2(s->db);
+    free(s);
+}

@@ -1,0 +1,169 @@
+#include <errno.h>
+#include <ftw.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/store.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/hutch-test-store-XXXXXX";
+
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void cleanup_dir(void)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static struct store *open_fresh(void)
+{
+    ASSERT_TRUE(mkdtemp(dir) != NULL);
+    atexit(cleanup_dir);
+    struct store *s;
+    struct error_record e = { 0 };
+    int r = store_open(dir, &s, &e);
+    if (r < 0)
+        tap_fail(__FILE__, __LINE__, "store_open: %s", e.msg);
+    return s;
+}
+
+struct collect {
+    int n;
+    struct store_key keys[8];
+};
+
+static int collect_cb(const struct store_key *k, void *ud)
+{
+    struct collect *c = ud;
+    if (c->n < 8)
+        c->keys[c->n] = *k;
+    c->n++;
+    return 0;
+}
+
+TEST(create_verify_revoke)
+{
+    struct store *s = open_fresh();
+    struct error_record e = { 0 };
+    char key[STORE_KEY_LEN + 1];
+    struct store_key k;
+    ASSERT_OK(store_key_create(s, "ci", key, &k, &e));
+    ASSERT_TRUE(store_key_is_well_formed(key));
+    ASSERT_EQ(strlen(key), STORE_KEY_LEN);
+    ASSERT_EQ(strncmp(key, "e2b_", 4), 0);
+    ASSERT_EQ(store_key_verify(s, key, &e), 1);
+
+    char other[STORE_KEY_LEN + 1];
+    memcpy(other, key, sizeof(other));
+    other[STORE_KEY_LEN - 1] = other[STORE_KEY_LEN - 1] == 'a' ? 'b' : 'a';
+    ASSERT_EQ(store_key_verify(s, other, &e), 0);
+    ASSERT_EQ(store_key_verify(s, "e2b_", &e), 0);
+    ASSERT_EQ(store_key_verify(s, "", &e), 0);
+
+    ASSERT_OK(store_key_revoke(s, k.id, &e));
+    ASSERT_EQ(store_key_verify(s, key, &e), 0);
+    ASSERT_EQ(store_key_revoke(s, k.id, &e), -EALREADY);
+    ASSERT_EQ(store_key_revoke(s, "key_nothere", &e), -ENOENT);
+    ASSERT_TRUE(strstr(e.msg, "key_nothere") != NULL);
+    store_free(s);
+}
+
+TEST(key_is_not_stored_in_clear)
+{
+    struct store *s = open_fresh();
+    struct error_record e = { 0 };
+    char key[STORE_KEY_LEN + 1];
+    ASSERT_OK(store_key_create(s, NULL, key, NULL, &e));
+    store_free(s);
+
+    char path[128];
+    snprintf(path, sizeof(path), "%s/hutch.db", dir);
+    sqlite3 *db;
+    ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    ASSERT_EQ(sqlite3_prepare_v2(db,
+                                 "SELECT count(*) FROM api_keys WHERE id = ?1 OR name = ?1 OR "
+                                 "key_sha256 = ?1 OR hint = ?1 OR instr(key_sha256, ?2) > 0",
+                                 -1, &st, NULL),
+              SQLITE_OK);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, key + 4, -1, SQLITE_STATIC);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+    ASSERT_EQ(sqlite3_column_int(st, 0), 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    struct stat sb;
+    ASSERT_OK(stat(path, &sb));
+    ASSERT_EQ(sb.st_mode & 0077, 0);
+    ASSERT_OK(stat(dir, &sb));
+    ASSERT_EQ(sb.st_mode & 0077, 0);
+}
+
+TEST(list_in_creation_order_and_reopen_keeps_data)
+{
+    struct store *s = open_fresh();
+    struct error_record e = { 0 };
+    char key[STORE_KEY_LEN + 1];
+    ASSERT_OK(store_key_create(s, "first", key, NULL, &e));
+    ASSERT_OK(store_key_create(s, "second", key, NULL, &e));
+    store_free(s);
+    ASSERT_OK(store_open(dir, &s, &e));
+    struct collect c = { 0 };
+    ASSERT_OK(store_key_list(s, collect_cb, &c, &e));
+    ASSERT_EQ(c.n, 2);
+    ASSERT_STREQ(c.keys[0].name, "first");
+    ASSERT_STREQ(c.keys[1].name, "second");
+    ASSERT_EQ(strncmp(c.keys[0].hint, "e2b_...", 7), 0);
+    store_free(s);
+}
+
+TEST(bad_names_rejected)
+{
+    struct store *s = open_fresh();
+    struct error_record e = { 0 };
+    char key[STORE_KEY_LEN + 1];
+    char big[STORE_KEY_NAME_MAX + 2];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    ASSERT_EQ(store_key_create(s, big, key, NULL, &e), -EINVAL);
+    ASSERT_EQ(store_key_create(s, "\xff\xfe", key, NULL, &e), -EINVAL);
+    store_free(s);
+}
+
+TEST(newer_schema_is_refused)
+{
+    struct store *s = open_fresh();
+    store_free(s);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/hutch.db", dir);
+    sqlite3 *db;
+    ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    struct error_record e = { 0 };
+    ASSERT_EQ(store_open(dir, &s, &e), -EPROTO);
+    ASSERT_TRUE(strstr(e.msg, "newer") != NULL);
+}
+
+TEST(state_dir_that_is_a_file_is_refused)
+{
+    struct error_record e = { 0 };
+    struct store *s;
+    ASSERT_EQ(store_open("/etc/hostname", &s, &e), -ENOTDIR);
+}
+
+TEST(well_formed_keys)
+{
+    ASSERT_TRUE(store_key_is_well_formed("e2b_0123456789abcdef0123456789abcdef01234567"));
+    ASSERT_FALSE(store_key_is_well_formed("e2b_0123456789ABCDEF0123456789abcdef01234567"));
+    ASSERT_FALSE(store_key_is_well_formed("e2b_0123"));
+    ASSERT_FALSE(store_key_is_well_formed("xyz_0123456789abcdef0123456789abcdef01234567"));
+    ASSERT_FALSE(store_key_is_well_formed(NULL));
+}
