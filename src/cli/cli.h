@@ -9,3 +9,4 @@
 const char *cli_state_dir(const char *option);
 
 int cmd_key(int argc, char **argv);
+int cmd_serve(int argc, char **argv);

@@ -24,6 +24,7 @@ static const struct command {
     int (*run)(int argc, char **argv);
     const char *summary;
 } commands[] = {
+    { "serve", cmd_serve, "serve the E2B-compatible API" },
     { "key", cmd_key, "create, list and revoke API keys" },
     { "version", cmd_version, "print the version and exit" },
     { "help", cmd_help, "show this help" },

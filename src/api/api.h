@@ -1,0 +1,68 @@
+/* The control plane's HTTP API: E2B's REST surface (/sandboxes, /v2/sandboxes, /templates, ...)
+ * served by libmicrohttpd on one port, with API-key authentication against the store.
+ *
+ * Invariants: every 2xx carries a JSON body or Content-Length: 0 (the SDK parses any other 2xx
+ * as JSON); every error is `{"code": <status>, "message": "..."}` with the status also in
+ * `code` (the SDK reads the body's code, not the HTTP status); request bodies are read up to
+ * API_MAX_BODY, chunked or not. */
+#pragma once
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/error.h"
+
+#define API_MAX_BODY (1u << 20)
+#define API_DEFAULT_LISTEN "127.0.0.1:3000"
+#define API_MAX_PARAMS 4
+
+struct api_config {
+    const char *listen;    /* "ADDR:PORT" */
+    const char *state_dir; /* holds hutch.db */
+    const char *domain;    /* for <port>-<id>.<domain> routing; NULL when unset */
+};
+
+struct api_server;
+
+/* Opens the store, binds the listener and starts serving on MHD's threads. Returns 0 and the
+ * server, or -errno with err filled (address in use, unusable state dir, ...). */
+int api_server_start(const struct api_config *cfg, struct api_server **ret, struct error_record *err);
+/* The port actually bound (useful with port 0). */
+uint16_t api_server_port(const struct api_server *s);
+/* Stops accepting, waits for in-flight requests, frees everything. Accepts NULL. */
+void api_server_stop(struct api_server *s);
+
+/* One request as a handler sees it. */
+struct api_request {
+    struct api_server *server;
+    struct MHD_Connection *conn;
+    const char *method;
+    const char *path;
+    const char *params[API_MAX_PARAMS]; /* the {name} segments of the route, in order */
+    struct buf body;                    /* the whole request body, NUL-terminated */
+};
+
+/* A route handler queues exactly one response and returns MHD's result. */
+typedef enum MHD_Result (*api_handler_cb)(struct api_request *req);
+
+struct api_route {
+    const char *method;  /* "GET", "POST", ... */
+    const char *pattern; /* "/sandboxes/{id}/timeout": a {…} segment matches one path segment */
+    api_handler_cb handler;
+    bool public; /* no API key needed */
+};
+
+/* Matches path against pattern, filling params with pointers into a copy the caller owns
+ * (segments are written into scratch, which must hold strlen(path)+1 bytes). Returns true on a
+ * match. Exposed for tests. */
+bool api_route_match(const char *pattern, const char *path, char *scratch, const char **params);
+
+/* Handlers (api-*.c). */
+enum MHD_Result api_health(struct api_request *req);
+
+/* Parses the request body as a JSON object; on failure queues a 400 and returns NULL with
+ * *ret_result set to what the handler must return. An empty body gives an empty object. */
+json_t *api_request_json(struct api_request *req, enum MHD_Result *ret_result);

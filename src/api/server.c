@@ -1,0 +1,268 @@
+/* See api.h: the listener, the request lifecycle (route, read body, authenticate, dispatch)
+ * and the route table.
+ *
+ * libmicrohttpd runs one thread per connection: handlers may block (on the store, on a
+ * sandbox) without stalling other clients. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "common/cleanup.h"
+#include "common/http-util.h"
+#include "common/json-util.h"
+#include "common/log.h"
+#include "common/strutil.h"
+#include "common/xalloc.h"
+#include "store/store.h"
+#include "common/banned.h"
+
+#define API_MAX_CONNECTIONS 1024
+#define API_CONNECTION_TIMEOUT_S 300
+#define API_LISTEN_BACKLOG 512
+
+struct api_server {
+    struct MHD_Daemon *daemon;
+    int listen_fd;
+    uint16_t port;
+    /* One store connection shared by all request threads: SQLite connections are not to be
+     * used from two threads at once, and key checks are short. */
+    pthread_mutex_t store_lock;
+    struct store *store;
+};
+
+static const struct api_route routes[] = {
+    { "GET", "/health", api_health, true },
+};
+
+/* Per-request state, allocated on MHD's first call and freed when the request completes. */
+struct request_state {
+    struct api_request req;
+    const struct api_route *route;
+    char *scratch;
+    bool body_too_large;
+    bool method_mismatch; /* the path exists, with another method */
+};
+
+json_t *api_request_json(struct api_request *req, enum MHD_Result *ret_result)
+{
+    if (req->body.len == 0)
+        return json_object();
+    json_t *v;
+    struct error_record err = { 0 };
+    if (json_parse_object(req->body.data, req->body.len, &v, &err) < 0) {
+        *ret_result = http_queue_error(req->conn, MHD_HTTP_BAD_REQUEST, "request body: %s", err.msg);
+        return NULL;
+    }
+    return v;
+}
+
+static void find_route(struct request_state *st, const char *method, const char *path)
+{
+    st->scratch = xmalloc(strlen(path) + 1);
+    for (size_t i = 0; i < ARRAY_SIZE(routes); i++) {
+        const char *params[API_MAX_PARAMS] = { 0 };
+        if (!api_route_match(routes[i].pattern, path, st->scratch, params))
+            continue;
+        if (!streq(routes[i].method, method)) {
+            st->method_mismatch = true;
+            continue;
+        }
+        st->route = &routes[i];
+        memcpy(st->req.params, params, sizeof(params));
+        return;
+    }
+}
+
+static enum MHD_Result check_api_key(struct api_server *s, struct MHD_Connection *conn, bool *ret_ok)
+{
+    const char *key = http_header(conn, "X-API-KEY");
+    *ret_ok = false;
+    if (!key || !*key)
+        return http_queue_error(conn, MHD_HTTP_UNAUTHORIZED,
+                                "missing API key: send it in the X-API-KEY header (create one with "
+                                "`hutch key create`)");
+    struct error_record err = { 0 };
+    pthread_mutex_lock(&s->store_lock);
+    int r = store_key_verify(s->store, key, &err);
+    pthread_mutex_unlock(&s->store_lock);
+    if (r < 0) {
+        log_error("checking an API key: %s", err.msg);
+        return http_queue_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error checking the API key");
+    }
+    if (r == 0)
+        return http_queue_error(conn, MHD_HTTP_UNAUTHORIZED, "invalid API key");
+    *ret_ok = true;
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+    struct api_server *s = cls;
+    struct request_state *st = *req_cls;
+
+    if (!st) {
+        st = xcalloc(1, sizeof(*st));
+        st->req.server = s;
+        st->req.conn = conn;
+        st->req.method = method;
+        st->req.path = url;
+        buf_init(&st->req.body, API_MAX_BODY);
+        find_route(st, method, url);
+        *req_cls = st;
+        return MHD_YES;
+    }
+
+    if (*upload_data_size > 0) {
+        /* Past the limit the rest is read and dropped so the client still gets the 413. */
+        if (!st->body_too_large && buf_append(&st->req.body, upload_data, *upload_data_size) < 0)
+            st->body_too_large = true;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    if (st->body_too_large)
+        return http_queue_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "request body is larger than %u bytes",
+                                API_MAX_BODY);
+    if (!st->route) {
+        if (st->method_mismatch)
+            return http_queue_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method %s is not allowed on %s",
+                                    method, url);
+        return http_queue_error(conn, MHD_HTTP_NOT_FOUND, "no such endpoint: %s %s", method, url);
+    }
+    if (!st->route->public) {
+        bool ok;
+        enum MHD_Result ret = check_api_key(s, conn, &ok);
+        if (!ok)
+            return ret;
+    }
+    return st->route->handler(&st->req);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct request_state *st = *req_cls;
+    if (!st)
+        return;
+    buf_release(&st->req.body);
+    free(st->scratch);
+    free(st);
+    *req_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    log_warn("http: %s", msg);
+}
+
+/* Binds "ADDR:PORT" or "[V6ADDR]:PORT" (numeric only: a listen address is configuration,
+ * not something to resolve). */
+static int bind_listen(const char *listen_addr, int *ret_fd, uint16_t *ret_port, struct error_record *err)
+{
+    char host[128];
+    const char *colon = strrchr(listen_addr, ':');
+    if (!colon || colon == listen_addr || (size_t)(colon - listen_addr) >= sizeof(host))
+        return error_set(err, EINVAL, "listen address '%s' is not ADDR:PORT", listen_addr);
+    memcpy(host, listen_addr, (size_t)(colon - listen_addr));
+    host[colon - listen_addr] = '\0';
+    char *h = host;
+    size_t hl = strlen(h);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h[hl - 1] = '\0';
+        h++;
+    }
+    uint32_t port;
+    if (parse_uint32(colon + 1, &port) < 0 || port > 65535)
+        return error_set(err, EINVAL, "listen address '%s' has no valid port", listen_addr);
+
+    struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_PASSIVE, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *ai;
+    int rc = getaddrinfo(h, colon + 1, &hints, &ai);
+    if (rc != 0)
+        return error_set(err, EINVAL, "listen address '%s': %s", listen_addr, gai_strerror(rc));
+    _cleanup_close_ int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(ai);
+        return error_set_errno(err, errno, "socket");
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        int e = errno;
+        freeaddrinfo(ai);
+        return error_set_errno(err, e, "binding %s", listen_addr);
+    }
+    freeaddrinfo(ai);
+    if (listen(fd, API_LISTEN_BACKLOG) < 0)
+        return error_set_errno(err, errno, "listening on %s", listen_addr);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return error_set_errno(err, errno, "getsockname");
+    *ret_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    *ret_fd = TAKE_FD(fd);
+    return 0;
+}
+
+int api_server_start(const struct api_config *cfg, struct api_server **ret, struct error_record *err)
+{
+    struct api_server *s = xcalloc(1, sizeof(*s));
+    s->listen_fd = -1;
+    pthread_mutex_init(&s->store_lock, NULL);
+    int r = store_open(cfg->state_dir, &s->store, err);
+    if (r < 0)
+        goto fail;
+    r = bind_listen(cfg->listen ? cfg->listen : API_DEFAULT_LISTEN, &s->listen_fd, &s->port, err);
+    if (r < 0)
+        goto fail;
+    s->daemon =
+        MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+                         0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+                         MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_MAX_CONNECTIONS,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
+    if (!s->daemon) {
+        r = error_set(err, EIO, "could not start the HTTP server");
+        goto fail;
+    }
+    *ret = s;
+    return 0;
+fail:
+    api_server_stop(s);
+    return r;
+}
+
+uint16_t api_server_port(const struct api_server *s)
+{
+    return s->port;
+}
+
+void api_server_stop(struct api_server *s)
+{
+    if (!s)
+        return;
+    if (s->daemon)
+        MHD_stop_daemon(s->daemon);
+    /* MHD does not close a socket it was given. */
+    safe_close(s->listen_fd);
+    store_free(s->store);
+    pthread_mutex_destroy(&s->store_lock);
+    free(s);
+}

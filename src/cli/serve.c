@@ -1,0 +1,108 @@
+/* hutch serve: the control plane on one port, until SIGINT or SIGTERM. */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "cli/cli.h"
+#include "common/log.h"
+#include "common/macro.h"
+#include "store/store.h"
+#include "common/banned.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: hutch serve [--listen ADDR:PORT] [--state-dir DIR] [--domain DOMAIN]\n\n"
+            "Serves E2B's control-plane API. Defaults: --listen %s, --state-dir %s\n"
+            "(or $HUTCH_STATE_DIR).\n",
+            API_DEFAULT_LISTEN, HUTCH_DEFAULT_STATE_DIR);
+}
+
+static int count_key(const struct store_key *k, void *userdata)
+{
+    if (!k->revoked_at)
+        ++*(int *)userdata;
+    return 0;
+}
+
+/* The first thing a new admin needs is a key; say how to get one when there is none. */
+static void hint_if_no_keys(const char *state_dir)
+{
+    struct store *store;
+    struct error_record err = { 0 };
+    if (store_open(state_dir, &store, &err) < 0)
+        return;
+    int n = 0;
+    store_key_list(store, count_key, &n, &err);
+    store_free(store);
+    if (n == 0)
+        log_info("no API key yet: create one with `hutch key create --state-dir %s` and give it to clients "
+                 "as E2B_API_KEY",
+                 state_dir);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    static const struct option options[] = {
+        { "listen", required_argument, NULL, 'l' },
+        { "state-dir", required_argument, NULL, 's' },
+        { "domain", required_argument, NULL, 'd' },
+        { "help", no_argument, NULL, 'h' },
+        {},
+    };
+    struct api_config cfg = { .listen = API_DEFAULT_LISTEN };
+    const char *state_dir = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "l:s:d:h", options, NULL)) >= 0) {
+        switch (c) {
+        case 'l':
+            cfg.listen = optarg;
+            break;
+        case 's':
+            state_dir = optarg;
+            break;
+        case 'd':
+            cfg.domain = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    cfg.state_dir = cli_state_dir(state_dir);
+
+    /* Block the stop signals before any thread starts, so that only sigwait() sees them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct api_server *server;
+    struct error_record err = { 0 };
+    if (api_server_start(&cfg, &server, &err) < 0) {
+        log_error("hutch serve: %s", err.msg);
+        return 1;
+    }
+    log_info("serving the E2B API on http://%s (state in %s, port %u)", cfg.listen, cfg.state_dir,
+             (unsigned)api_server_port(server));
+    hint_if_no_keys(cfg.state_dir);
+
+    int sig;
+    sigwait(&stop, &sig);
+    log_info("received %s, stopping", strsignal(sig));
+    api_server_stop(server);
+    return 0;
+}

@@ -1,0 +1,105 @@
+"""hutch serve: the listener, framing rules of e2b-compat §2.2, authentication, errors."""
+import http.client
+import json
+import socket
+
+import pytest
+
+from hutch_server import HutchServer
+
+
+@pytest.fixture
+def server(bindir, tmp_path, free_port):
+    s = HutchServer(bindir, tmp_path / "state", free_port).start()
+    yield s
+    assert s.stop() == 0, s.log()
+
+
+def error_body(data, status):
+    body = json.loads(data)
+    assert body["code"] == status
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+def test_health_is_public(server):
+    status, headers, data = server.request("GET", "/health")
+    assert status == 200
+    assert data == b"Health check successful"
+
+
+def test_first_start_says_how_to_get_a_key(server):
+    assert "hutch key create --state-dir" in server.log()
+
+
+def test_unknown_endpoint_is_json_404(server):
+    status, headers, data = server.request("GET", "/nope")
+    assert status == 404
+    assert headers["content-type"].startswith("application/json")
+    assert "GET /nope" in error_body(data, 404)["message"]
+
+
+def test_wrong_method_is_405(server):
+    status, _, data = server.request("DELETE", "/health")
+    assert status == 405
+    error_body(data, 405)
+
+
+def test_oversized_body_is_413_and_server_survives(server):
+    status, _, data = server.request("POST", "/health", body=b"x" * (2 << 20))
+    assert status == 413
+    error_body(data, 413)
+    assert server.request("GET", "/health")[0] == 200
+
+
+def test_chunked_request_body_is_read(server):
+    # Node's undici sends control-plane bodies chunked (§2.2).
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    c.putrequest("POST", "/health")
+    c.putheader("Transfer-Encoding", "chunked")
+    c.endheaders()
+    for part in (b'{"a":', b'1}'):
+        c.send(b"%x\r\n%s\r\n" % (len(part), part))
+    c.send(b"0\r\n\r\n")
+    r = c.getresponse()
+    r.read()
+    assert r.status == 405
+    c.close()
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server):
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    for _ in range(5):
+        status, _, _ = server.request("GET", "/health", conn=c)
+        assert status == 200
+    c.close()
+
+
+def test_garbage_request_line_does_not_kill_the_server(server):
+    for junk in (b"\x00\x01\x02 garbage\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nBad header\r\n\r\n",
+                 b"POST /health HTTP/1.1\r\nContent-Length: -5\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(junk)
+            s.settimeout(1)
+            try:
+                s.recv(4096)
+            except TimeoutError:
+                pass
+    assert server.request("GET", "/health")[0] == 200
+
+
+def test_address_in_use_is_a_clear_error(bindir, tmp_path, server):
+    import subprocess
+    p = subprocess.run([str(bindir / "hutch"), "serve", "--listen", f"127.0.0.1:{server.port}",
+                        "--state-dir", str(tmp_path / "other")], capture_output=True, text=True,
+                       timeout=10)
+    assert p.returncode == 1
+    assert "Address already in use" in p.stderr
+
+
+def test_bad_listen_address(bindir, tmp_path):
+    import subprocess
+    p = subprocess.run([str(bindir / "hutch"), "serve", "--listen", "localhost", "--state-dir",
+                        str(tmp_path / "s")], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 1
+    assert "not ADDR:PORT" in p.stderr
