@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "common/error.h"
 #include "common/macro.h"
 #include "common/time-util.h"
@@ -93,8 +94,67 @@ typedef int (*connect_stream_cb)(struct connect_call *call, json_t *req,
                                  const struct connect_stream_ops **ret_ops, void **ret_state,
                                  struct connect_error *err);
 
+/* A client stream (over HTTP/1.1: a request body of envelopes, handled as they arrive).
+ * message() gets each request message (borrowed) and returns 0, or -1 with err filled, which
+ * ends the call with that error; finish() runs when the body is complete and returns the one
+ * response message like a unary handler. free() is called exactly once. */
+struct connect_client_stream_ops {
+    int (*message)(void *state, json_t *msg, struct connect_error *err);
+    int (*finish)(void *state, json_t **ret_resp, struct connect_error *err);
+    void (*free)(void *state);
+};
+
+/* Opens a client stream before any message has arrived. Returns 0 with the stream in *ret_ops
+ * and *ret_state, or -1 with err filled. */
+typedef int (*connect_client_stream_cb)(struct connect_call *call,
+                                        const struct connect_client_stream_ops **ret_ops, void **ret_state,
+                                        struct connect_error *err);
+
 struct connect_method {
     const char *path;       /* "/package.Service/Method" */
-    connect_unary_cb unary; /* exactly one of unary and stream is set */
+    connect_unary_cb unary; /* exactly one of unary, stream and client_stream is set */
     connect_stream_cb stream;
+    connect_client_stream_cb client_stream;
 };
+
+/* ---- Framing, exposed for tests and fuzzers ---- */
+
+#define CONNECT_ENVELOPE_HEADER 5
+#define CONNECT_FLAG_COMPRESSED 0x01u
+#define CONNECT_FLAG_END_STREAM 0x02u
+
+/* Looks at the start of data for one envelope. Returns the number of bytes the whole envelope
+ * spans (> 0) and its flags and payload (pointing into data); 0 when more bytes are needed; or
+ * -1 with err filled: a payload over CONNECT_MAX_MESSAGE is resource_exhausted (reported as
+ * soon as the 5-byte header is there), a compressed one internal (connect-go's answer when no
+ * compression was negotiated). */
+int connect_envelope_next(const void *data, size_t len, uint8_t *ret_flags, const char **ret_payload,
+                          size_t *ret_len, struct connect_error *err);
+
+/* Appends one envelope (flags, big-endian length, payload) to b. Returns 0 or -ENOBUFS. */
+int connect_envelope_append(struct buf *b, uint8_t flags, const void *payload, size_t len);
+
+/* Parses the body of a unary call: one JSON object of at most CONNECT_MAX_MESSAGE bytes.
+ * Returns 0 and a new reference, or -1 with err (invalid_argument, resource_exhausted). */
+int connect_parse_unary_request(const void *body, size_t len, json_t **ret, struct connect_error *err);
+/* Parses the body of a server-stream call: exactly one complete, uncompressed message envelope
+ * holding a JSON object. Returns 0 and a new reference, or -1 with err. */
+int connect_parse_stream_request(const void *body, size_t len, json_t **ret, struct connect_error *err);
+
+/* {"code": "...", "message": "..."} of err, as a unary error body or inside an end-of-stream
+ * envelope. Never NULL; a message that is not valid UTF-8 is replaced. */
+json_t *connect_error_to_json(const struct connect_error *err);
+
+/* ---- HTTP glue, called by envd's server ---- */
+
+/* Handles one MHD access-handler call for a Connect RPC path. method is the table entry for the
+ * path, or NULL when no service has it (answered 404 `unimplemented`). *cls is the per-request
+ * slot for the layer's own state (NULL on the first call); release it with
+ * connect_request_completed(). */
+enum MHD_Result connect_handle(struct MHD_Connection *conn, const struct connect_method *method,
+                               const char *url, const char *http_method, const char *upload_data,
+                               size_t *upload_data_size, void **cls);
+void connect_request_completed(void *cls);
+
+/* Makes every open stream end soon (within about half a second): for an orderly shutdown. */
+void connect_shutdown(void);
