@@ -143,7 +143,7 @@ enum MHD_Result files_download(struct files_ctx *ctx, bool head)
         path = ctx->path;
     }
     if (envd_as_user(&ctx->user) < 0)
-        return http_queue_error(conn, MHD_HTTP_UNAUTHORIZED, "cannot act as user '%s'", ctx->user.name);
+        return http_queue_error(conn, MHD_HTTP_FORBIDDEN, "cannot act as user '%s'", ctx->user.name);
     struct stat st;
     int r = stat(path, &st) < 0 ? -errno : 0;
     _cleanup_close_ int fd = -1;

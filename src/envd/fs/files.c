@@ -153,6 +153,7 @@ enum MHD_Result envd_files_request(struct MHD_Connection *conn, const char *meth
     }
     struct files_upload *u = NULL;
     mr = files_upload_start(&ctx, &u);
+    free(ctx.path);
     if (!u)
         return mr;
     st = xcalloc(1, sizeof(*st));
