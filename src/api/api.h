@@ -14,6 +14,7 @@
 
 #include "common/buf.h"
 #include "common/error.h"
+#include "gateway/gateway.h"
 
 #define API_MAX_BODY (1u << 20)
 #define API_DEFAULT_LISTEN "127.0.0.1:3000"
@@ -23,6 +24,10 @@ struct api_config {
     const char *listen;    /* "ADDR:PORT" */
     const char *state_dir; /* holds hutch.db */
     const char *domain;    /* for <port>-<id>.<domain> routing; NULL when unset */
+    /* How the gateway reaches a port inside a sandbox (see gw_connect_cb); NULL: no sandbox
+     * is reachable, every routed request answers 502. */
+    gw_connect_cb sandbox_connect;
+    void *sandbox_connect_userdata;
 };
 
 struct api_server;

@@ -4,6 +4,7 @@
  * libmicrohttpd runs one thread per connection: handlers may block (on the store, on a
  * sandbox) without stalling other clients. */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -31,6 +32,8 @@
 
 struct api_server {
     struct MHD_Daemon *daemon;
+    struct gw *gateway;
+    char *domain;
     int listen_fd;
     uint16_t port;
     /* One store connection shared by all request threads: SQLite connections are not to be
@@ -43,13 +46,20 @@ static const struct api_route routes[] = {
     { "GET", "/health", api_health, true },
 };
 
-/* Per-request state, allocated on MHD's first call and freed when the request completes. */
+/* Per-request state, allocated when MHD has read the request line (uri_logged) and freed when
+ * the request completes. */
 struct request_state {
     struct api_request req;
+    char *raw_uri; /* the request target as sent, query included */
+    bool started;
     const struct api_route *route;
     char *scratch;
     bool body_too_large;
     bool method_mismatch; /* the path exists, with another method */
+    /* Sandbox traffic goes to the gateway instead. */
+    bool to_gateway;
+    struct gw_target target;
+    void *gateway_request;
 };
 
 json_t *api_request_json(struct api_request *req, enum MHD_Result *ret_result)
@@ -104,22 +114,47 @@ static enum MHD_Result check_api_key(struct api_server *s, struct MHD_Connection
     return MHD_YES;
 }
 
+/* MHD calls this with the raw request target before it decodes anything; what it returns
+ * becomes the request's *req_cls. The gateway forwards this target byte for byte. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct request_state *st = xcalloc(1, sizeof(*st));
+    st->raw_uri = xstrdup(uri);
+    return st;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **req_cls)
 {
     struct api_server *s = cls;
     struct request_state *st = *req_cls;
+    assert(st);
 
-    if (!st) {
-        st = xcalloc(1, sizeof(*st));
+    if (st->to_gateway)
+        return gw_handle(s->gateway, &st->target, conn, url, st->raw_uri, method, upload_data,
+                         upload_data_size, &st->gateway_request);
+
+    if (!st->started) {
+        st->started = true;
+        switch (gw_route(s->domain, http_header(conn, "E2b-Sandbox-Id"),
+                         http_header(conn, "E2b-Sandbox-Port"), http_header(conn, MHD_HTTP_HEADER_HOST),
+                         &st->target)) {
+        case GW_BAD_ROUTE:
+            return http_queue_error(conn, MHD_HTTP_BAD_REQUEST, "%s", st->target.error);
+        case GW_ROUTED:
+            st->to_gateway = true;
+            return gw_handle(s->gateway, &st->target, conn, url, st->raw_uri, method, upload_data,
+                             upload_data_size, &st->gateway_request);
+        case GW_NOT_SANDBOX_TRAFFIC:
+            break;
+        }
         st->req.server = s;
         st->req.conn = conn;
         st->req.method = method;
         st->req.path = url;
         buf_init(&st->req.body, API_MAX_BODY);
         find_route(st, method, url);
-        *req_cls = st;
         return MHD_YES;
     }
 
@@ -155,6 +190,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     struct request_state *st = *req_cls;
     if (!st)
         return;
+    gw_request_completed(st->gateway_request);
+    free(st->raw_uri);
     buf_release(&st->req.body);
     free(st->scratch);
     free(st);
@@ -221,6 +258,11 @@ static int bind_listen(const char *listen_addr, int *ret_fd, uint16_t *ret_port,
     return 0;
 }
 
+static int no_sandboxes(void *userdata, const char *sandbox_id, uint16_t port, struct error_record *err)
+{
+    return error_set(err, ENOENT, "sandbox %s not found", sandbox_id);
+}
+
 int api_server_start(const struct api_config *cfg, struct api_server **ret, struct error_record *err)
 {
     struct api_server *s = xcalloc(1, sizeof(*s));
@@ -229,15 +271,24 @@ int api_server_start(const struct api_config *cfg, struct api_server **ret, stru
     int r = store_open(cfg->state_dir, &s->store, err);
     if (r < 0)
         goto fail;
+    s->domain = cfg->domain ? xstrdup(cfg->domain) : NULL;
+    struct gw_config gwc = {
+        .connect = cfg->sandbox_connect ? cfg->sandbox_connect : no_sandboxes,
+        .userdata = cfg->sandbox_connect_userdata,
+        .domain = s->domain,
+    };
+    r = gw_new(&gwc, &s->gateway);
+    if (r < 0)
+        goto fail;
     r = bind_listen(cfg->listen ? cfg->listen : API_DEFAULT_LISTEN, &s->listen_fd, &s->port, err);
     if (r < 0)
         goto fail;
-    s->daemon =
-        MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-                         0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-                         MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_MAX_CONNECTIONS,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+        on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
     if (!s->daemon) {
         r = error_set(err, EIO, "could not start the HTTP server");
         goto fail;
@@ -262,6 +313,8 @@ void api_server_stop(struct api_server *s)
         MHD_stop_daemon(s->daemon);
     /* MHD does not close a socket it was given. */
     safe_close(s->listen_fd);
+    gw_free(s->gateway);
+    free(s->domain);
     store_free(s->store);
     pthread_mutex_destroy(&s->store_lock);
     free(s);

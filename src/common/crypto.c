@@ -95,16 +95,43 @@ void sha256(const void *data, size_t len, unsigned char out[SHA256_LEN])
     SHA256(data, len, out);
 }
 
+void sha256_to_hex(const unsigned char digest[SHA256_LEN], char out[2 * SHA256_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < SHA256_LEN; i++) {
+        out[2 * i] = hex[digest[i] >> 4];
+        out[2 * i + 1] = hex[digest[i] & 0xf];
+    }
+    out[2 * SHA256_LEN] = '\0';
+}
+
 void sha256_hex(const void *data, size_t len, char out[2 * SHA256_LEN + 1])
 {
     unsigned char d[SHA256_LEN];
     sha256(data, len, d);
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < SHA256_LEN; i++) {
-        out[2 * i] = hex[d[i] >> 4];
-        out[2 * i + 1] = hex[d[i] & 0xf];
-    }
-    out[2 * SHA256_LEN] = '\0';
+    sha256_to_hex(d, out);
+}
+
+struct sha256_stream *sha256_stream_new(void)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+        abort();
+    return (struct sha256_stream *)ctx;
+}
+
+void sha256_stream_update(struct sha256_stream *s, const void *data, size_t len)
+{
+    if (EVP_DigestUpdate((EVP_MD_CTX *)s, data, len) != 1)
+        abort();
+}
+
+void sha256_stream_final(struct sha256_stream *s, unsigned char out[SHA256_LEN])
+{
+    unsigned int n = SHA256_LEN;
+    if (EVP_DigestFinal_ex((EVP_MD_CTX *)s, out, &n) != 1)
+        abort();
+    EVP_MD_CTX_free((EVP_MD_CTX *)s);
 }
 
 bool memeq_consttime(const void *a, size_t alen, const void *b, size_t blen)

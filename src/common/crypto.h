@@ -20,6 +20,15 @@ void sha256(const void *data, size_t len, unsigned char out[SHA256_LEN]);
 /* Lowercase hex of the SHA-256 of data; out must hold 2*SHA256_LEN+1 bytes. */
 void sha256_hex(const void *data, size_t len, char out[2 * SHA256_LEN + 1]);
 
+/* Incremental SHA-256 for data that arrives in pieces (EVP under the hood). final() writes
+ * the digest and frees the context. */
+struct sha256_stream;
+struct sha256_stream *sha256_stream_new(void);
+void sha256_stream_update(struct sha256_stream *s, const void *data, size_t len);
+void sha256_stream_final(struct sha256_stream *s, unsigned char out[SHA256_LEN]);
+/* Lowercase hex of a digest; out must hold 2*SHA256_LEN+1 bytes. */
+void sha256_to_hex(const unsigned char digest[SHA256_LEN], char out[2 * SHA256_LEN + 1]);
+
 /* Compares two byte strings in time independent of where they differ. */
 bool memeq_consttime(const void *a, size_t alen, const void *b, size_t blen);
 

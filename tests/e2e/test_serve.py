@@ -103,3 +103,29 @@ def test_bad_listen_address(bindir, tmp_path):
                         str(tmp_path / "s")], capture_output=True, text=True, timeout=10)
     assert p.returncode == 1
     assert "not ADDR:PORT" in p.stderr
+
+
+def test_sandbox_traffic_for_an_unknown_sandbox_is_502(server):
+    # e2b-compat 1.4: sandbox gone -> 502 {"sandboxId","message","code":502}; the SDK maps it to
+    # "sandbox is not running".
+    status, headers, data = server.request(
+        "POST", "/process.Process/List", body={},
+        headers={"E2b-Sandbox-Id": "abc123", "E2b-Sandbox-Port": "49983"})
+    assert status == 502
+    body = json.loads(data)
+    assert body == {"sandboxId": "abc123", "message": body["message"], "code": 502}
+
+
+def test_half_routed_sandbox_traffic_is_400(server):
+    status, _, data = server.request("GET", "/health", headers={"E2b-Sandbox-Id": "abc123"})
+    assert status == 400
+    assert "E2b-Sandbox-Port" in error_body(data, 400)["message"]
+
+
+def test_envd_internal_routes_are_never_forwarded(server):
+    for path in ("/init", "//init", "/%69nit", "/freeze", "/upgrade"):
+        status, _, data = server.request(
+            "POST", path, body={"accessToken": "x"},
+            headers={"E2b-Sandbox-Id": "abc123", "E2b-Sandbox-Port": "49983"})
+        assert status == 403, path
+        error_body(data, 403)

@@ -52,6 +52,24 @@ TEST(sha256_vector)
     ASSERT_STREQ(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+TEST(sha256_stream_matches_one_shot)
+{
+    char data[1000];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (char)(i * 13);
+    unsigned char a[SHA256_LEN], b[SHA256_LEN];
+    sha256(data, sizeof(data), a);
+    struct sha256_stream *s = sha256_stream_new();
+    sha256_stream_update(s, data, 1);
+    sha256_stream_update(s, data + 1, 500);
+    sha256_stream_update(s, data + 501, sizeof(data) - 501);
+    sha256_stream_final(s, b);
+    ASSERT_MEMEQ(a, b, SHA256_LEN);
+    char hex[2 * SHA256_LEN + 1];
+    sha256_to_hex(a, hex);
+    ASSERT_EQ(strlen(hex), 64);
+}
+
 TEST(consttime_compare)
 {
     ASSERT_TRUE(memeq_consttime("abc", 3, "abc", 3));
