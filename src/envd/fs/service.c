@@ -181,7 +181,7 @@ static int fs_move(struct connect_call *call, json_t *req, json_t **ret_resp, st
 {
     const char *s, *d;
     struct envd_user user;
-    _cleanup_free_ char *src = NULL, *dst = NULL;
+    _cleanup_free_ char *src = NULL, *dst = NULL, *parent = NULL;
     if (fs_req_string(req, "source", NULL, &s, err) < 0 ||
         fs_req_string(req, "destination", NULL, &d, err) < 0 ||
         fs_req_user_path(call, s, &user, &src, err) < 0)
@@ -198,7 +198,7 @@ static int fs_move(struct connect_call *call, json_t *req, json_t **ret_resp, st
                             : fs_connect_errno(err, -errno, "cannot stat", src);
         goto out;
     }
-    _cleanup_free_ char *parent = xstrdup(dst);
+    parent = xstrdup(dst);
     char *slash = strrchr(parent, '/');
     if (slash && slash != parent) {
         *slash = '\0';
@@ -230,6 +230,7 @@ static int fs_list_dir_rpc(struct connect_call *call, json_t *req, json_t **ret_
         fs_req_user_path(call, p, &user, &path, err) < 0 || fs_become(&user, err) < 0)
         return -1;
     int r;
+    _cleanup_json_ json_t *entries = NULL;
     _cleanup_free_ char *real = realpath(path, NULL);
     struct stat st;
     if (!real) {
@@ -245,7 +246,7 @@ static int fs_list_dir_rpc(struct connect_call *call, json_t *req, json_t **ret_
         r = connect_error_set(err, CONNECT_INVALID_ARGUMENT, "path is not a directory: %s", path);
         goto out;
     }
-    _cleanup_json_ json_t *entries = json_array();
+    entries = json_array();
     r = fs_list_dir(real, path, depth, entries);
     if (r == -E2BIG) {
         r = connect_error_set(err, CONNECT_RESOURCE_EXHAUSTED, "more than %d entries under %s",
