@@ -1,0 +1,399 @@
+/* The sandbox's root filesystem, built by the child inside its own user and mount namespaces
+ * with the new mount API, and entirely by file descriptor:
+ *   - a tmpfs of disk_bytes (charged to the sandbox's memory cgroup) holds one upper/work pair
+ *     per layer target; a full disk is ENOSPC;
+ *   - one overlay per target ("/" first), lower = the template's layers, idmapped by the parent
+ *     onto the sandbox's uid range, read-only, with `userxattr`;
+ *   - /proc a fresh procfs (checked with fstatfs) with Docker's masked and read-only paths,
+ *     /dev a small tmpfs with host device nodes bind-mounted after a type and rdev check, a new
+ *     devpts instance and a /dev/shm tmpfs, /sys an empty read-only tmpfs;
+ *   - pivot_root into the new root and detach the old one.
+ * Every mount target inside the new root is opened with openat2(RESOLVE_IN_ROOT |
+ * RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS) and mounted on through that fd (move_mount with
+ * MOVE_MOUNT_T_EMPTY_PATH): a template whose /proc, /dev or /tmp is a symlink fails to start
+ * instead of redirecting a mount onto the host. No allocation: this runs in the child. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "runtime/ns/ns.h"
+
+#include "common/banned.h"
+
+#define RESOLVE_SAFE (RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+
+static int openat2_safe(int dirfd, const char *path, int flags, uint64_t resolve)
+{
+    struct open_how how = { .flags = (uint64_t)flags | O_CLOEXEC, .resolve = resolve };
+    int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+    return fd < 0 ? -errno : fd;
+}
+
+int ns_mount_idmapped_layer(int layer_fd, int userns_fd, bool allow_setuid, struct error_record *err)
+{
+    _cleanup_close_ int fd = open_tree(layer_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+    if (fd < 0)
+        return error_set_errno(err, errno, "open_tree(layer)");
+    struct mount_attr attr = {
+        .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV |
+                    (allow_setuid ? 0 : MOUNT_ATTR_NOSUID),
+        .userns_fd = (uint64_t)userns_fd,
+    };
+    if (mount_setattr(fd, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+        return error_set_errno(err, errno, "mount_setattr(idmap layer)");
+    return TAKE_FD(fd);
+}
+
+/* fsopen + options + fsmount; returns the detached mount's fd. opts: NULL-terminated key,value
+ * pairs; a NULL value sets a flag. */
+static int new_fs(const char *type, const char *const *opts, unsigned attrs, struct error_record *err)
+{
+    _cleanup_close_ int fs = fsopen(type, FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return error_set_errno(err, errno, "fsopen(%s)", type);
+    for (size_t i = 0; opts && opts[i]; i += 2) {
+        int r = opts[i + 1] ? fsconfig(fs, FSCONFIG_SET_STRING, opts[i], opts[i + 1], 0)
+                            : fsconfig(fs, FSCONFIG_SET_FLAG, opts[i], NULL, 0);
+        if (r < 0)
+            return error_set_errno(err, errno, "%s: option %s", type, opts[i]);
+    }
+    if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        return error_set_errno(err, errno, "%s: create", type);
+    int mnt = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
+    if (mnt < 0)
+        return error_set_errno(err, errno, "fsmount(%s)", type);
+    return mnt;
+}
+
+/* Mounts mnt_fd onto dirfd/path resolved inside root (path relative to dirfd). */
+static int attach(int mnt_fd, int dirfd, const char *path, bool want_dir, struct error_record *err)
+{
+    int target = openat2_safe(dirfd, path, O_PATH | (want_dir ? O_DIRECTORY : 0), RESOLVE_SAFE);
+    if (target < 0)
+        return error_set_errno(err, target, "mount target %s", path);
+    int r = move_mount(mnt_fd, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+    int e = errno;
+    close(target);
+    if (r < 0)
+        return error_set_errno(err, e, "move_mount onto %s", path);
+    return 0;
+}
+
+static int mount_overlay(const struct ns_mount_plan *m, size_t index, const int *layer_fds,
+                         int upper_fs, bool allow_setuid, struct error_record *err)
+{
+    char dir[32];
+    snprintf(dir, sizeof(dir), "u%zu", index);
+    if (mkdirat(upper_fs, dir, 0755) < 0)
+        return error_set_errno(err, errno, "mkdir %s", dir);
+    _cleanup_close_ int d = openat(upper_fs, dir, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (d < 0 || mkdirat(d, "upper", 0755) < 0 || mkdirat(d, "work", 0700) < 0)
+        return error_set_errno(err, errno, "upper dirs");
+    _cleanup_close_ int upper = openat(d, "upper", O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    _cleanup_close_ int work = openat(d, "work", O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (upper < 0 || work < 0)
+        return error_set_errno(err, errno, "open upper dirs");
+
+    _cleanup_close_ int fs = fsopen("overlay", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return error_set_errno(err, errno, "fsopen(overlay)");
+    for (size_t i = 0; i < m->n_layers; i++)
+        if (fsconfig(fs, FSCONFIG_SET_FD, "lowerdir+", NULL, layer_fds[i]) < 0)
+            return error_set_errno(err, errno, "overlay %s: lowerdir+ %zu", m->target, i);
+    if (fsconfig(fs, FSCONFIG_SET_FD, "upperdir", NULL, upper) < 0 ||
+        fsconfig(fs, FSCONFIG_SET_FD, "workdir", NULL, work) < 0)
+        return error_set_errno(err, errno, "overlay %s: upper/work", m->target);
+    /* Inside a user namespace overlay keeps its metadata in user.* xattrs. */
+    if (fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
+        return error_set_errno(err, errno, "overlay: userxattr");
+    if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        return error_set_errno(err, errno, "overlay %s: create", m->target);
+    int mnt = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | (allow_setuid ? 0 : MOUNT_ATTR_NOSUID));
+    if (mnt < 0)
+        return error_set_errno(err, errno, "fsmount(overlay %s)", m->target);
+    return mnt;
+}
+
+/* Attaches a detached mount at a new directory `name` of the staging tmpfs. */
+static int stage(int mnt_fd, int staging, const char *name, struct error_record *err)
+{
+    if (mkdirat(staging, name, 0700) < 0)
+        return error_set_errno(err, errno, "mkdir staging %s", name);
+    return attach(mnt_fd, staging, name, true, err);
+}
+
+/* Docker's masked paths (plus kmsg) and read-only paths, relative to /proc. */
+static const char *const proc_masked[] = {
+    "asound", "acpi", "kcore", "keys", "latency_stats", "timer_list", "timer_stats",
+    "sched_debug", "scsi", "kmsg", "sysrq-trigger",
+};
+static const char *const proc_readonly[] = { "bus", "fs", "irq", "sys" };
+
+static int mask_proc(int proc_fd, int null_fd, struct error_record *err)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(proc_masked); i++) {
+        struct stat st;
+        if (fstatat(proc_fd, proc_masked[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno == ENOENT)
+                continue;
+            return error_set_errno(err, errno, "stat /proc/%s", proc_masked[i]);
+        }
+        _cleanup_close_ int m = -1;
+        if (S_ISDIR(st.st_mode)) {
+            static const char *const opts[] = { "size", "4096", "mode", "0555", NULL };
+            m = new_fs("tmpfs", opts,
+                       MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+            if (m < 0)
+                return m;
+        } else {
+            m = open_tree(null_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+            if (m < 0)
+                return error_set_errno(err, errno, "clone /dev/null");
+        }
+        int r = attach(m, proc_fd, proc_masked[i], S_ISDIR(st.st_mode), err);
+        if (r < 0)
+            return r;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(proc_readonly); i++) {
+        _cleanup_close_ int m = open_tree(proc_fd, proc_readonly[i],
+                                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
+        if (m < 0) {
+            if (errno == ENOENT)
+                continue;
+            return error_set_errno(err, errno, "clone /proc/%s", proc_readonly[i]);
+        }
+        struct mount_attr attr = {
+            .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        };
+        if (mount_setattr(m, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+            return error_set_errno(err, errno, "read-only /proc/%s", proc_readonly[i]);
+        int r = attach(m, proc_fd, proc_readonly[i], true, err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+struct host_dev {
+    const char *name;
+    unsigned major, minor;
+};
+static const struct host_dev host_devs[] = {
+    { "null", 1, 3 }, { "zero", 1, 5 },    { "full", 1, 7 },
+    { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 },
+};
+
+/* Binds the host's /dev/<name> onto a fresh file in the sandbox's /dev after checking that it
+ * is the character device it should be. Returns the detached clone for reuse (null only). */
+static int bind_host_dev(int dev_fd, const struct host_dev *d, int *ret_clone, struct error_record *err)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/dev/%s", d->name);
+    _cleanup_close_ int src = open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
+    if (src < 0)
+        return error_set_errno(err, errno, "clone host %s", path);
+    struct stat st;
+    if (fstat(src, &st) < 0)
+        return error_set_errno(err, errno, "stat host %s", path);
+    if (!S_ISCHR(st.st_mode) || major(st.st_rdev) != d->major || minor(st.st_rdev) != d->minor)
+        return error_set(err, EPERM, "host %s is not the device %u:%u", path, d->major, d->minor);
+    struct mount_attr attr = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC };
+    if (mount_setattr(src, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+        return error_set_errno(err, errno, "mount_setattr %s", path);
+    int f = openat(dev_fd, d->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (f < 0)
+        return error_set_errno(err, errno, "create /dev/%s", d->name);
+    close(f);
+    if (ret_clone) {
+        *ret_clone = open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+        if (*ret_clone < 0)
+            return error_set_errno(err, errno, "clone %s", path);
+    }
+    int r = attach(src, dev_fd, d->name, false, err);
+    if (r < 0 && ret_clone)
+        *ret_clone = safe_close(*ret_clone);
+    return r;
+}
+
+static int setup_dev(int root_fd, int *ret_null, struct error_record *err)
+{
+    static const char *const dev_opts[] = { "size", "65536", "mode", "0755", "nr_inodes", "64", NULL };
+    _cleanup_close_ int devmnt = new_fs("tmpfs", dev_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, err);
+    if (devmnt < 0)
+        return devmnt;
+    int r = attach(devmnt, root_fd, "dev", true, err);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int dev = openat2_safe(root_fd, "dev", O_PATH | O_DIRECTORY, RESOLVE_SAFE);
+    if (dev < 0)
+        return error_set_errno(err, dev, "open /dev");
+    struct statfs sfs;
+    if (fstatfs(dev, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC)
+        return error_set(err, EPERM, "/dev is not the runtime's tmpfs");
+    for (size_t i = 0; i < ARRAY_SIZE(host_devs); i++) {
+        r = bind_host_dev(dev, &host_devs[i], streq(host_devs[i].name, "null") ? ret_null : NULL, err);
+        if (r < 0)
+            return r;
+    }
+    if (mkdirat(dev, "pts", 0755) < 0 || mkdirat(dev, "shm", 01777) < 0)
+        return error_set_errno(err, errno, "mkdir /dev/pts, /dev/shm");
+    static const char *const pts_opts[] = { "newinstance", NULL, "ptmxmode", "0666", "mode", "0620", "gid", "5", NULL };
+    _cleanup_close_ int pts = new_fs("devpts", pts_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, err);
+    if (pts < 0)
+        return pts;
+    if ((r = attach(pts, dev, "pts", true, err)) < 0)
+        return r;
+    static const char *const shm_opts[] = { "size", "67108864", "mode", "1777", NULL };
+    _cleanup_close_ int shm = new_fs("tmpfs", shm_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+    if (shm < 0)
+        return shm;
+    if ((r = attach(shm, dev, "shm", true, err)) < 0)
+        return r;
+    static const char *const links[][2] = {
+        { "pts/ptmx", "ptmx" },        { "/proc/self/fd", "fd" },     { "/proc/self/fd/0", "stdin" },
+        { "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" },
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(links); i++)
+        if (symlinkat(links[i][0], dev, links[i][1]) < 0)
+            return error_set_errno(err, errno, "symlink /dev/%s", links[i][1]);
+    return 0;
+}
+
+int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, struct error_record *err)
+{
+    /* Nothing the sandbox mounts may propagate back to the host (the copy of the host's mount
+     * tree this namespace starts with is shared with it otherwise). */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return error_set_errno(err, errno, "make / private");
+
+    /* A staging tmpfs on the attach point: overlay clones its layers privately, which it may
+     * only do for mounts in this namespace, so the parent's detached idmapped layers and the
+     * writable tmpfs are attached below it first. The overlay root is then stacked on top, and
+     * the staging tree leaves with the old root after pivot_root. */
+    static const char *const staging_opts[] = { "size", "65536", "mode", "0700", "nr_inodes", "256", NULL };
+    _cleanup_close_ int staging_mnt = new_fs("tmpfs", staging_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+    if (staging_mnt < 0)
+        return staging_mnt;
+    if (move_mount(staging_mnt, "", AT_FDCWD, plan->root_dir, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return error_set_errno(err, errno, "move_mount staging onto %s", plan->root_dir);
+    _cleanup_close_ int staging = open(plan->root_dir, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (staging < 0)
+        return error_set_errno(err, errno, "open staging");
+
+    char size[32], inodes[32];
+    snprintf(size, sizeof(size), "%llu", (unsigned long long)plan->limits.disk_bytes);
+    /* One inode per 4 KiB of disk, at least 4096: an inode bomb ends in ENOSPC too. */
+    unsigned long long n_inodes = plan->limits.disk_bytes / 4096;
+    snprintf(inodes, sizeof(inodes), "%llu", n_inodes < 4096 ? 4096ULL : n_inodes);
+    const char *const upper_opts[] = { "size", size, "nr_inodes", inodes, "mode", "0755", NULL };
+    _cleanup_close_ int upper_mnt = new_fs("tmpfs", upper_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, err);
+    if (upper_mnt < 0)
+        return upper_mnt;
+    int r = stage(upper_mnt, staging, "rw", err);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int upper = openat(staging, "rw", O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (upper < 0)
+        return error_set_errno(err, errno, "open staged rw");
+
+    int staged[NS_MAX_LAYERS];
+    size_t n_staged = 0, total = 0;
+    for (size_t i = 0; i < plan->n_mounts; i++)
+        total += plan->mounts[i].n_layers;
+    for (size_t i = 0; i < total; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "l%zu", i);
+        r = stage(layer_fds[i], staging, name, err);
+        if (r >= 0) {
+            staged[n_staged] = openat(staging, name, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+            if (staged[n_staged] < 0)
+                r = error_set_errno(err, errno, "open staged %s", name);
+            else
+                n_staged++;
+        }
+        if (r < 0) {
+            for (size_t j = 0; j < n_staged; j++)
+                close(staged[j]);
+            return r;
+        }
+    }
+
+    _cleanup_close_ int root = -1;
+    size_t fd_index = 0;
+    for (size_t i = 0; i < plan->n_mounts && r >= 0; i++) {
+        const struct ns_mount_plan *m = &plan->mounts[i];
+        int ovl = mount_overlay(m, i, staged + fd_index, upper, plan->allow_setuid, err);
+        fd_index += m->n_layers;
+        if (ovl < 0) {
+            r = ovl;
+            break;
+        }
+        if (i == 0) {
+            if (move_mount(ovl, "", AT_FDCWD, plan->root_dir, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                r = error_set_errno(err, errno, "move_mount root onto %s", plan->root_dir);
+            else if ((root = open(plan->root_dir, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+                r = error_set_errno(err, errno, "open new root");
+            else {
+                struct statfs sfs;
+                if (fstatfs(root, &sfs) < 0 || sfs.f_type != OVERLAYFS_SUPER_MAGIC)
+                    r = error_set(err, EPERM, "new root is not the sandbox's overlay");
+            }
+        } else {
+            r = attach(ovl, root, m->target, true, err);
+        }
+        close(ovl);
+    }
+    for (size_t j = 0; j < n_staged; j++)
+        close(staged[j]);
+    if (r < 0)
+        return r;
+
+    _cleanup_close_ int null_clone = -1;
+    r = setup_dev(root, &null_clone, err);
+    if (r < 0)
+        return r;
+
+    _cleanup_close_ int procmnt = new_fs("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+    if (procmnt < 0)
+        return procmnt;
+    if ((r = attach(procmnt, root, "proc", true, err)) < 0)
+        return r;
+    _cleanup_close_ int proc = openat2_safe(root, "proc", O_PATH | O_DIRECTORY, RESOLVE_SAFE);
+    if (proc < 0)
+        return error_set_errno(err, proc, "open /proc");
+    struct statfs sfs;
+    if (fstatfs(proc, &sfs) < 0 || sfs.f_type != PROC_SUPER_MAGIC)
+        return error_set(err, EPERM, "/proc is not the sandbox's procfs");
+    if ((r = mask_proc(proc, null_clone, err)) < 0)
+        return r;
+
+    static const char *const sys_opts[] = { "size", "4096", "mode", "0555", NULL };
+    _cleanup_close_ int sys = new_fs("tmpfs", sys_opts,
+                                     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+    if (sys < 0)
+        return sys;
+    if ((r = attach(sys, root, "sys", true, err)) < 0)
+        return r;
+
+    /* pivot_root(".", "."): the old root ends up stacked under the new one, and detaching "."
+     * removes it (and every host mount below it) from this namespace. */
+    if (fchdir(root) < 0)
+        return error_set_errno(err, errno, "chdir new root");
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        return error_set_errno(err, errno, "pivot_root");
+    if (umount2(".", MNT_DETACH) < 0)
+        return error_set_errno(err, errno, "detach old root");
+    if (chdir("/") < 0)
+        return error_set_errno(err, errno, "chdir /");
+    return 0;
+}

@@ -1,0 +1,124 @@
+/* Internal interface of the namespace backend. One kernel facility per file:
+ *   ns-plan.c     spec -> validated plan (everything decided and allocated before clone3)
+ *   ns-clone.c    the sandbox object, clone3, the parent/child protocol, exec, connect, destroy
+ *   ns-mount.c    root filesystem (overlay on a size-limited tmpfs, /proc, /dev, pivot_root)
+ *   ns-cgroup.c   v1 and v2 handlers behind struct ns_cgroup_ops
+ *   ns-seccomp.c  the filter, compiled to BPF at plan time
+ *   ns-caps.c     bounding set, identity switch, capabilities, rlimits
+ *   ns-net.c      loopback over rtnetlink
+ * Functions marked "child" run in the forked sandbox child: no allocation, no locks, no logging;
+ * they return -errno and fill an error_record. */
+#pragma once
+
+#include <linux/filter.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/error.h"
+#include "runtime/runtime.h"
+
+#define NS_MAX_LAYERS 16
+#define NS_MAX_MOUNTS 8 /* distinct layer targets */
+#define NS_ID_MAX 48
+#define NS_UID_RANGE 65536u
+
+struct ns_mount_plan {
+    char *target;                 /* "/" or a normalised absolute path */
+    int layer_fds[NS_MAX_LAYERS]; /* O_PATH dirs, top first */
+    size_t n_layers;
+};
+
+struct ns_plan {
+    char id[NS_ID_MAX + 1];
+    char hostname[65];
+    uid_t host_uid; /* host uid and gid of the sandbox's root */
+    struct ns_mount_plan mounts[NS_MAX_MOUNTS];
+    size_t n_mounts;
+    struct runtime_limits limits;
+    enum runtime_net_mode net;
+    char **argv;
+    char **env;
+    char *cwd;
+    char *path; /* PATH used to find argv[0] */
+    uid_t uid;
+    gid_t gid;
+    bool allow_setuid;
+    int stdio[3]; /* borrowed from the spec; -1 = /dev/null */
+    char root_dir[256]; /* host attach point for the new root, inside the private mntns */
+    struct sock_fprog seccomp;
+};
+
+/* ns-plan.c */
+int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spec,
+                struct ns_plan **ret, struct error_record *err);
+void ns_plan_free(struct ns_plan *plan);
+int ns_config_run_dir(const struct runtime_config *cfg, char *out, size_t size);
+uid_t ns_config_uid_base(const struct runtime_config *cfg);
+/* Validates argv/env/cwd and copies them (exec() shares it). */
+int ns_plan_strv(const char *const *in, bool need_one, size_t max, char ***ret);
+void ns_strv_free(char **v);
+
+/* ns-seccomp.c: compiles the filter; prog->filter is malloc'd. */
+int ns_seccomp_compile(struct sock_fprog *ret, struct error_record *err);
+/* child: installs it (needs CAP_SYS_ADMIN in the user namespace or no_new_privs). */
+int ns_seccomp_load(const struct sock_fprog *prog, struct error_record *err);
+
+/* ns-caps.c, child: drops the bounding set to the container set, switches to uid/gid inside
+ * (supplementary groups cleared), leaves the container set (uid 0) or none, sets no_new_privs
+ * when !allow_setuid. seccomp is loaded in the middle, while CAP_SYS_ADMIN is still held. */
+int ns_caps_apply(uid_t uid, gid_t gid, bool allow_setuid, const struct sock_fprog *seccomp,
+                  struct error_record *err);
+/* child: root inside (the sandbox's own root) as the first step after the maps are written. */
+int ns_caps_become_root(struct error_record *err);
+int ns_rlimits_apply(const struct runtime_limits *l, struct error_record *err);
+
+/* ns-net.c, child: brings lo up in the current network namespace. */
+int ns_net_loopback_up(struct error_record *err);
+
+/* ns-mount.c */
+/* parent: an idmapped (host 0..65535 -> the sandbox range), read-only, nosuid, nodev clone of
+ * layer_fd, detached; returns its fd. */
+int ns_mount_idmapped_layer(int layer_fd, int userns_fd, bool allow_setuid, struct error_record *err);
+/* child: builds the whole root filesystem and pivots into it. layer_fds are the idmapped
+ * layers of plan->mounts in order. */
+int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, struct error_record *err);
+
+/* ns-cgroup.c */
+struct ns_cgroup;
+struct ns_cgroup_ops {
+    const char *name;
+    /* Fills cg->dirs for sandbox `name` under the caller's own cgroup + "/" + parent. */
+    int (*paths)(struct ns_cgroup *cg, const char *parent, const char *name);
+    /* Lists the sandbox names under parent: calls cb for each; returns how many. */
+    int (*list)(const char *parent, void (*cb)(const char *name, void *userdata), void *userdata);
+    /* mkdir + limits; the parent cgroup is created when missing. */
+    int (*create)(struct ns_cgroup *cg, const struct runtime_limits *l);
+    int (*attach)(struct ns_cgroup *cg, pid_t pid);
+    int (*freeze)(struct ns_cgroup *cg, bool frozen);
+    int (*kill)(struct ns_cgroup *cg);
+    int (*stats)(struct ns_cgroup *cg, struct runtime_stats *ret);
+    int (*populated)(struct ns_cgroup *cg); /* 1 populated, 0 empty, -errno */
+    int (*remove)(struct ns_cgroup *cg); /* rmdir, retried while the kernel still tears down */
+};
+extern const struct ns_cgroup_ops ns_cgroup_v1_ops;
+extern const struct ns_cgroup_ops ns_cgroup_v2_ops;
+
+enum { NS_CG_MEMORY, NS_CG_CPU, NS_CG_CPUACCT, NS_CG_PIDS, NS_CG_FREEZER, NS_CG_DEVICES, NS_CG_MAX };
+
+struct ns_cgroup {
+    const struct ns_cgroup_ops *ops;
+    /* v1: the sandbox's directory in each controller's hierarchy ("" where the controller is
+     * absent); v2: dirs[0] only. */
+    char dirs[NS_CG_MAX][256];
+    int v2_fd; /* v2: O_PATH of the sandbox cgroup (for CLONE_INTO_CGROUP); else -1 */
+};
+
+/* Picks v2 when the caller's v2 cgroup has the memory and pids controllers, v1 otherwise. */
+const struct ns_cgroup_ops *ns_cgroup_detect(void);
+int ns_cgroup_new(const struct ns_cgroup_ops *ops, const char *parent, const char *name,
+                  const struct runtime_limits *l, struct ns_cgroup **ret);
+/* Kills the tree, waits for it to empty, removes the cgroup, frees cg (NULL accepted). */
+int ns_cgroup_destroy(struct ns_cgroup *cg);
+/* Removes every leftover sandbox cgroup under parent; returns how many. */
+int ns_cgroup_cleanup(const struct ns_cgroup_ops *ops, const char *parent);

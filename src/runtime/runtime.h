@@ -1,0 +1,123 @@
+/* The runtime interface (ARCHITECTURE §3): one struct of function pointers that the orchestrator
+ * drives without knowing which backend sits behind it. A backend turns a runtime_spec into a
+ * running sandbox and tears it down without a trace.
+ *
+ * Invariants every backend keeps:
+ * - create() validates the whole spec before any kernel object exists, and a failed create()
+ *   leaves nothing behind (it runs the same teardown as destroy()).
+ * - destroy() always completes and frees the sandbox; what it could not remove is reported by
+ *   its return value, never left for the caller to do.
+ * - Functions return >= 0 on success and -errno on failure; where the failure has a story (a
+ *   step inside the sandbox failed), err (which may be NULL) gets errno + message.
+ * - Library code never logs. Calls block; none is safe in a forked child. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/error.h"
+#include "common/time-util.h"
+
+/* A read-only layer: the host directory `source` appears at `target` inside the sandbox. Layers
+ * sharing a target stack as overlay lower layers, the first one on top; every target gets a
+ * writable upper on the sandbox's own size-limited writable layer. One layer must target "/". */
+struct runtime_layer {
+    const char *source;
+    const char *target;
+};
+
+struct runtime_limits {
+    uint64_t memory_bytes; /* RAM for the workload; 0 = no limit */
+    uint64_t disk_bytes;   /* size of the writable layer; required (> 0) */
+    uint32_t cpu_millis;   /* CPU time per second of wall time, 1000 = one CPU; 0 = no limit */
+    uint32_t pids_max;     /* tasks in the sandbox; 0 = no limit */
+    uint32_t nofile;       /* RLIMIT_NOFILE; 0 = the backend's default */
+};
+
+enum runtime_net_mode {
+    RUNTIME_NET_OFFLINE, /* own network namespace with loopback only */
+    RUNTIME_NET_ONLINE,  /* veth + NAT with egress lists (not implemented yet: -EOPNOTSUPP) */
+};
+
+struct runtime_spec {
+    const char *id; /* [a-z0-9-], 1..48 characters, unique on the host */
+    unsigned slot;  /* selects the sandbox's host uid/gid range: base + 65536 * slot */
+    const struct runtime_layer *layers;
+    size_t n_layers;
+    struct runtime_limits limits;
+    enum runtime_net_mode net;
+    const char *hostname;     /* NULL = id */
+    const char *const *argv;  /* the sandbox's first process (envd in production); argv[0] is a
+                               * path inside the sandbox or a name searched in its PATH */
+    const char *const *env;   /* "K=V" entries, NULL-terminated; NULL = a minimal PATH only */
+    const char *cwd;          /* inside the sandbox; NULL = "/" */
+    uid_t uid;                /* inside the sandbox, 0..65535 */
+    gid_t gid;
+    bool allow_setuid;        /* template lets `user` sudo: no no_new_privs, setuid honoured */
+    int stdin_fd, stdout_fd, stderr_fd; /* dup'ed into the sandbox; -1 = /dev/null */
+};
+
+/* A process started in a running sandbox by exec(). */
+struct runtime_exec {
+    const char *const *argv;
+    const char *const *env;
+    const char *cwd;
+    uid_t uid;
+    gid_t gid;
+    int stdin_fd, stdout_fd, stderr_fd;
+};
+
+struct runtime_stats {
+    uint64_t cpu_usec;     /* CPU time consumed by the whole sandbox */
+    uint64_t memory_bytes; /* memory charged to it now (writable layer included) */
+    uint64_t disk_bytes;   /* bytes used on the writable layer */
+    uint64_t pids;         /* tasks now */
+};
+
+struct runtime_config {
+    const char *run_dir;       /* host directory for runtime attach points; default /run/hutch */
+    uid_t uid_base;            /* host uid/gid of slot 0's root; default 0x10000000 */
+    const char *cgroup_parent; /* name of the cgroup under the caller's own one; default hutch */
+};
+
+struct runtime_sandbox;
+
+struct runtime_ops {
+    const char *name;
+    /* Builds the sandbox up to the point where its first process is about to exec. */
+    int (*create)(const struct runtime_config *cfg, const struct runtime_spec *spec,
+                  struct runtime_sandbox **ret, struct error_record *err);
+    /* Lets the first process exec; returns once it has (or failed to, with err). */
+    int (*start)(struct runtime_sandbox *sb, struct error_record *err);
+    /* Returns a connected stream socket (O_CLOEXEC) to 127.0.0.1:port inside the sandbox. */
+    int (*connect)(struct runtime_sandbox *sb, uint16_t port, struct error_record *err);
+    /* Starts a process inside the running sandbox; returns a pidfd (O_CLOEXEC) for it. The
+     * process is a child of the caller: reap it with waitid(P_PIDFD, ...). */
+    int (*exec)(struct runtime_sandbox *sb, const struct runtime_exec *ex, struct error_record *err);
+    int (*freeze)(struct runtime_sandbox *sb);
+    int (*thaw)(struct runtime_sandbox *sb);
+    int (*pause)(struct runtime_sandbox *sb);
+    int (*resume)(struct runtime_sandbox *sb);
+    /* Waits up to timeout for the first process to exit; returns its wait status (>= 0),
+     * -ETIMEDOUT, or -errno. */
+    int (*wait)(struct runtime_sandbox *sb, usec_t timeout);
+    int (*stats)(struct runtime_sandbox *sb, struct runtime_stats *ret);
+    /* Kills everything and removes every trace; always frees sb (NULL is accepted). Returns 0,
+     * or the first -errno of a step that could not complete (the rest still ran). */
+    int (*destroy)(struct runtime_sandbox *sb);
+};
+
+extern const struct runtime_ops runtime_ns_ops;
+
+/* Removes what a crashed owner left: every sandbox cgroup under the hutch parent (its processes
+ * killed first). Returns the number of sandboxes removed, or -errno. */
+int runtime_ns_cleanup(const struct runtime_config *cfg);
+
+/* Writes the root filesystem layer of the `host` base template under dir (created if missing,
+ * must be empty): merged-usr symlinks (bin, lib, lib64, sbin -> usr/...), mount-point
+ * directories, and a small generated /etc (passwd and group with root and `user` 1000, hosts,
+ * resolv.conf, nsswitch.conf, ...). The template is this layer at "/" plus the host's /usr as a
+ * second layer at "/usr". */
+int runtime_base_template_build(const char *dir, struct error_record *err);

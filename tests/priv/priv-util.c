@@ -1,0 +1,290 @@
+#include "priv-util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tap.h"
+
+#ifndef HUTCH_PROBE_PATH
+#error "HUTCH_PROBE_PATH must point at the built hutch-probe"
+#endif
+
+static int copy_file(const char *from, int dirfd, const char *name, mode_t mode)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return -errno;
+    int out = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (out < 0) {
+        close(in);
+        return -errno;
+    }
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof(buf))) > 0)
+        if (write(out, buf, (size_t)n) != n) {
+            n = -1;
+            break;
+        }
+    close(in);
+    close(out);
+    return n < 0 ? -EIO : 0;
+}
+
+void priv_env_init(struct priv_env *env)
+{
+    if (geteuid() != 0)
+        SKIP("needs root");
+    if (access("/proc/self/ns/time", F_OK) < 0)
+        SKIP("kernel without time namespaces");
+    memset(env, 0, sizeof(*env));
+    snprintf(env->dir, sizeof(env->dir), "/tmp/hutch-priv-XXXXXX");
+    if (!mkdtemp(env->dir))
+        tap_fail(__FILE__, __LINE__, "mkdtemp: %s", strerror(errno));
+    chmod(env->dir, 0755);
+    snprintf(env->tpl, sizeof(env->tpl), "%s/base", env->dir);
+    struct error_record err;
+    error_clear(&err);
+    int r = runtime_base_template_build(env->tpl, &err);
+    if (r < 0)
+        tap_fail(__FILE__, __LINE__, "base template: %s", err.msg);
+    snprintf(env->probe_dir, sizeof(env->probe_dir), "%s/probe", env->dir);
+    mkdir(env->probe_dir, 0755);
+    int d = open(env->probe_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    r = copy_file(HUTCH_PROBE_PATH, d, "hutch-probe", 0755);
+    close(d);
+    if (r < 0)
+        tap_fail(__FILE__, __LINE__, "copy probe %s: %s", HUTCH_PROBE_PATH, strerror(-r));
+    env->layers[0] = (struct runtime_layer){ env->tpl, "/" };
+    env->layers[1] = (struct runtime_layer){ env->probe_dir, "/opt/hutch" };
+    env->layers[2] = (struct runtime_layer){ "/usr", "/usr" };
+    env->cfg.cgroup_parent = PRIV_CGROUP_PARENT;
+    /* The template needs /opt/hutch as a mount point. */
+    mkdir(env->tpl, 0755);
+    char opt[320];
+    snprintf(opt, sizeof(opt), "%s/opt/hutch", env->tpl);
+    mkdir(opt, 0755);
+}
+
+static int rm_rf_at(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return unlinkat(dirfd, name, 0);
+    DIR *d = fdopendir(fd);
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            rm_rf_at(fd, de->d_name);
+    if (d)
+        closedir(d);
+    return unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
+void priv_env_release(struct priv_env *env)
+{
+    if (env->dir[0])
+        rm_rf_at(AT_FDCWD, env->dir);
+    env->dir[0] = '\0';
+}
+
+uid_t priv_slot_uid(const struct priv_env *env, unsigned slot)
+{
+    (void)env;
+    return 0x10000000u + 65536u * slot;
+}
+
+void priv_spec_init(struct priv_env *env, struct runtime_spec *spec, const char *const *argv)
+{
+    static unsigned counter;
+    static char ids[64][32];
+    unsigned n = counter++ % 64;
+    snprintf(ids[n], sizeof(ids[n]), "t%d-%u", (int)getpid(), n);
+    memset(spec, 0, sizeof(*spec));
+    spec->id = ids[n];
+    spec->slot = (unsigned)(getpid() * 7 + (int)n) % 4000u;
+    spec->layers = env->layers;
+    spec->n_layers = 3;
+    spec->limits.memory_bytes = 256u << 20;
+    spec->limits.disk_bytes = 64u << 20;
+    spec->limits.pids_max = 256;
+    spec->net = RUNTIME_NET_OFFLINE;
+    spec->hostname = "sandbox";
+    spec->argv = argv;
+    spec->stdin_fd = spec->stdout_fd = spec->stderr_fd = -1;
+}
+
+size_t priv_read_all(int fd, char *buf, size_t size, int timeout_ms)
+{
+    size_t len = 0;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (len + 1 < size) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (elapsed >= timeout_ms)
+            break;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, (int)(timeout_ms - elapsed)) <= 0)
+            break;
+        ssize_t n = read(fd, buf + len, size - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+bool priv_read_until(int fd, const char *needle, char *buf, size_t size, int timeout_ms)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int waited = 0; waited < timeout_ms && len + 1 < size; waited += 10) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, 10) > 0) {
+            ssize_t n = read(fd, buf + len, size - 1 - len);
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+            buf[len] = '\0';
+            if (strstr(buf, needle))
+                return true;
+        }
+    }
+    return strstr(buf, needle) != NULL;
+}
+
+void priv_run(struct priv_env *env, struct runtime_spec *spec, struct priv_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    error_clear(&res->err);
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        tap_fail(__FILE__, __LINE__, "pipe");
+    spec->stdout_fd = spec->stderr_fd = p[1];
+    struct runtime_sandbox *sb = NULL;
+    res->create_r = runtime_ns_ops.create(&env->cfg, spec, &sb, &res->err);
+    close(p[1]);
+    spec->stdout_fd = spec->stderr_fd = -1;
+    if (res->create_r < 0) {
+        close(p[0]);
+        return;
+    }
+    res->start_r = runtime_ns_ops.start(sb, &res->err);
+    if (res->start_r >= 0) {
+        /* The pipe's other end is in the sandbox; EOF once all its processes are gone. */
+        res->out_len = priv_read_all(p[0], res->out, sizeof(res->out), 60000);
+        int st = runtime_ns_ops.wait(sb, 60 * USEC_PER_SEC);
+        res->status = st;
+    }
+    close(p[0]);
+    int r = runtime_ns_ops.destroy(sb);
+    if (r < 0)
+        tap_fail(__FILE__, __LINE__, "destroy: %s", strerror(-r));
+}
+
+int priv_count_mounts(void)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    int n = 0, c;
+    while (f && (c = fgetc(f)) != EOF)
+        n += c == '\n';
+    if (f)
+        fclose(f);
+    return n;
+}
+
+int priv_count_loop_devices(void)
+{
+    DIR *d = opendir("/sys/block");
+    struct dirent *de;
+    int n = 0;
+    while (d && (de = readdir(d))) {
+        if (strncmp(de->d_name, "loop", 4) != 0)
+            continue;
+        char path[300];
+        snprintf(path, sizeof(path), "/sys/block/%s/loop/backing_file", de->d_name);
+        if (access(path, F_OK) == 0)
+            n++;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+int priv_count_procs_in_range(uid_t base)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    int n = 0;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        char path[300], line[256];
+        snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
+        FILE *f = fopen(path, "re");
+        while (f && fgets(line, sizeof(line), f)) {
+            unsigned uid;
+            if (sscanf(line, "Uid: %u", &uid) == 1) {
+                if (uid >= base && uid - base < 65536u)
+                    n++;
+                break;
+            }
+        }
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+bool priv_cgroup_exists(const char *id)
+{
+    static const char *const ctrls[] = { "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "unified" };
+    char self[4096];
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    size_t n = f ? fread(self, 1, sizeof(self) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    self[n] = '\0';
+    for (size_t i = 0; i < sizeof(ctrls) / sizeof(ctrls[0]); i++) {
+        /* Find this process's path in the controller's hierarchy. */
+        char own[512] = "";
+        for (char *line = self; line && *line;) {
+            char *nl = strchr(line, '\n');
+            char *c1 = strchr(line, ':');
+            char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+            if (c2 && (!nl || c2 < nl)) {
+                size_t llen = (size_t)(c2 - c1 - 1);
+                bool v2 = strcmp(ctrls[i], "unified") == 0;
+                if ((v2 && llen == 0) || (!v2 && llen == strlen(ctrls[i]) && !strncmp(c1 + 1, ctrls[i], llen))) {
+                    size_t plen = nl ? (size_t)(nl - c2 - 1) : strlen(c2 + 1);
+                    if (plen >= sizeof(own))
+                        plen = sizeof(own) - 1;
+                    memcpy(own, c2 + 1, plen);
+                    own[plen] = '\0';
+                    if (!strcmp(own, "/"))
+                        own[0] = '\0';
+                }
+            }
+            line = nl ? nl + 1 : NULL;
+        }
+        char path[1024];
+        snprintf(path, sizeof(path), "/sys/fs/cgroup/%s%s/" PRIV_CGROUP_PARENT "/%s", ctrls[i], own, id);
+        if (access(path, F_OK) == 0)
+            return true;
+    }
+    return false;
+}
