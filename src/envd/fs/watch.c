@@ -3,7 +3,9 @@
  *
  * A watch holds one inotify fd. Recursive watches add a watch for every subdirectory at start
  * and for each directory created or moved in later (as fsnotify, which envd uses, does).
- * Event names are relative to the watched directory. Watches are added and entries read
+ * Event names are relative to the watched directory. WatchDirResponse's oneof sits directly in
+ * the message, so its JSON is {"start":{}}, {"filesystem":{...}} or {"keepalive":{}} (unlike
+ * the process events, which are wrapped in an "event" field). Watches are added and entries read
  * with the watch's user's identity, so a user cannot watch what the user cannot read.
  *
  * Bounds: FS_WATCH_MAX_WDS inotify watches per watch, FS_MAX_WATCHERS polling watchers, and
@@ -282,7 +284,7 @@ static enum connect_next stream_next(void *state, usec_t wait, json_t **ret_msg,
     struct watch_stream *s = state;
     if (!s->started) {
         s->started = true;
-        *ret_msg = json_pack("{s:{s:{}}}", "event", "start");
+        *ret_msg = json_pack("{s:{}}", "start");
         return CONNECT_NEXT_MESSAGE;
     }
     for (int round = 0; round < 2; round++) {
@@ -294,7 +296,7 @@ static enum connect_next stream_next(void *state, usec_t wait, json_t **ret_msg,
         int r = watch_next(s->w, &ev);
         envd_as_root();
         if (r == 1) {
-            *ret_msg = json_pack("{s:{s:o}}", "event", "filesystem", ev);
+            *ret_msg = json_pack("{s:o}", "filesystem", ev);
             return CONNECT_NEXT_MESSAGE;
         }
         if (r == -EOVERFLOW) {
@@ -326,7 +328,7 @@ static void stream_free(void *state)
 static const struct connect_stream_ops watch_stream_ops = {
     .next = stream_next,
     .free = stream_free,
-    .keepalive_json = "{\"event\":{\"keepalive\":{}}}",
+    .keepalive_json = "{\"keepalive\":{}}",
 };
 
 int fs_watch_dir(struct connect_call *call, json_t *req, const struct connect_stream_ops **ret_ops,
