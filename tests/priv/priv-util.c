@@ -236,6 +236,10 @@ int priv_count_procs_in_range(uid_t base)
         FILE *f = fopen(path, "re");
         while (f && fgets(line, sizeof(line), f)) {
             unsigned uid;
+            /* A zombie is gone but for its parent's wait (here: the host's init after the
+             * owner died); it holds no resources. */
+            if (strncmp(line, "State:", 6) == 0 && strchr(line, 'Z'))
+                break;
             if (sscanf(line, "Uid: %u", &uid) == 1) {
                 if (uid >= base && uid - base < 65536u)
                     n++;

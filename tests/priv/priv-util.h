@@ -48,7 +48,7 @@ bool priv_read_until(int fd, const char *needle, char *buf, size_t size, int tim
 /* Host state snapshots for "nothing left behind". */
 int priv_count_mounts(void);
 int priv_count_loop_devices(void);
-/* Number of host processes whose real uid lies in [base, base + 65536). */
+/* Number of live (non-zombie) host processes whose uid lies in [base, base + 65536). */
 int priv_count_procs_in_range(uid_t base);
 /* True when any cgroup directory of this sandbox id still exists (v1 controllers or v2). */
 bool priv_cgroup_exists(const char *id);
