@@ -2,6 +2,8 @@
  * for it), the run-as user (`username` query, else Basic auth or the default user), and the
  * dispatch to download.c and upload.c. Errors are `{"code": <status>, "message": "..."}`. */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -41,10 +43,19 @@ unsigned fs_errno_to_http_status(int errnum)
     }
 }
 
+int files_fail(struct files_error *e, unsigned status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    va_end(ap);
+    e->status = status;
+    return -1;
+}
+
 /* Access per envd's validateSigning: no token set, the right X-Access-Token, or a valid and
- * unexpired signature for this path, operation and user. Returns 0 or queues a 401/400 and
- * returns -1 with *ret_mhd set. */
-static int check_access(struct MHD_Connection *conn, const char *op, enum MHD_Result *ret_mhd)
+ * unexpired signature for this path, operation and user. */
+static int check_access(struct MHD_Connection *conn, const char *op, struct files_error *fe)
 {
     _cleanup_free_ char *tok = envd_settings_access_token();
     if (!tok)
@@ -55,9 +66,7 @@ static int check_access(struct MHD_Connection *conn, const char *op, enum MHD_Re
         explicit_bzero(tok, strlen(tok));
         if (ok)
             return 0;
-        explicit_bzero(tok, strlen(tok));
-        *ret_mhd = http_queue_error(conn, MHD_HTTP_UNAUTHORIZED, "access token present in header but does not match");
-        return -1;
+        return files_fail(fe, MHD_HTTP_UNAUTHORIZED, "access token present in header but does not match");
     }
     const char *path = http_query(conn, "path");
     enum fs_sign_result r = fs_signature_check(http_query(conn, "signature"), http_query(conn, "signature_expiration"),
@@ -67,49 +76,39 @@ static int check_access(struct MHD_Connection *conn, const char *op, enum MHD_Re
     case FS_SIGN_OK:
         return 0;
     case FS_SIGN_MISSING:
-        *ret_mhd = http_queue_error(conn, MHD_HTTP_UNAUTHORIZED, "missing signature query parameter");
-        return -1;
+        return files_fail(fe, MHD_HTTP_UNAUTHORIZED, "missing signature query parameter");
     case FS_SIGN_EXPIRED:
-        *ret_mhd = http_queue_error(conn, MHD_HTTP_UNAUTHORIZED, "signature is already expired");
-        return -1;
+        return files_fail(fe, MHD_HTTP_UNAUTHORIZED, "signature is already expired");
     case FS_SIGN_BAD_EXPIRATION:
-        *ret_mhd = http_queue_error(conn, MHD_HTTP_BAD_REQUEST, "invalid signature_expiration: must be an integer");
-        return -1;
+        return files_fail(fe, MHD_HTTP_BAD_REQUEST, "invalid signature_expiration: must be an integer");
     default:
-        *ret_mhd = http_queue_error(conn, MHD_HTTP_UNAUTHORIZED, "invalid signature");
-        return -1;
+        return files_fail(fe, MHD_HTTP_UNAUTHORIZED, "invalid signature");
     }
 }
 
-/* The user and the resolved `path` query. Returns 0 or queues an error. */
-static int request_context(struct MHD_Connection *conn, struct files_ctx *ctx, enum MHD_Result *ret_mhd)
+/* The user and the resolved `path` query. */
+static int request_context(struct MHD_Connection *conn, struct files_ctx *ctx, struct files_error *fe)
 {
     ctx->conn = conn;
     const char *username = http_query(conn, "username");
     if (username && *username) {
         struct error_record e;
         int r = envd_user_lookup(username, &ctx->user, &e);
-        if (r < 0) {
-            *ret_mhd = http_queue_error(conn, r == -ENOENT ? MHD_HTTP_UNAUTHORIZED : MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                        "error looking up user '%s': %s", username, e.msg);
-            return -1;
-        }
+        if (r < 0)
+            return files_fail(fe, r == -ENOENT ? MHD_HTTP_UNAUTHORIZED : MHD_HTTP_INTERNAL_SERVER_ERROR,
+                              "error looking up user '%s': %s", username, e.msg);
     } else {
         struct connect_error e;
-        if (envd_request_user(conn, &ctx->user, &e) < 0) {
-            *ret_mhd = http_queue_error(conn, e.code == CONNECT_UNAUTHENTICATED ? MHD_HTTP_UNAUTHORIZED
-                                                                                 : MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                        "%s", e.msg);
-            return -1;
-        }
+        if (envd_request_user(conn, &ctx->user, &e) < 0)
+            return files_fail(fe, e.code == CONNECT_UNAUTHENTICATED ? MHD_HTTP_UNAUTHORIZED
+                                                                     : MHD_HTTP_INTERNAL_SERVER_ERROR,
+                              "%s", e.msg);
     }
     const char *path = http_query(conn, "path");
     if (path) {
         struct error_record e;
-        if (envd_resolve_path(&ctx->user, path, &ctx->path, &e) < 0) {
-            *ret_mhd = http_queue_error(conn, MHD_HTTP_BAD_REQUEST, "error resolving path: %s", e.msg);
-            return -1;
-        }
+        if (envd_resolve_path(&ctx->user, path, &ctx->path, &e) < 0)
+            return files_fail(fe, MHD_HTTP_BAD_REQUEST, "error resolving path: %s", e.msg);
     }
     return 0;
 }
@@ -126,9 +125,9 @@ enum MHD_Result envd_files_request(struct MHD_Connection *conn, const char *meth
     if (st) {
         /* A POST body piece, or its end. */
         if (*upload_data_size > 0) {
-            files_upload_feed(st->upload, upload_data, *upload_data_size);
+            bool keep = files_upload_feed(st->upload, upload_data, *upload_data_size);
             *upload_data_size = 0;
-            return MHD_YES;
+            return keep ? MHD_YES : MHD_NO;
         }
         return files_upload_finish(st->upload);
     }
@@ -138,26 +137,19 @@ enum MHD_Result envd_files_request(struct MHD_Connection *conn, const char *meth
     if (!get && !head && !post)
         return http_queue_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method %s not allowed on /files", method);
 
-    enum MHD_Result mr;
-    if (check_access(conn, post ? "write" : "read", &mr) < 0)
-        return mr;
+    struct files_error fe = { 0 };
     struct files_ctx ctx = { 0 };
-    if (request_context(conn, &ctx, &mr) < 0) {
-        free(ctx.path);
-        return mr;
-    }
+    int r = check_access(conn, post ? "write" : "read", &fe);
+    if (r == 0)
+        r = request_context(conn, &ctx, &fe);
     if (!post) {
-        mr = files_download(&ctx, head);
+        enum MHD_Result mr = r < 0 ? http_queue_error(conn, fe.status, "%s", fe.msg) : files_download(&ctx, head);
         free(ctx.path);
         return mr;
     }
-    struct files_upload *u = NULL;
-    mr = files_upload_start(&ctx, &u);
-    free(ctx.path);
-    if (!u)
-        return mr;
     st = xcalloc(1, sizeof(*st));
-    st->upload = u;
+    st->upload = r < 0 ? files_upload_failed(conn, &fe) : files_upload_start(&ctx);
+    free(ctx.path);
     *req_cls = st;
     return MHD_YES;
 }

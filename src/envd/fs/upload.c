@@ -36,6 +36,8 @@
 #include "common/banned.h"
 
 #define INFLATE_CHUNK (64u * 1024)
+/* Body bytes a refused upload reads and drops before closing the connection instead. */
+#define UPLOAD_MAX_DISCARD (8u << 20)
 /* Files one multipart request may carry. */
 #define UPLOAD_MAX_FILES 10000
 
@@ -65,7 +67,8 @@ struct files_upload {
     unsigned char *zout;
     struct fs_multipart *mp;
     struct upload_file *cur;
-    unsigned status; /* first error, answered at the end */
+    uint64_t discarded; /* body bytes dropped after an error */
+    unsigned status;    /* first error, answered at the end */
     char msg[ERROR_MSG_MAX + 64];
 };
 
@@ -305,81 +308,89 @@ static void media_type(const char *ct, char *out, size_t size)
     out[w] = '\0';
 }
 
-enum MHD_Result files_upload_start(struct files_ctx *ctx, struct files_upload **ret)
+static struct files_upload *upload_new(struct MHD_Connection *conn)
+{
+    struct files_upload *u = xcalloc(1, sizeof(*u));
+    u->conn = conn;
+    u->result = json_array();
+    u->seen = json_object();
+    return u;
+}
+
+struct files_upload *files_upload_failed(struct MHD_Connection *conn, const struct files_error *e)
+{
+    struct files_upload *u = upload_new(conn);
+    set_error(u, e->status, "%s", e->msg);
+    return u;
+}
+
+struct files_upload *files_upload_start(struct files_ctx *ctx)
 {
     struct MHD_Connection *conn = ctx->conn;
-    *ret = NULL;
+    struct files_upload *u = upload_new(conn);
     _cleanup_json_ json_t *md = json_object();
     MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_metadata, md);
     struct error_record e;
     if (fs_metadata_validate(md, &e) < 0) {
-        return http_queue_error(conn, MHD_HTTP_BAD_REQUEST, "invalid metadata: %s", e.msg);
+        set_error(u, MHD_HTTP_BAD_REQUEST, "invalid metadata: %s", e.msg);
+        return u;
     }
     char mt[128];
     media_type(http_header(conn, MHD_HTTP_HEADER_CONTENT_TYPE), mt, sizeof(mt));
     bool raw = streq(mt, "application/octet-stream");
     if (!raw && strncmp(mt, "multipart/", 10) != 0) {
-        return http_queue_error(conn, MHD_HTTP_BAD_REQUEST,
-                                "unsupported content type: %s, expected multipart/form-data or application/octet-stream",
-                                http_header(conn, MHD_HTTP_HEADER_CONTENT_TYPE) ?: "(none)");
+        set_error(u, MHD_HTTP_BAD_REQUEST,
+                  "unsupported content type: %s, expected multipart/form-data or application/octet-stream",
+                  http_header(conn, MHD_HTTP_HEADER_CONTENT_TYPE) ?: "(none)");
+        return u;
     }
     bool gzip = false;
     const char *ce = http_header(conn, MHD_HTTP_HEADER_CONTENT_ENCODING);
     if (ce && *ce) {
         char enc[32];
         media_type(ce, enc, sizeof(enc));
-        if (streq(enc, "gzip"))
+        if (streq(enc, "gzip")) {
             gzip = true;
-        else if (!streq(enc, "identity")) {
-            free(ctx->path);
-            return http_queue_error(conn, MHD_HTTP_BAD_REQUEST,
-                                    "error decompressing request body: unsupported Content-Encoding: %s, supported: [gzip]",
-                                    ce);
+        } else if (!streq(enc, "identity")) {
+            set_error(u, MHD_HTTP_BAD_REQUEST,
+                      "error decompressing request body: unsupported Content-Encoding: %s, supported: [gzip]", ce);
+            return u;
         }
     }
     if (gzip && !raw) {
-        return http_queue_error(conn, MHD_HTTP_BAD_REQUEST, "Content-Encoding: gzip is supported for octet-stream bodies only");
+        set_error(u, MHD_HTTP_BAD_REQUEST, "Content-Encoding: gzip is supported for octet-stream bodies only");
+        return u;
     }
     if (raw && !ctx->path) {
-        return http_queue_error(conn, MHD_HTTP_BAD_REQUEST, "path query parameter is required for raw body upload");
+        set_error(u, MHD_HTTP_BAD_REQUEST, "path query parameter is required for raw body upload");
+        return u;
     }
 
-    struct files_upload *u = xcalloc(1, sizeof(*u));
-    u->conn = conn;
     u->user = ctx->user;
     u->query_path = TAKE_PTR(ctx->path);
     u->metadata = json_object_size(md) > 0 ? TAKE_PTR(md) : NULL;
-    u->result = json_array();
-    u->seen = json_object();
     u->raw = raw;
     u->gzip = gzip;
 
     if (envd_as_user(&u->user) < 0) {
-        files_upload_free(u);
-        return http_queue_error(conn, MHD_HTTP_FORBIDDEN, "cannot act as user '%s'", ctx->user.name);
+        set_error(u, MHD_HTTP_FORBIDDEN, "cannot act as user '%s'", u->user.name);
+        return u;
     }
     if (raw) {
         json_object_set_new(u->seen, u->query_path, json_true());
         (void)file_open(u, u->query_path, &u->cur);
         if (gzip && !u->status) {
+            u->zout = xmalloc(INFLATE_CHUNK);
             if (inflateInit2(&u->z, 15 + 16) != Z_OK)
                 set_error(u, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start gzip decoding");
             else
                 u->z_live = true;
-            u->zout = xmalloc(INFLATE_CHUNK);
         }
     } else if (fs_multipart_new(conn, &upload_sink, u, &u->mp, &e) < 0) {
         set_error(u, MHD_HTTP_BAD_REQUEST, "error parsing multipart form: %s", e.msg);
     }
     envd_as_root();
-    if (u->status) {
-        /* Refused before the body: answer now (MHD then closes the connection). */
-        enum MHD_Result mr = http_queue_error(conn, u->status, "%s", u->msg);
-        files_upload_free(u);
-        return mr;
-    }
-    *ret = u;
-    return MHD_YES;
+    return u;
 }
 
 static void feed_raw(struct files_upload *u, const char *data, size_t len)
@@ -421,13 +432,16 @@ static void feed_raw(struct files_upload *u, const char *data, size_t len)
     }
 }
 
-void files_upload_feed(struct files_upload *u, const char *data, size_t len)
+bool files_upload_feed(struct files_upload *u, const char *data, size_t len)
 {
-    if (u->status)
-        return; /* discard the rest of a failed upload */
+    if (u->status) {
+        /* Discard the rest of a failed upload, up to a bound. */
+        u->discarded += len;
+        return u->discarded <= UPLOAD_MAX_DISCARD;
+    }
     if (envd_as_user(&u->user) < 0) {
         set_error(u, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot act as user '%s'", u->user.name);
-        return;
+        return true;
     }
     if (u->raw) {
         feed_raw(u, data, len);
@@ -439,11 +453,12 @@ void files_upload_feed(struct files_upload *u, const char *data, size_t len)
     if (u->status)
         file_free(TAKE_PTR(u->cur));
     envd_as_root();
+    return true;
 }
 
 enum MHD_Result files_upload_finish(struct files_upload *u)
 {
-    if (envd_as_user(&u->user) < 0)
+    if (!u->status && envd_as_user(&u->user) < 0)
         set_error(u, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot act as user '%s'", u->user.name);
     if (!u->status) {
         if (u->raw) {
@@ -462,8 +477,10 @@ enum MHD_Result files_upload_finish(struct files_upload *u)
     file_free(TAKE_PTR(u->cur));
     fs_multipart_free(TAKE_PTR(u->mp));
     envd_as_root();
-    if (u->status)
+    if (u->status) {
+        log_info("POST /files: %u %s", u->status, u->msg);
         return http_queue_error(u->conn, u->status, "%s", u->msg);
+    }
     return http_queue_json(u->conn, MHD_HTTP_OK, u->result);
 }
 
