@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Sandbox, AuthenticationError } from 'e2b';
 import { startEnvd } from './lib/envd.mjs';
-import { tempDir, removeDir } from './lib/fsutil.mjs';
+import { tempDir, removeDir, stopEnvd } from './lib/fsutil.mjs';
 
 const TOKEN = crypto.randomBytes(16).toString('hex');
 let envd;
@@ -43,8 +43,8 @@ before(async () => {
 
 after(async () => {
   if (dir) removeDir(dir);
-  if (envd) await envd.stop();
-  if (envdNoToken) await envdNoToken.stop();
+  if (envd) await stopEnvd(envd);
+  if (envdNoToken) await stopEnvd(envdNoToken);
 });
 
 test('the token is required, and sent by a sandbox that has it', async () => {

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { FileNotFoundError, FilesystemEventType, FileType } from 'e2b';
 import { startEnvd } from './lib/envd.mjs';
-import { tempDir, removeDir, EventLog } from './lib/fsutil.mjs';
+import { tempDir, removeDir, EventLog, stopEnvd } from './lib/fsutil.mjs';
 
 let envd;
 let sbx;
@@ -21,7 +21,7 @@ before(async () => {
 
 after(async () => {
   if (dir) removeDir(dir);
-  if (envd) await envd.stop();
+  if (envd) await stopEnvd(envd);
 });
 
 test('create, write, rename and remove events', async () => {

@@ -46,3 +46,15 @@ export class EventLog {
     });
   }
 }
+
+// Stops an envd started by startEnvd() and fails if it died early or its log holds a
+// sanitizer report; removes the log when clean.
+export async function stopEnvd(envd) {
+  const died = envd.child.exitCode !== null || envd.child.signalCode !== null;
+  await envd.stop();
+  const log = fs.existsSync(envd.logPath) ? fs.readFileSync(envd.logPath, 'utf8') : '';
+  if (died || /runtime error|AddressSanitizer|LeakSanitizer/.test(log)) {
+    throw new Error(`envd ${died ? 'died' : 'reported a sanitizer error'}; log ${envd.logPath}:\n${log}`);
+  }
+  fs.rmSync(envd.logPath, { force: true });
+}
