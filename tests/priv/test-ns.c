@@ -560,3 +560,44 @@ TEST(cgroup_v2_handler)
     ASSERT_TRUE(access(dir, F_OK) < 0);
     close(p[0]);
 }
+
+static int count_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            n++;
+    return n;
+}
+
+TEST(create_destroy_cycles_leak_nothing)
+{
+    struct priv_env env;
+    priv_env_init(&env);
+    const int cycles = getenv("HUTCH_CYCLES") ? (int)strtol(getenv("HUTCH_CYCLES"), NULL, 10) : 1000;
+    int fds = count_fds();
+    int mounts = priv_count_mounts();
+    int loops = priv_count_loop_devices();
+    for (int i = 0; i < cycles; i++) {
+        struct runtime_spec spec;
+        priv_spec_init(&env, &spec, (const char *const[]){ "/bin/true", NULL });
+        struct runtime_sandbox *sb = NULL;
+        struct error_record err;
+        error_clear(&err);
+        int r = runtime_ns_ops.create(&env.cfg, &spec, &sb, &err);
+        if (r < 0)
+            tap_fail(__FILE__, __LINE__, "cycle %d: create: %s", i, err.msg);
+        /* Every other cycle is destroyed before it runs, like a failed or cancelled create. */
+        if (i % 2 == 0) {
+            ASSERT_OK(runtime_ns_ops.start(sb, &err));
+            ASSERT_EQ(runtime_ns_ops.wait(sb, 30 * USEC_PER_SEC), 0);
+        }
+        ASSERT_OK(runtime_ns_ops.destroy(sb));
+        if (priv_cgroup_exists(spec.id))
+            tap_fail(__FILE__, __LINE__, "cycle %d: cgroup %s left", i, spec.id);
+    }
+    ASSERT_EQ(count_fds(), fds);
+    ASSERT_EQ(priv_count_mounts(), mounts);
+    ASSERT_EQ(priv_count_loop_devices(), loops);
+    priv_env_release(&env);
+}
