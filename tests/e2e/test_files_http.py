@@ -261,28 +261,37 @@ def test_bad_gzip_leaves_the_target_alone(envd, tmp):
 
 
 def test_malformed_multipart(envd, tmp):
-    h = {"Content-Type": "multipart/form-data; boundary=b"}
-    # No boundary at all, garbage, a truncated part, no boundary parameter.
+    h = {"Content-Type": "multipart/form-data; boundary=bnd"}
+    ok, _ = multipart([("file", str(tmp / "ok.txt"), b"fine")], boundary="bnd")
+    status, _, body = envd.request("POST", "/files", ok, h)
+    assert status == 200, body  # the same framing, well formed, is accepted
+    # No boundary at all.
     status, _, body = envd.request("POST", "/files?" + q(path=str(tmp / "x")), b"garbage without boundaries", h)
     assert status == 400, body
-    trunc = b'--b\r\nContent-Disposition: form-data; name="file"; filename="' + str(tmp / "t.txt").encode() + b'"\r\n\r\npartial data'
+    # A part cut off before its closing boundary: nothing is written.
+    trunc = b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="' + str(tmp / "t.txt").encode() + b'"\r\n\r\npartial data'
     status, _, body = envd.request("POST", "/files", trunc, h)
     assert status == 400, body
     assert not (tmp / "t.txt").exists()
-    status, _, body = envd.request("POST", "/files", b"--b--\r\n", {"Content-Type": "multipart/form-data"})
-    assert status == 400
+    # Data after the closing boundary.
+    status, _, body = envd.request("POST", "/files", ok + b"trailing", h)
+    assert status == 400, body
+    # No boundary parameter, other content types.
+    status, _, body = envd.request("POST", "/files", ok, {"Content-Type": "multipart/form-data"})
+    assert status == 400 and "Content-Type" in error_of(body)["message"]
     status, _, body = envd.request("POST", "/files", b"x", {"Content-Type": "text/plain"})
     assert status == 400 and "unsupported content type" in error_of(body)["message"]
-    status, _, body = envd.request("POST", "/files", b"a=b", {"Content-Type": "application/x-www-form-urlencoded"})
-    assert status == 400
+    status, _, body = envd.request("POST", "/files", b"file=x", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and "unsupported content type" in error_of(body)["message"]
     # A part header longer than the parser's buffer.
-    huge = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + b"a" * 100000 + b"\"\r\n\r\nx\r\n--b--\r\n"
+    huge = b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="' + b"a" * 100000 + b'"\r\n\r\nx\r\n--bnd--\r\n'
     status, _, body = envd.request("POST", "/files", huge, h)
     assert status == 400, body
     # Only the closing boundary: no file.
-    status, _, body = envd.request("POST", "/files", b"--b--\r\n", h)
-    assert status == 400
+    status, _, body = envd.request("POST", "/files", b"--bnd--\r\n", h)
+    assert status == 400 and "no file part" in error_of(body)["message"]
     assert leftovers(tmp) == []
+    assert (tmp / "ok.txt").read_bytes() == b"fine"
 
 
 def test_multipart_path_rules(envd, tmp):
