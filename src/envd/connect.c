@@ -446,7 +446,9 @@ static int parse_headers(struct MHD_Connection *conn, struct connect_call *call,
                                      "protocol error: invalid timeout \"%.16s\"", t);
         call->has_timeout = true;
         call->timeout_ms = ms;
-        call->deadline = now_usec(CLOCK_MONOTONIC) + ms * USEC_PER_MSEC;
+        /* 0 means no limit, as envd treats a process lifetime of 0. */
+        if (ms > 0)
+            call->deadline = now_usec(CLOCK_MONOTONIC) + ms * USEC_PER_MSEC;
     }
     const char *k = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Keepalive-Ping-Interval");
     uint64_t secs;

@@ -561,7 +561,7 @@ void envd_process_kill_all(void)
 {
     lock_table();
     for (struct proc *p = table; p; p = p->next)
-        if (!p->exited)
+        if (!p->finished)
             kill(-p->pid, SIGKILL);
     pthread_mutex_unlock(&table_lock);
 }
@@ -1181,9 +1181,10 @@ static int send_signal_call(struct connect_call *call, json_t *req, json_t **ret
     if (sig != SIGKILL && sig != SIGTERM)
         return connect_error_set(err, CONNECT_UNIMPLEMENTED, "invalid signal: %d", sig);
     lock_table();
-    /* Signal its whole process group (it runs in its own session), unless it was reaped
-     * already: then the pid may belong to someone else. */
-    if (!p->exited && kill(-p->pid, sig) < 0)
+    /* Signal its whole process group (it runs in its own session, so a background job that
+     * holds its output goes too). The group id stays reserved while any member lives, so this
+     * is safe even after the leader was reaped; the leader alone only while it is unreaped. */
+    if (kill(-p->pid, sig) < 0 && !p->exited)
         kill(p->pid, sig);
     pthread_mutex_unlock(&table_lock);
     *ret_resp = json_object();

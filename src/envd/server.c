@@ -155,6 +155,23 @@ json_t *envd_metrics(void)
     return j;
 }
 
+/* Like http_queue_json, with reals printed as short as they are meant (8.58, not 8.5800000000000001). */
+static enum MHD_Result queue_metrics(struct MHD_Connection *conn, const json_t *m)
+{
+    char *s = json_dumps(m, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    if (!s)
+        return MHD_NO;
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, HTTP_JSON_CONTENT_TYPE);
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result answer_init(struct MHD_Connection *conn, struct request *r)
 {
     if (r->too_big)
@@ -221,7 +238,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
             if (!streq(method, "GET"))
                 return method_not_allowed(conn, "GET");
             _cleanup_json_ json_t *m = envd_metrics();
-            return http_queue_json(conn, MHD_HTTP_OK, m);
+            return queue_metrics(conn, m);
         }
         case ENVD_ROUTE_INIT: {
             if (!streq(method, "POST"))

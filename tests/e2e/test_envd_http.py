@@ -404,3 +404,43 @@ def test_access_token_option():
         assert e.unary("/process.Process/List", {}, {"X-Access-Token": "opt"})[0] == 200
     finally:
         assert e.stop() == 0
+
+
+def test_connect_timeout_zero_means_no_limit(envd):
+    _, _, env = envd.stream("/process.Process/Start", envelope(start_request("sleep 0.3; echo ok")),
+                            {"Connect-Timeout-Ms": "0"})
+    assert env[-1] == (2, {})
+    assert env[-2][1]["event"]["end"]["status"] == "exit status 0"
+    _, _, env = envd.stream("/process.Process/Start", envelope(start_request("true")),
+                            {"Connect-Timeout-Ms": "soon"})
+    assert end_error(env)["code"] == "invalid_argument"
+
+
+def test_kill_takes_the_process_group(envd):
+    # The background sleep holds stdout; the stream can end only when it dies too.
+    s = StartStream(envd, start_request("sleep 100 & sleep 100"))
+    status, _ = envd.unary("/process.Process/SendSignal", {"process": {"pid": s.pid}, "signal": "SIGNAL_SIGKILL"})
+    assert status == 200
+    rest = s.rest()
+    s.close()
+    assert rest[-2][1]["event"]["end"]["status"] == "signal: killed"
+
+
+def test_tag_selects_for_connect_and_list(envd):
+    req = start_request("read x; echo tagged-$x")
+    req["tag"] = "my-tag"
+    req["stdin"] = True
+    s = StartStream(envd, req)
+    _, body = envd.unary("/process.Process/List", {})
+    assert body["processes"][0]["tag"] == "my-tag"
+    assert body["processes"][0]["config"]["args"] == ["-l", "-c", "read x; echo tagged-$x"]
+    status, _ = envd.unary("/process.Process/SendInput", {"process": {"tag": "my-tag"}, "input": {"stdin": b64(b"y\n")}})
+    assert status == 200
+    rest = s.rest()
+    s.close()
+    out = b"".join(base64.b64decode(o["event"]["data"]["stdout"]) for f, o in rest if "data" in o.get("event", {}))
+    assert out == b"tagged-y\n"
+    _, _, env = envd.stream("/process.Process/Connect", envelope({"process": {"tag": "my-tag"}}))
+    assert env[0][1] == {"event": {"start": {"pid": s.pid}}}
+    assert env[1][1]["event"]["end"]["exited"] is True
+    assert env[-1] == (2, {})
