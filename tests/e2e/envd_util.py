@@ -25,13 +25,13 @@ def free_port() -> int:
 
 
 class Envd:
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, prefix=()):
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="envd-e2e-", suffix=".log", delete=False)
         exe = envd_path()
         if not exe.exists():
             raise RuntimeError(f"{exe} not built")
-        self.proc = subprocess.Popen([str(exe), "--listen", f"127.0.0.1:{self.port}", *args],
+        self.proc = subprocess.Popen([*prefix, str(exe), "--listen", f"127.0.0.1:{self.port}", *args],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while True:

@@ -1,6 +1,9 @@
 """envd over raw HTTP: the Connect protocol's edges and bad input (each gets the contract's
 error and envd stays healthy), plain endpoints, and access-token enforcement after /init."""
 import base64
+import os
+import shutil
+import signal
 import json
 import socket
 import struct
@@ -71,17 +74,22 @@ def test_oversized_envelope_header(envd):
     assert envd.healthy()
 
 
-def test_oversized_body_by_content_length(envd):
-    # Only the headers: envd must answer without waiting for (or buffering) 100 MB.
+def _status_from_headers(envd, head: bytes) -> int:
+    """Sends only a request head and returns the status envd answers with."""
     with socket.create_connection(("127.0.0.1", envd.port), timeout=10) as s:
-        s.sendall(b"POST /process.Process/List HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 100000000\r\n\r\n")
+        s.sendall(head)
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = s.recv(4096)
             assert chunk, data
             data += chunk
-        assert data.startswith(b"HTTP/1.1 429"), data
+        return int(data.split(b" ", 2)[1])
+
+
+def test_oversized_body_by_content_length(envd):
+    # Only the headers: envd must answer without waiting for (or buffering) 100 MB.
+    assert _status_from_headers(envd, b"POST /process.Process/List HTTP/1.1\r\nHost: x\r\n"
+                                b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n") == 429
     assert envd.healthy()
 
 
@@ -392,8 +400,21 @@ def test_init_rejects_bad_bodies(envd):
     assert status == 400 and json.loads(body)["code"] == 400
     status, _, body = envd.request("POST", "/init", json.dumps({"envVars": {"A": 1}}))
     assert status == 400
-    status, _, body = envd.request("POST", "/init", b"x" * (2 << 20))
-    assert status == 413
+    # Too big by Content-Length: answered from the headers alone.
+    assert _status_from_headers(envd, b"POST /init HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n") == 413
+    # Too big while streaming (chunked): read and dropped, then answered.
+    c = envd.conn(30)
+    try:
+        c.putrequest("POST", "/init")
+        c.putheader("Transfer-Encoding", "chunked")
+        c.endheaders()
+        block = b"x" * 65536
+        for _ in range(20):
+            c.send(b"%x\r\n%s\r\n" % (len(block), block))
+        c.send(b"0\r\n\r\n")
+        assert c.getresponse().status == 413
+    finally:
+        c.close()
     assert envd.healthy()
 
 
@@ -444,3 +465,53 @@ def test_tag_selects_for_connect_and_list(envd):
     assert env[0][1] == {"event": {"start": {"pid": s.pid}}}
     assert env[1][1]["event"]["end"]["exited"] is True
     assert env[-1] == (2, {})
+
+
+def _children(pid: int):
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            out += [int(x) for x in f.read().split()]
+    return out
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def test_pid1_reaps_orphans_and_shuts_down_on_sigterm():
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) for a pid namespace")
+    e = Envd(prefix=["unshare", "--fork", "--pid", "--mount-proc"])
+    try:
+        (host_envd,) = _children(e.proc.pid)
+        # Each subshell exits at once, leaving its sleep to be reparented to envd (pid 1).
+        _, _, env = e.stream("/process.Process/Start",
+                             envelope(start_request("for i in $(seq 20); do (sleep 0.2 >/dev/null &); done")))
+        assert env[-1] == (2, {})
+        deadline = time.monotonic() + 10
+        while _children(host_envd):
+            assert time.monotonic() < deadline, [(c, _state(c)) for c in _children(host_envd)]
+            time.sleep(0.05)
+        os.kill(host_envd, signal.SIGTERM)
+        assert e.proc.wait(timeout=10) == 0
+        assert "shutting down" in e.log_text()
+    finally:
+        e.stop()
+
+
+def test_sigterm_kills_and_reaps_running_processes():
+    e = Envd()
+    try:
+        s = StartStream(e, start_request("sleep 100 & sleep 100"))
+        pid = s.pid
+        s.close()
+        e.proc.terminate()
+        assert e.proc.wait(timeout=10) == 0
+        assert _state(pid) == "gone"
+    finally:
+        e.stop()
