@@ -49,10 +49,11 @@ static int s_write(void *cls, const char *data, size_t len, struct error_record 
     struct sink_state *s = cls;
     if (!s->open || (len > 0 && !data))
         abort();
-    volatile char sum = 0;
+    /* Touch every byte so that ASan checks the whole range. */
+    unsigned char sum = 0;
     for (size_t i = 0; i < len; i++)
-        sum ^= data[i];
-    s->bytes += len;
+        sum ^= (unsigned char)data[i];
+    s->bytes += len + (sum & 0);
     return 0;
 }
 
