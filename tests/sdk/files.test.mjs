@@ -94,6 +94,23 @@ test('multi-file write creates parent directories', async () => {
   assert.equal(fs.readFileSync(files[1].path, 'utf8'), 'second');
 });
 
+test('paths with spaces, quotes and non-ASCII names', async () => {
+  // (A '"' in a multi-file write's name reaches envd as %22: the SDK's FormData encodes it so,
+  // and envd, like E2B's, takes the part's filename literally.)
+  const names = ['dir with space/f i l e.txt', 'ünïcødé/€ – naïve.txt', "quo'te/a;b=c.txt"];
+  const files = names.map((n, i) => ({ path: path.join(dir, 'names', n), data: `content ${i}` }));
+  await sbx.files.write(files);
+  for (const [i, f] of files.entries()) {
+    assert.equal(fs.readFileSync(f.path, 'utf8'), `content ${i}`);
+    assert.equal(await sbx.files.read(f.path), `content ${i}`);
+    assert.equal((await sbx.files.getInfo(f.path)).name, path.basename(f.path));
+  }
+  // A single write (path query) too.
+  const single = path.join(dir, 'names', 'single "q" ✓.txt');
+  await sbx.files.write(single, 'ok');
+  assert.equal(fs.readFileSync(single, 'utf8'), 'ok');
+});
+
 test('gzip upload and download', async () => {
   const p = path.join(dir, 'gz', 'text.txt');
   const text = 'compress me '.repeat(10000);
