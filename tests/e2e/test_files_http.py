@@ -232,6 +232,29 @@ def test_multipart_and_raw_uploads(envd, tmp):
     assert leftovers(tmp) == []
 
 
+def test_cut_upload_leaves_nothing(envd, tmp):
+    """Half a body, then the client goes away: no file, no temporary file, old content kept."""
+    target = tmp / "cut.bin"
+    (tmp / "old.bin").write_bytes(b"old")
+    for name in ("cut.bin", "old.bin"):
+        c = envd.conn(timeout=10)
+        c.putrequest("POST", "/files?" + q(path=str(tmp / name)))
+        c.putheader("Content-Type", "application/octet-stream")
+        c.putheader("Content-Length", str(1 << 20))
+        c.endheaders()
+        c.send(b"x" * (300 << 10))
+        # The part sent so far is not visible under any name while the upload runs.
+        status, body = envd.unary("/filesystem.Filesystem/Stat", {"path": str(tmp / name)})
+        assert status == (404 if name == "cut.bin" else 200), body
+        assert sorted(p.name for p in tmp.iterdir()) == ["old.bin"]
+        c.close()
+    # envd notices the close; a later request on another connection is served normally.
+    assert envd.healthy()
+    assert not target.exists()
+    assert (tmp / "old.bin").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp.iterdir()) == ["old.bin"]
+
+
 def test_gzip_upload(envd, tmp):
     data = os.urandom(1 << 16) + b"a" * (1 << 20)
     status, _, body = envd.request("POST", "/files?" + q(path=str(tmp / "gz.bin")), gzip.compress(data),

@@ -58,6 +58,8 @@ test('writes through the SDK are seen by a watch', async () => {
     await log.waitFor((e) => e.name === 'up.txt' && e.type === FilesystemEventType.CREATE, 'create of upload');
     await sbx.files.remove(path.join(w, 'up.txt'));
     await log.waitFor((e) => e.name === 'up.txt' && e.type === FilesystemEventType.REMOVE, 'remove');
+    // A new file appears complete under its own name: no temporary name is ever seen.
+    assert.deepEqual(log.events.filter((e) => e.name !== 'up.txt'), []);
   } finally {
     await handle.stop();
   }

@@ -2,9 +2,10 @@
  * unless the `path` query is set) or a raw application/octet-stream body (optionally
  * Content-Encoding: gzip, inflated as it streams).
  *
- * Each file is written, with the user's identity, to a fresh temporary file in its target
- * directory and renamed over the target only once complete, so a failed or cut upload never
- * leaves a half file under the target name. Missing parent directories are created (0755 less
+ * Each file is written, with the user's identity, to an unnamed O_TMPFILE in its target
+ * directory (a named temporary file where the filesystem has no O_TMPFILE), given a temporary
+ * name only once complete and renamed over the target, so a failed or cut upload never leaves
+ * a half file under the target name, and an envd killed mid-upload leaves no file at all. Missing parent directories are created (0755 less
  * umask, owned by the user); files are created 0666 less umask, owned by the user (an
  * overwritten file keeps its permission bits). A final symlink is followed only to an existing
  * regular file; a dangling or other symlink is replaced, never written through. X-Metadata-*
@@ -46,7 +47,8 @@ struct upload_file {
     char *target; /* the name renamed over: path, or the file a final symlink points at */
     int dirfd;
     char *base;   /* target's name in dirfd */
-    char tmp[64]; /* temporary name in dirfd */
+    char tmp[64]; /* temporary name in dirfd, once it has one */
+    bool named;   /* tmp exists in dirfd (not an unnamed O_TMPFILE) */
     int fd;
     bool keep_mode;
     mode_t mode;
@@ -89,15 +91,45 @@ static void file_free(struct upload_file *f)
 {
     if (!f)
         return;
-    if (f->fd >= 0) {
-        close(f->fd);
+    safe_close(f->fd);
+    if (f->named)
         unlinkat(f->dirfd, f->tmp, 0);
-    }
     safe_close(f->dirfd);
     free(f->path);
     free(f->target);
     free(f->base);
     free(f);
+}
+
+/* Gives f a fresh temporary name in its directory: links the unnamed file fd there, or
+ * (fd < 0) creates a new named file as f->fd. */
+static int name_temp(struct upload_file *f, int fd)
+{
+    for (int tries = 0; tries < 8; tries++) {
+        char hex[17];
+        int r = random_hex(hex, 8);
+        if (r < 0)
+            return r;
+        snprintf(f->tmp, sizeof(f->tmp), ".hutch-upload-%s", hex);
+        if (fd < 0) {
+            f->fd = openat(f->dirfd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+            r = f->fd < 0 ? -errno : 0;
+        } else {
+            /* Through /proc/self/fd: linkat's AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH,
+             * which a user's identity lacks. Our own fd directory is open to us whatever the
+             * fsuid. */
+            char proc[64];
+            snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+            r = linkat(AT_FDCWD, proc, f->dirfd, f->tmp, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+        }
+        if (r == 0) {
+            f->named = true;
+            return 0;
+        }
+        if (r != -EEXIST)
+            return r;
+    }
+    return -EEXIST;
 }
 
 /* Opens the temporary file for path (resolved), as the user. */
@@ -137,7 +169,8 @@ static int file_open(struct files_upload *u, const char *path, struct upload_fil
         return set_error(u, fs_errno_to_http_status(r), "error ensuring directories for '%s': %s", path,
                          errno_to_string(-r));
     }
-    f->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* O_PATH: a user may write into a directory the user cannot list. */
+    f->dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (f->dirfd < 0) {
         r = -errno;
         file_free(f);
@@ -154,17 +187,12 @@ static int file_open(struct files_upload *u, const char *path, struct upload_fil
             f->mode = st.st_mode & 0777;
         }
     }
-    for (int tries = 0; tries < 8 && f->fd < 0; tries++) {
-        char hex[17];
-        if (random_hex(hex, 8) < 0)
-            break;
-        snprintf(f->tmp, sizeof(f->tmp), ".hutch-upload-%s", hex);
-        f->fd = openat(f->dirfd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-        if (f->fd < 0 && errno != EEXIST)
-            break;
-    }
-    if (f->fd < 0) {
-        r = -errno;
+    f->fd = openat(f->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+    if (f->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
+        r = name_temp(f, -1); /* no O_TMPFILE here: a named temporary file */
+    else
+        r = f->fd < 0 ? -errno : 0;
+    if (r < 0) {
         file_free(f);
         return set_error(u, fs_errno_to_http_status(r), "error opening file '%s': %s", path, errno_to_string(-r));
     }
@@ -211,20 +239,30 @@ static int file_commit(struct files_upload *u, struct upload_file *f)
         (void)fchmod(f->fd, f->mode);
     _cleanup_json_ json_t *md = NULL;
     (void)fs_metadata_read_fd(f->fd, &md);
-    if (close(f->fd) < 0 && (errno == ENOSPC || errno == EDQUOT)) {
-        f->fd = -1;
-        unlinkat(f->dirfd, f->tmp, 0);
+    /* A new name: link the complete file there directly (one create event for watchers).
+     * An existing one (or a race creating it): a temporary name, then rename over it. */
+    bool placed = false;
+    if (!f->named) {
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", f->fd);
+        placed = linkat(AT_FDCWD, proc, f->dirfd, f->base, AT_SYMLINK_FOLLOW) == 0;
+        if (!placed && (r = name_temp(f, f->fd)) < 0) {
+            file_free(f);
+            return set_error(u, fs_errno_to_http_status(r), "error naming the uploaded file: %s", errno_to_string(-r));
+        }
+    }
+    r = close(TAKE_FD(f->fd)) < 0 ? -errno : 0;
+    if ((r == -ENOSPC || r == -EDQUOT) && !placed) {
         file_free(f);
         return set_error(u, MHD_HTTP_INSUFFICIENT_STORAGE, "not enough disk space available");
     }
-    f->fd = -1;
-    if (renameat(f->dirfd, f->tmp, f->dirfd, f->base) < 0) {
+    if (!placed && renameat(f->dirfd, f->tmp, f->dirfd, f->base) < 0) {
         int e = errno;
-        unlinkat(f->dirfd, f->tmp, 0);
         file_free(f);
         return set_error(u, e == EISDIR ? MHD_HTTP_BAD_REQUEST : fs_errno_to_http_status(e), "error writing file: %s",
                          errno_to_string(e));
     }
+    f->named = false;
     const char *slash = strrchr(f->path, '/');
     json_t *entry = json_pack("{s:s, s:s, s:s}", "path", f->path, "name", slash ? slash + 1 : f->path, "type", "file");
     if (entry && md && json_object_size(md) > 0)
