@@ -47,19 +47,28 @@ test('create, write, rename and remove events', async () => {
   }
 });
 
-test('writes through the SDK are seen by a watch', async () => {
+test('writes through the SDK are seen by a watch as create and write', async () => {
+  // What E2B's own SDK tests wait for: a WRITE under the file's name after files.write().
   const w = path.join(dir, 'sdkwrites');
-  fs.mkdirSync(w);
+  fs.mkdirSync(path.join(w, 'nested'), { recursive: true });
   const log = new EventLog();
-  const handle = await sbx.files.watchDir(w, (e) => log.push(e));
+  const handle = await sbx.files.watchDir(w, (e) => log.push(e), { recursive: true });
   try {
     await sbx.files.write(path.join(w, 'up.txt'), 'uploaded');
-    // Uploads land by rename into place: the target name appears as a create.
     await log.waitFor((e) => e.name === 'up.txt' && e.type === FilesystemEventType.CREATE, 'create of upload');
+    await log.waitFor((e) => e.name === 'up.txt' && e.type === FilesystemEventType.WRITE, 'write of upload');
+    const before = log.events.length;
+    await sbx.files.write(path.join(w, 'up.txt'), 'overwritten');
+    await log.waitFor(
+      (e) => log.events.indexOf(e) >= before && e.name === 'up.txt' && e.type === FilesystemEventType.WRITE,
+      'write of overwrite',
+    );
+    await sbx.files.write(path.join(w, 'nested', 'deep.txt'), 'deep');
+    await log.waitFor((e) => e.name === 'nested/deep.txt' && e.type === FilesystemEventType.WRITE, 'nested write');
     await sbx.files.remove(path.join(w, 'up.txt'));
     await log.waitFor((e) => e.name === 'up.txt' && e.type === FilesystemEventType.REMOVE, 'remove');
-    // A new file appears complete under its own name: no temporary name is ever seen.
-    assert.deepEqual(log.events.filter((e) => e.name !== 'up.txt'), []);
+    // Uploads' temporary files are never reported.
+    assert.deepEqual(log.events.filter((e) => e.name !== 'up.txt' && e.name !== 'nested/deep.txt'), []);
   } finally {
     await handle.stop();
   }

@@ -229,6 +229,9 @@ int fs_multipart_finish(struct fs_multipart *m, struct error_record *err);
 /* Frees m; a part still open is aborted. Accepts NULL. */
 void fs_multipart_free(struct fs_multipart *m);
 
+/* Names of uploads' temporary files (upload.c); watchers do not report them. */
+#define FS_UPLOAD_TEMP_PREFIX ".hutch-upload-"
+
 /* ---- HTTP status of an errno from a file operation ---- */
 unsigned fs_errno_to_http_status(int errnum);
 

@@ -110,7 +110,7 @@ static int name_temp(struct upload_file *f, int fd)
         int r = random_hex(hex, 8);
         if (r < 0)
             return r;
-        snprintf(f->tmp, sizeof(f->tmp), ".hutch-upload-%s", hex);
+        snprintf(f->tmp, sizeof(f->tmp), FS_UPLOAD_TEMP_PREFIX "%s", hex);
         if (fd < 0) {
             f->fd = openat(f->dirfd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
             r = f->fd < 0 ? -errno : 0;
@@ -220,6 +220,22 @@ static int file_write(struct files_upload *u, struct upload_file *f, const char 
     return 0;
 }
 
+/* Watchers expect a write event under the file's own name once it was written (E2B's envd
+ * writes in place; its SDK tests wait for that event), but the data went to a file that had
+ * no name then. Truncating the placed file to its own size raises IN_MODIFY under its name
+ * and changes nothing else; the inode is checked first, so a file that replaced ours in the
+ * meantime is left alone. A file the user cannot open for writing gets no event. */
+static void touch_written(struct upload_file *f, const struct stat *mine)
+{
+    int fd = openat(f->dirfd, f->base, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_ino == mine->st_ino && st.st_dev == mine->st_dev && S_ISREG(st.st_mode))
+        (void)ftruncate(fd, st.st_size);
+    close(fd);
+}
+
 /* Completes f: metadata, mode, rename over the target. Frees f. As the user. */
 static int file_commit(struct files_upload *u, struct upload_file *f)
 {
@@ -251,6 +267,8 @@ static int file_commit(struct files_upload *u, struct upload_file *f)
             return set_error(u, fs_errno_to_http_status(r), "error naming the uploaded file: %s", errno_to_string(-r));
         }
     }
+    struct stat mine;
+    bool have_mine = fstat(f->fd, &mine) == 0;
     r = close(TAKE_FD(f->fd)) < 0 ? -errno : 0;
     if ((r == -ENOSPC || r == -EDQUOT) && !placed) {
         file_free(f);
@@ -263,6 +281,8 @@ static int file_commit(struct files_upload *u, struct upload_file *f)
                          errno_to_string(e));
     }
     f->named = false;
+    if (have_mine)
+        touch_written(f, &mine);
     const char *slash = strrchr(f->path, '/');
     json_t *entry = json_pack("{s:s, s:s, s:s}", "path", f->path, "name", slash ? slash + 1 : f->path, "type", "file");
     if (entry && md && json_object_size(md) > 0)

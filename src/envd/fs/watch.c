@@ -8,6 +8,9 @@
  * the process events, which are wrapped in an "event" field). Watches are added and entries read
  * with the watch's user's identity, so a user cannot watch what the user cannot read.
  *
+ * Uploads' own temporary files (an unnamed O_TMPFILE, or FS_UPLOAD_TEMP_PREFIX names) are not
+ * reported: watchers see a complete file appear under its name, then a write to it.
+ *
  * Bounds: FS_WATCH_MAX_WDS inotify watches per watch, FS_MAX_WATCHERS polling watchers, and
  * FS_WATCHER_MAX_EVENTS buffered events per polling watcher (more is an overflow error, as
  * the kernel's own queue overflow is). */
@@ -164,6 +167,22 @@ static int watch_open(const char *root, bool recursive, bool include_entry, cons
     return 0;
 }
 
+/* The kernel names the dentry of an unnamed O_TMPFILE "#<inode>" and reports writes to it on
+ * its directory (uploads are written so). Such a file has no name anyone can open: its
+ * modify/attrib events are dropped when no entry of that name exists. */
+static bool is_unlinked_tmpfile(struct fs_watch *w, const char *rel, const char *name, uint32_t mask)
+{
+    if (name[0] != '#' || !name[1] || (mask & ~(IN_MODIFY | IN_ATTRIB | IN_ISDIR)) != 0)
+        return false;
+    for (const char *p = name + 1; *p; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    _cleanup_free_ char *path = *rel ? xasprintf("%s/%s/%s", streq(w->root, "/") ? "" : w->root, rel, name)
+                                     : xasprintf("%s/%s", streq(w->root, "/") ? "" : w->root, name);
+    struct stat st;
+    return lstat(path, &st) < 0 && errno == ENOENT;
+}
+
 /* Turns one inotify event into pending messages. Returns 0, or -EOVERFLOW when the kernel's
  * queue overflowed (events were lost). */
 static int watch_expand(struct fs_watch *w, const struct inotify_event *ev)
@@ -181,6 +200,8 @@ static int watch_expand(struct fs_watch *w, const struct inotify_event *ev)
     if (*rel && (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)))
         return 0;
     const char *name = ev->len > 0 ? ev->name : "";
+    if (is_unlinked_tmpfile(w, rel, name, ev->mask) || strncmp(name, FS_UPLOAD_TEMP_PREFIX, strlen(FS_UPLOAD_TEMP_PREFIX)) == 0)
+        return 0;
     _cleanup_free_ char *full_rel = NULL;
     if (*rel && *name)
         full_rel = xasprintf("%s/%s", rel, name);
