@@ -81,6 +81,37 @@ test('signed upload and download URLs from the SDK', async () => {
   assert.equal((await fetch(timed)).status, 200);
 });
 
+test('signed upload of a plain form field to a relative path, and an expired one (E2B\'s signing tests)', async () => {
+  // The default user here is root: a relative path lands in root's home. Use a name unique to
+  // this run and remove it afterwards.
+  const rel = `hutch-signed-${process.pid}-${Date.now()}.txt`;
+  const abs = path.join('/root', rel);
+  try {
+    const up = await sbx.uploadUrl(rel, { useSignatureExpiration: 10_000 });
+    const form = new FormData();
+    form.append('file', 'file content'); // a field, not a file: no filename in the part
+    const r = await fetch(up, { method: 'POST', body: form });
+    assert.equal(r.status, 200);
+    assert.deepEqual(await r.json(), [{ name: rel, path: abs, type: 'file' }]);
+    assert.equal(fs.readFileSync(abs, 'utf8'), 'file content');
+
+    const expired = await sbx.uploadUrl(rel, { useSignatureExpiration: -100_000 });
+    const form2 = new FormData();
+    form2.append('file', 'other content');
+    const r2 = await fetch(expired, { method: 'POST', body: form2 });
+    assert.equal(r2.status, 401);
+    assert.deepEqual(await r2.json(), { code: 401, message: 'signature is already expired' });
+    assert.equal(fs.readFileSync(abs, 'utf8'), 'file content');
+
+    const down = await sbx.downloadUrl(rel, { useSignatureExpiration: -10_000 });
+    const r3 = await fetch(down);
+    assert.equal(r3.status, 401);
+    assert.deepEqual(await r3.json(), { code: 401, message: 'signature is already expired' });
+  } finally {
+    fs.rmSync(abs, { force: true });
+  }
+});
+
 test('expired, tampered and misused signatures are refused', async () => {
   const p = path.join(dir, 'signed.txt');
   const q = encodeURIComponent(p);
