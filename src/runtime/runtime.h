@@ -38,7 +38,7 @@ struct runtime_limits {
 
 enum runtime_net_mode {
     RUNTIME_NET_OFFLINE, /* own network namespace with loopback only */
-    RUNTIME_NET_ONLINE,  /* veth + NAT with egress lists (not implemented yet: -EOPNOTSUPP) */
+    RUNTIME_NET_ONLINE,  /* a veth to the host, NAT, egress filtered by the lists below */
 };
 
 struct runtime_spec {
@@ -48,6 +48,12 @@ struct runtime_spec {
     size_t n_layers;
     struct runtime_limits limits;
     enum runtime_net_mode net;
+    /* Online only. Egress: private, link-local, metadata and host addresses are always
+     * blocked; then allow_out (CIDRs) is accepted, deny_out (CIDRs) dropped, and the rest is
+     * accepted unless deny_internet (E2B's allow_internet_access: false). NULL = empty. */
+    const char *const *allow_out;
+    const char *const *deny_out;
+    bool deny_internet;
     const char *hostname;     /* NULL = id */
     const char *const *argv;  /* the sandbox's first process (envd in production); argv[0] is a
                                * path inside the sandbox or a name searched in its PATH */
@@ -80,6 +86,8 @@ struct runtime_config {
     const char *run_dir;       /* host directory for runtime attach points; default /run/hutch */
     uid_t uid_base;            /* host uid/gid of slot 0's root; default 0x10000000 */
     const char *cgroup_parent; /* name of the cgroup under the caller's own one; default hutch */
+    const char *net_pool;      /* IPv4 CIDR of sandbox links, a /30 per slot; default
+                                * 10.200.0.0/16; must not overlap any host address */
 };
 
 struct runtime_sandbox;
@@ -93,6 +101,9 @@ struct runtime_ops {
     int (*start)(struct runtime_sandbox *sb, struct error_record *err);
     /* Returns a connected stream socket (O_CLOEXEC) to 127.0.0.1:port inside the sandbox. */
     int (*connect)(struct runtime_sandbox *sb, uint16_t port, struct error_record *err);
+    /* Returns a new, unconnected TCP socket (AF_INET, O_CLOEXEC) in the sandbox's network
+     * namespace, for callers that connect themselves (libcurl in the gateway). */
+    int (*socket)(struct runtime_sandbox *sb, struct error_record *err);
     /* Starts a process inside the running sandbox; returns a pidfd (O_CLOEXEC) for it. The
      * process is a child of the caller: reap it with waitid(P_PIDFD, ...). */
     int (*exec)(struct runtime_sandbox *sb, const struct runtime_exec *ex, struct error_record *err);
@@ -112,7 +123,8 @@ struct runtime_ops {
 extern const struct runtime_ops runtime_ns_ops;
 
 /* Removes what a crashed owner left: every sandbox cgroup under the hutch parent (its processes
- * killed first). Returns the number of sandboxes removed, or -errno. */
+ * killed first) and its nftables chain and sets (the veth died with its network namespace).
+ * Returns the number of sandboxes removed, or -errno. */
 int runtime_ns_cleanup(const struct runtime_config *cfg);
 
 /* Writes the root filesystem layer of the `host` base template under dir (created if missing,

@@ -10,6 +10,7 @@
 #include <linux/keyctl.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -101,6 +102,39 @@ static int cmd_listen(int port)
     if (write(c, msg, sizeof(msg) - 1) < 0)
         return 4;
     close(c);
+    return 0;
+}
+
+/* Connects to ip:port with a 2 s timeout; prints "connected: <first line>" or "failed: ...". */
+static int cmd_connect(const char *ip, int port)
+{
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+        return 2;
+    int r = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+    if (r < 0 && errno == EINPROGRESS) {
+        struct pollfd p = { .fd = s, .events = POLLOUT };
+        if (poll(&p, 1, 2000) <= 0) {
+            printf("failed %s:%d: timeout\n", ip, port);
+            return 1;
+        }
+        int e = 0;
+        socklen_t len = sizeof(e);
+        getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &len);
+        errno = e;
+        r = e ? -1 : 0;
+    }
+    if (r < 0) {
+        printf("failed %s:%d: %s\n", ip, port, strerror(errno));
+        return 1;
+    }
+    char buf[128] = "";
+    struct pollfd p = { .fd = s, .events = POLLIN };
+    ssize_t n = poll(&p, 1, 2000) > 0 ? read(s, buf, sizeof(buf) - 1) : -1;
+    buf[n > 0 ? n : 0] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    printf("connected %s:%d: %s\n", ip, port, buf);
     return 0;
 }
 
@@ -529,6 +563,8 @@ int main(int argc, char **argv)
         return cmd_forkbomb();
     if (!strcmp(c, "ticker"))
         cmd_ticker();
+    if (!strcmp(c, "connect") && argc > 3)
+        return cmd_connect(argv[2], (int)strtol(argv[3], NULL, 10));
     if (!strcmp(c, "ipc"))
         return cmd_ipc(argc > 2 ? argv[2] : "probe");
     static const struct {

@@ -79,6 +79,7 @@ struct runtime_sandbox {
     int netns_fd;
     bool started;
     bool reaped;
+    bool net_added; /* online: veth/nftables objects may exist */
     int status;
 };
 
@@ -307,7 +308,7 @@ static _noreturn_ void child_main(const struct ns_plan *plan, int sock)
         error_set_errno(&err, errno, "sethostname");
         goto fail;
     }
-    if (ns_net_loopback_up(&err) < 0)
+    if (ns_net_child_setup(plan, &err) < 0)
         goto fail;
     if (ns_mount_rootfs(plan, fds, &err) < 0)
         goto fail;
@@ -445,13 +446,18 @@ static int sandbox_create(const struct runtime_config *cfg, const struct runtime
         return error_set_errno(err, r, "write the child's id maps");
     if (sb->cg->v2_fd < 0 && (r = sb->cg->ops->attach(sb->cg, pid)) < 0)
         return error_set_errno(err, r, "attach the child to its cgroup");
+    sb->netns_fd = open_ns(pid, "net");
+    if (sb->netns_fd < 0)
+        return error_set_errno(err, sb->netns_fd, "open the sandbox's network namespace");
+    if (sb->plan->net == RUNTIME_NET_ONLINE) {
+        sb->net_added = true;
+        if ((r = ns_net_sandbox_add(sb->plan, sb->netns_fd, err)) < 0)
+            return r;
+    }
     if ((r = send_layers(sb, err)) < 0)
         return r;
     if ((r = await_child(sb, NS_MSG_READY, err)) < 0)
         return r;
-    sb->netns_fd = open_ns(pid, "net");
-    if (sb->netns_fd < 0)
-        return error_set_errno(err, sb->netns_fd, "open the sandbox's network namespace");
     *ret = TAKE_PTR(sb);
     return 0;
 }
@@ -507,6 +513,11 @@ static int sandbox_destroy(struct runtime_sandbox *sb)
     if (sb->cg) {
         int r = ns_cgroup_destroy(sb->cg);
         if (r < 0)
+            ret = r;
+    }
+    if (sb->net_added) {
+        int r = ns_net_sandbox_del(sb->plan->id, sb->plan->veth);
+        if (r < 0 && ret == 0)
             ret = r;
     }
     if (sb->pid > 0 && !sb->reaped) {
@@ -571,6 +582,10 @@ static void *connect_thread(void *arg)
         job->error = errno;
         return NULL;
     }
+    if (job->port == 0) { /* socket() only: the caller connects */
+        job->fd = fd;
+        return NULL;
+    }
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(job->port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     int r;
@@ -598,6 +613,19 @@ static int sandbox_connect(struct runtime_sandbox *sb, uint16_t port, struct err
     pthread_join(t, NULL);
     if (job.fd < 0)
         return error_set_errno(err, job.error, "connect to 127.0.0.1:%u in sandbox %s", port, sb->plan->id);
+    return job.fd;
+}
+
+static int sandbox_socket(struct runtime_sandbox *sb, struct error_record *err)
+{
+    struct connect_job job = { sb->netns_fd, 0, -1, 0 };
+    pthread_t t;
+    int r = pthread_create(&t, NULL, connect_thread, &job);
+    if (r != 0)
+        return error_set_errno(err, r, "pthread_create");
+    pthread_join(t, NULL);
+    if (job.fd < 0)
+        return error_set_errno(err, job.error, "socket in sandbox %s", sb->plan->id);
     return job.fd;
 }
 
@@ -728,6 +756,7 @@ const struct runtime_ops runtime_ns_ops = {
     .create = sandbox_create,
     .start = sandbox_start,
     .connect = sandbox_connect,
+    .socket = sandbox_socket,
     .exec = sandbox_exec,
     .freeze = sandbox_freeze,
     .thaw = sandbox_thaw,
@@ -738,10 +767,24 @@ const struct runtime_ops runtime_ns_ops = {
     .destroy = sandbox_destroy,
 };
 
+static void cleanup_net(const char *name, void *userdata)
+{
+    int *ret = userdata;
+    int r = ns_net_sandbox_del(name, NULL);
+    if (r < 0 && *ret == 0)
+        *ret = r;
+}
+
 int runtime_ns_cleanup(const struct runtime_config *cfg)
 {
     const struct ns_cgroup_ops *ops = ns_cgroup_detect();
     if (!ops)
         return -EOPNOTSUPP;
-    return ns_cgroup_cleanup(ops, cfg && cfg->cgroup_parent ? cfg->cgroup_parent : "hutch");
+    const char *parent = cfg && cfg->cgroup_parent ? cfg->cgroup_parent : "hutch";
+    /* A sandbox's cgroup is its record: the nftables objects of every leftover go first (its
+     * veth died with its network namespace). */
+    int net_r = 0;
+    ops->list(parent, cleanup_net, &net_r);
+    int r = ns_cgroup_cleanup(ops, parent);
+    return r < 0 ? r : net_r < 0 ? net_r : r;
 }

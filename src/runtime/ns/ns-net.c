@@ -1,51 +1,323 @@
-/* Network of an offline sandbox: its own network namespace with only `lo`, brought up over
- * rtnetlink (libmnl) from inside the namespace, never by running ip(8). */
+/* Sandbox networking over rtnetlink (libmnl), never by running ip(8).
+ * Offline: the sandbox's own network namespace with only `lo` up.
+ * Online: additionally a veth pair, host end "hv<slot>" with the slot's .1 of a /30 from the
+ * pool, sandbox end "eth0" with .2 and a default route through .1; egress filtering and NAT
+ * are nftables' (ns-nft.c). The pool is checked against the host's addresses at plan time. */
+#include <net/if.h> /* before the linux/ headers, whose libc-compat then defers to it */
+
+#include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <libmnl/libmnl.h>
-#include <linux/if.h>
+#include <linux/if_link.h>
 #include <linux/rtnetlink.h>
+#include <linux/veth.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 
+#include "common/strutil.h"
+#include "common/xalloc.h"
 #include "runtime/ns/ns.h"
 
 #include "common/banned.h"
 
-int ns_net_loopback_up(struct error_record *err)
-{
-    /* Stack buffers only: this runs in the sandbox child. */
+#define NS_DEFAULT_POOL "10.200.0.0/16"
+
+/* Stack buffers only: parts of this run in the sandbox child. */
+struct nl {
+    struct mnl_socket *sock;
+    unsigned seq;
     char buf[8192];
-    struct mnl_socket *nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
-    if (!nl)
-        return error_set_errno(err, errno, "netlink socket");
-    int r = 0;
-    if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-        r = error_set_errno(err, errno, "netlink bind");
-        goto out;
+};
+
+static int nl_open(struct nl *nl)
+{
+    nl->sock = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
+    if (!nl->sock)
+        return -errno;
+    if (mnl_socket_bind(nl->sock, 0, MNL_SOCKET_AUTOPID) < 0) {
+        int r = -errno;
+        mnl_socket_close(nl->sock);
+        nl->sock = NULL;
+        return r;
     }
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-    nlh->nlmsg_type = RTM_NEWLINK;
-    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-    unsigned seq = (unsigned)time(NULL);
-    nlh->nlmsg_seq = seq;
+    nl->seq = (unsigned)time(NULL);
+    return 0;
+}
+
+static void nl_close(struct nl *nl)
+{
+    if (nl->sock)
+        mnl_socket_close(nl->sock);
+    nl->sock = NULL;
+}
+
+static struct nlmsghdr *nl_msg(struct nl *nl, uint16_t type, uint16_t flags)
+{
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(nl->buf);
+    nlh->nlmsg_type = type;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    nlh->nlmsg_seq = ++nl->seq;
+    return nlh;
+}
+
+/* Sends nlh and waits for its ACK; returns 0 or -errno from the kernel. */
+static int nl_talk(struct nl *nl, struct nlmsghdr *nlh)
+{
+    if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0)
+        return -errno;
+    unsigned seq = nlh->nlmsg_seq;
+    char rbuf[8192];
+    ssize_t n = mnl_socket_recvfrom(nl->sock, rbuf, sizeof(rbuf));
+    if (n < 0)
+        return -errno;
+    if (mnl_cb_run(rbuf, (size_t)n, seq, mnl_socket_get_portid(nl->sock), NULL, NULL) < 0)
+        return -errno;
+    return 0;
+}
+
+static int link_up(struct nl *nl, int index)
+{
+    struct nlmsghdr *nlh = nl_msg(nl, RTM_NEWLINK, 0);
     struct ifinfomsg *ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
     ifi->ifi_family = AF_UNSPEC;
-    ifi->ifi_index = 1; /* lo is always ifindex 1 in a new network namespace */
+    ifi->ifi_index = index;
     ifi->ifi_flags = IFF_UP;
     ifi->ifi_change = IFF_UP;
-    if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
-        r = error_set_errno(err, errno, "netlink send");
+    return nl_talk(nl, nlh);
+}
+
+static int addr_add(struct nl *nl, int index, uint32_t ip, unsigned prefix)
+{
+    struct nlmsghdr *nlh = nl_msg(nl, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
+    struct ifaddrmsg *ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+    ifa->ifa_family = AF_INET;
+    ifa->ifa_prefixlen = (unsigned char)prefix;
+    ifa->ifa_index = (unsigned)index;
+    ifa->ifa_scope = RT_SCOPE_UNIVERSE;
+    mnl_attr_put_u32(nlh, IFA_LOCAL, ip);
+    mnl_attr_put_u32(nlh, IFA_ADDRESS, ip);
+    return nl_talk(nl, nlh);
+}
+
+static int route_default(struct nl *nl, int index, uint32_t gateway)
+{
+    struct nlmsghdr *nlh = nl_msg(nl, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
+    struct rtmsg *rt = mnl_nlmsg_put_extra_header(nlh, sizeof(*rt));
+    rt->rtm_family = AF_INET;
+    rt->rtm_table = RT_TABLE_MAIN;
+    rt->rtm_protocol = RTPROT_BOOT;
+    rt->rtm_scope = RT_SCOPE_UNIVERSE;
+    rt->rtm_type = RTN_UNICAST;
+    mnl_attr_put_u32(nlh, RTA_GATEWAY, gateway);
+    mnl_attr_put_u32(nlh, RTA_OIF, (uint32_t)index);
+    return nl_talk(nl, nlh);
+}
+
+int ns_net_child_setup(const struct ns_plan *plan, struct error_record *err)
+{
+    struct nl nl;
+    int r = nl_open(&nl);
+    if (r < 0)
+        return error_set_errno(err, r, "netlink socket");
+    /* lo is always ifindex 1 in a new network namespace. */
+    r = link_up(&nl, 1);
+    if (r < 0) {
+        error_set_errno(err, r, "RTM_NEWLINK lo up");
         goto out;
     }
-    ssize_t n = mnl_socket_recvfrom(nl, buf, sizeof(buf));
-    if (n < 0) {
-        r = error_set_errno(err, errno, "netlink recv");
-        goto out;
+    if (plan->net == RUNTIME_NET_ONLINE) {
+        int index = (int)if_nametoindex("eth0");
+        if (index <= 0) {
+            r = error_set_errno(err, errno, "eth0 missing");
+            goto out;
+        }
+        if ((r = addr_add(&nl, index, plan->sandbox_ip, 30)) < 0) {
+            error_set_errno(err, r, "eth0 address");
+            goto out;
+        }
+        if ((r = link_up(&nl, index)) < 0) {
+            error_set_errno(err, r, "eth0 up");
+            goto out;
+        }
+        if ((r = route_default(&nl, index, plan->host_ip)) < 0)
+            error_set_errno(err, r, "default route");
     }
-    if (mnl_cb_run(buf, (size_t)n, seq, mnl_socket_get_portid(nl), NULL, NULL) < 0)
-        r = error_set_errno(err, errno, "RTM_NEWLINK lo up");
 out:
-    mnl_socket_close(nl);
+    nl_close(&nl);
+    return r;
+}
+
+static int parse_cidr4(const char *s, uint32_t *ret_net, unsigned *ret_prefix)
+{
+    char ip[INET_ADDRSTRLEN];
+    const char *slash = strchr(s, '/');
+    if (!slash || (size_t)(slash - s) >= sizeof(ip))
+        return -EINVAL;
+    memcpy(ip, s, (size_t)(slash - s));
+    ip[slash - s] = '\0';
+    struct in_addr a;
+    uint32_t prefix;
+    if (inet_pton(AF_INET, ip, &a) != 1 || parse_uint32(slash + 1, &prefix) < 0 || prefix > 32)
+        return -EINVAL;
+    *ret_net = ntohl(a.s_addr);
+    *ret_prefix = prefix;
+    return 0;
+}
+
+int ns_net_cidrs(const char *const *in, char ***ret, struct error_record *err)
+{
+    size_t n = 0;
+    while (in && in[n])
+        if (++n > 1024)
+            return error_set(err, E2BIG, "more than 1024 CIDRs");
+    char **v = xcalloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        /* Re-formatted from the parsed address: only digits, dots, colons and the prefix ever
+         * reach nftables. A bare address means a host. */
+        char ip[INET6_ADDRSTRLEN];
+        const char *slash = strchr(in[i], '/');
+        size_t iplen = slash ? (size_t)(slash - in[i]) : strlen(in[i]);
+        uint32_t prefix = 0;
+        unsigned char bin[16];
+        int family = strchr(in[i], ':') ? AF_INET6 : AF_INET;
+        bool ok = iplen < sizeof(ip);
+        if (ok) {
+            memcpy(ip, in[i], iplen);
+            ip[iplen] = '\0';
+            ok = inet_pton(family, ip, bin) == 1;
+        }
+        if (ok && slash)
+            ok = parse_uint32(slash + 1, &prefix) == 0 && prefix <= (family == AF_INET ? 32u : 128u);
+        else if (ok)
+            prefix = family == AF_INET ? 32 : 128;
+        if (!ok) {
+            ns_strv_free(v);
+            return error_set(err, EINVAL, "invalid CIDR \"%s\"", in[i]);
+        }
+        /* Clear host bits so that nftables accepts the interval. */
+        size_t bytes = family == AF_INET ? 4 : 16;
+        for (size_t b = 0; b < bytes; b++) {
+            unsigned keep = prefix >= (b + 1) * 8 ? 8 : prefix > b * 8 ? prefix - (unsigned)b * 8 : 0;
+            bin[b] &= (unsigned char)(0xff00u >> keep);
+        }
+        inet_ntop(family, bin, ip, sizeof(ip));
+        v[i] = xasprintf("%s/%u", ip, prefix);
+    }
+    *ret = v;
+    return 0;
+}
+
+int ns_net_plan_addresses(const struct runtime_config *cfg, unsigned slot, struct ns_plan *plan,
+                          struct error_record *err)
+{
+    const char *pool = cfg && cfg->net_pool ? cfg->net_pool : NS_DEFAULT_POOL;
+    uint32_t net;
+    unsigned prefix;
+    if (parse_cidr4(pool, &net, &prefix) < 0 || prefix > 30)
+        return error_set(err, EINVAL, "invalid network pool \"%s\"", pool);
+    uint64_t size = 1ull << (32 - prefix);
+    if ((uint64_t)slot * 4 + 4 > size)
+        return error_set(err, ERANGE, "slot %u does not fit the network pool %s", slot, pool);
+    net &= (uint32_t)(0xffffffffull << (32 - prefix));
+    uint32_t base = net + 4u * slot;
+    plan->host_ip = htonl(base + 1);
+    plan->sandbox_ip = htonl(base + 2);
+    snprintf(plan->veth, sizeof(plan->veth), "hv%u", slot);
+    struct in_addr na = { htonl(net) };
+    char nstr[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &na, nstr, sizeof(nstr));
+    snprintf(plan->net_pool, sizeof(plan->net_pool), "%s/%u", nstr, prefix);
+
+    /* The pool must not overlap the host's own networks (other sandboxes' host ends aside). */
+    struct ifaddrs *ifs;
+    if (getifaddrs(&ifs) < 0)
+        return error_set_errno(err, errno, "getifaddrs");
+    int r = 0;
+    for (struct ifaddrs *i = ifs; i && r == 0; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || str_startswith(i->ifa_name, "hv"))
+            continue;
+        uint32_t a = ntohl(((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr);
+        uint32_t m = i->ifa_netmask ? ntohl(((struct sockaddr_in *)i->ifa_netmask)->sin_addr.s_addr) : 0xffffffffu;
+        uint32_t pm = (uint32_t)(0xffffffffull << (32 - prefix));
+        uint32_t common = m & pm;
+        if ((a & common) == (net & common))
+            r = error_set(err, EADDRINUSE, "network pool %s overlaps %s on the host", pool, i->ifa_name);
+    }
+    freeifaddrs(ifs);
+    return r;
+}
+
+static int veth_create(struct nl *nl, const char *name, int netns_fd)
+{
+    struct nlmsghdr *nlh = nl_msg(nl, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+    struct ifinfomsg *ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
+    ifi->ifi_family = AF_UNSPEC;
+    mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
+    struct nlattr *linkinfo = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
+    mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "veth");
+    struct nlattr *data = mnl_attr_nest_start(nlh, IFLA_INFO_DATA);
+    struct nlattr *peer = mnl_attr_nest_start(nlh, VETH_INFO_PEER);
+    struct ifinfomsg *pifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*pifi));
+    pifi->ifi_family = AF_UNSPEC;
+    mnl_attr_put_strz(nlh, IFLA_IFNAME, "eth0");
+    mnl_attr_put_u32(nlh, IFLA_NET_NS_FD, (uint32_t)netns_fd);
+    mnl_attr_nest_end(nlh, peer);
+    mnl_attr_nest_end(nlh, data);
+    mnl_attr_nest_end(nlh, linkinfo);
+    return nl_talk(nl, nlh);
+}
+
+static int link_del(struct nl *nl, const char *name)
+{
+    struct nlmsghdr *nlh = nl_msg(nl, RTM_DELLINK, 0);
+    struct ifinfomsg *ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
+    ifi->ifi_family = AF_UNSPEC;
+    mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
+    return nl_talk(nl, nlh);
+}
+
+int ns_net_sandbox_add(const struct ns_plan *plan, int netns_fd, struct error_record *err)
+{
+    struct nl nl;
+    int r = nl_open(&nl);
+    if (r < 0)
+        return error_set_errno(err, r, "netlink socket");
+    r = veth_create(&nl, plan->veth, netns_fd);
+    if (r < 0) {
+        error_set_errno(err, r, "create veth %s", plan->veth);
+        goto out;
+    }
+    int index = (int)if_nametoindex(plan->veth);
+    if (index <= 0) {
+        r = error_set_errno(err, errno, "veth %s", plan->veth);
+        goto out;
+    }
+    if ((r = addr_add(&nl, index, plan->host_ip, 30)) < 0 || (r = link_up(&nl, index)) < 0) {
+        error_set_errno(err, r, "configure %s", plan->veth);
+        goto out;
+    }
+    r = ns_nft_sandbox_add(plan, err);
+out:
+    nl_close(&nl);
+    return r;
+}
+
+int ns_net_sandbox_del(const char *id, const char *veth)
+{
+    int r = ns_nft_sandbox_del(id);
+    if (veth && veth[0]) {
+        struct nl nl;
+        if (nl_open(&nl) == 0) {
+            int d = link_del(&nl, veth);
+            if (d < 0 && d != -ENODEV && r == 0)
+                r = d;
+            nl_close(&nl);
+        }
+    }
     return r;
 }

@@ -125,6 +125,8 @@ void ns_plan_free(struct ns_plan *plan)
     ns_strv_free(plan->env);
     free(plan->cwd);
     free(plan->path);
+    ns_strv_free(plan->allow_out);
+    ns_strv_free(plan->deny_out);
     free(plan->seccomp.filter);
     free(plan);
 }
@@ -174,8 +176,8 @@ int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spe
         return error_set(err, EINVAL, "no spec");
     if (!id_valid(spec->id))
         return error_set(err, EINVAL, "sandbox id must be 1..%d of [a-z0-9-]", NS_ID_MAX);
-    if (spec->net != RUNTIME_NET_OFFLINE)
-        return error_set(err, EOPNOTSUPP, "only offline networking is implemented");
+    if (spec->net != RUNTIME_NET_OFFLINE && spec->net != RUNTIME_NET_ONLINE)
+        return error_set(err, EINVAL, "unknown network mode");
     if (spec->slot >= NS_MAX_SLOTS)
         return error_set(err, ERANGE, "slot %u out of range", spec->slot);
     if (spec->uid >= NS_UID_RANGE || spec->gid >= NS_UID_RANGE)
@@ -205,6 +207,15 @@ int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spe
     if (!plan->limits.nofile)
         plan->limits.nofile = NS_DEFAULT_NOFILE;
     plan->net = spec->net;
+    if (plan->net == RUNTIME_NET_ONLINE) {
+        int rn = ns_net_plan_addresses(cfg, spec->slot, plan, err);
+        if (rn < 0)
+            return rn;
+        if ((rn = ns_net_cidrs(spec->allow_out, &plan->allow_out, err)) < 0 ||
+            (rn = ns_net_cidrs(spec->deny_out, &plan->deny_out, err)) < 0)
+            return rn;
+        plan->deny_internet = spec->deny_internet;
+    }
 
     int r = plan_layers(plan, spec, err);
     if (r < 0)

@@ -46,6 +46,12 @@ struct ns_plan {
     bool allow_setuid;
     int stdio[3]; /* borrowed from the spec; -1 = /dev/null */
     char root_dir[256]; /* host attach point for the new root, inside the private mntns */
+    /* online network */
+    uint32_t host_ip, sandbox_ip; /* network order; the /30 of the slot: .1 host, .2 sandbox */
+    char veth[16];                /* host end; the sandbox end is eth0 */
+    char net_pool[32];            /* normalised pool CIDR */
+    char **allow_out, **deny_out; /* validated, normalised CIDRs */
+    bool deny_internet;
     struct sock_fprog seccomp;
 };
 
@@ -73,8 +79,24 @@ int ns_caps_apply(uid_t uid, gid_t gid, bool allow_setuid, const struct sock_fpr
 int ns_caps_become_root(struct error_record *err);
 int ns_rlimits_apply(const struct runtime_limits *l, struct error_record *err);
 
-/* ns-net.c, child: brings lo up in the current network namespace. */
-int ns_net_loopback_up(struct error_record *err);
+/* ns-net.c */
+/* child: brings lo up; online: eth0 gets the sandbox address, comes up, default route. */
+int ns_net_child_setup(const struct ns_plan *plan, struct error_record *err);
+/* parent, plan time: validates and normalises a CIDR list ("a.b.c.d/n", IPv4 or IPv6). */
+int ns_net_cidrs(const char *const *in, char ***ret, struct error_record *err);
+/* parent, plan time: the slot's /30 out of the pool, checked against the host's addresses. */
+int ns_net_plan_addresses(const struct runtime_config *cfg, unsigned slot, struct ns_plan *plan,
+                          struct error_record *err);
+/* parent: veth pair (peer eth0 into netns_fd), host address, nftables sets and chain. */
+int ns_net_sandbox_add(const struct ns_plan *plan, int netns_fd, struct error_record *err);
+/* parent: removes the nftables objects of sandbox id and the veth (if still there). */
+int ns_net_sandbox_del(const char *id, const char *veth);
+
+/* ns-nft.c: one table "inet hutch" (libnftables, loaded with dlopen: no process spawned, no
+ * build dependency beyond the runtime library). Base chains and the always-blocked sets are
+ * (re)installed idempotently on first use; each sandbox adds a chain and two interval sets. */
+int ns_nft_sandbox_add(const struct ns_plan *plan, struct error_record *err);
+int ns_nft_sandbox_del(const char *id);
 
 /* ns-mount.c */
 /* parent: an idmapped (host 0..65535 -> the sandbox range), read-only, nosuid, nodev clone of
