@@ -232,7 +232,8 @@ static void touch_written(struct upload_file *f, const struct stat *mine)
         return;
     struct stat st;
     if (fstat(fd, &st) == 0 && st.st_ino == mine->st_ino && st.st_dev == mine->st_dev && S_ISREG(st.st_mode))
-        (void)ftruncate(fd, st.st_size);
+        if (ftruncate(fd, st.st_size) < 0)
+            log_debug("no write event for '%s': %s", f->path, errno_to_string(errno));
     close(fd);
 }
 

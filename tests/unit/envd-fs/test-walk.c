@@ -20,7 +20,7 @@ static char *tmpdir(void)
 
 static void touch(const char *dir, const char *name)
 {
-    char p[512];
+    char p[1100];
     snprintf(p, sizeof(p), "%s/%s", dir, name);
     int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     ASSERT_GE(fd, 0);
