@@ -515,3 +515,33 @@ def test_sigterm_kills_and_reaps_running_processes():
         assert _state(pid) == "gone"
     finally:
         e.stop()
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_client_does_not_grow_memory(envd):
+    # 200 MiB of output (267 MiB as base64 JSON) to a client that reads nothing: envd's queue
+    # for it is bounded, so the process is held back by its pipe instead.
+    body = envelope(start_request("head -c 200M /dev/zero"))
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", envd.port))
+        s.sendall(b"POST /process.Process/Start HTTP/1.1\r\nHost: x\r\nContent-Type: application/connect+json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        peak = 0
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            peak = max(peak, _rss_kib(envd.proc.pid))
+            time.sleep(0.05)
+        assert peak < 120 * 1024, f"envd grew to {peak} KiB"
+        _, body = envd.unary("/process.Process/List", {})
+        (p,) = body["processes"]  # still running: held back, not finished into a buffer
+        assert envd.unary("/process.Process/SendSignal",
+                          {"process": {"pid": p["pid"]}, "signal": "SIGNAL_SIGKILL"})[0] == 200
+    assert envd.healthy()
