@@ -94,6 +94,29 @@ test('recursive watch reports nested paths, also in directories made after the s
   }
 });
 
+test('recursive watch follows a directory moved within the tree, and forgets one moved out', async () => {
+  const w = path.join(dir, 'moves');
+  const outside = path.join(dir, 'moves-outside');
+  fs.mkdirSync(path.join(w, 'a', 'inner'), { recursive: true });
+  fs.mkdirSync(outside);
+  const log = new EventLog();
+  const handle = await sbx.files.watchDir(w, (e) => log.push(e), { recursive: true });
+  try {
+    fs.renameSync(path.join(w, 'a'), path.join(w, 'b'));
+    await log.waitFor((e) => e.name === 'b' && e.type === FilesystemEventType.CREATE, 'move within');
+    fs.writeFileSync(path.join(w, 'b', 'inner', 'f.txt'), 'f');
+    await log.waitFor((e) => e.name === 'b/inner/f.txt' && e.type === FilesystemEventType.CREATE, 'create under new name');
+    fs.renameSync(path.join(w, 'b'), path.join(outside, 'b'));
+    await log.waitFor((e) => e.name === 'b' && e.type === FilesystemEventType.RENAME, 'move out');
+    fs.writeFileSync(path.join(outside, 'b', 'inner', 'gone.txt'), 'g');
+    fs.writeFileSync(path.join(w, 'marker'), 'm');
+    await log.waitFor((e) => e.name === 'marker' && e.type === FilesystemEventType.CREATE, 'marker');
+    assert.ok(!log.events.some((e) => e.name.includes('gone') || e.name.startsWith('a/')), JSON.stringify(log.events));
+  } finally {
+    await handle.stop();
+  }
+});
+
 test('a non-recursive watch does not report nested paths', async () => {
   const w = path.join(dir, 'nonrec');
   fs.mkdirSync(path.join(w, 'sub'), { recursive: true });

@@ -93,6 +93,21 @@ static void wd_forget(struct fs_watch *w, int wd)
         }
 }
 
+/* Removes the watches of rel and everything under it. */
+static void watch_drop_tree(struct fs_watch *w, const char *rel)
+{
+    size_t len = strlen(rel);
+    for (size_t i = 0; i < w->n_wds;) {
+        const char *r = w->wds[i].rel;
+        if (*r && strncmp(r, rel, len) == 0 && (r[len] == '\0' || r[len] == '/')) {
+            inotify_rm_watch(w->fd, w->wds[i].wd);
+            wd_forget(w, w->wds[i].wd);
+            continue; /* wd_forget moved the last entry here */
+        }
+        i++;
+    }
+}
+
 /* Adds a watch for root/rel; with recursive also for its subdirectories. Runs as the user. */
 static int watch_add(struct fs_watch *w, const char *rel, unsigned depth)
 {
@@ -208,6 +223,8 @@ static int watch_expand(struct fs_watch *w, const struct inotify_event *ev)
     else
         full_rel = xstrdup(*rel ? rel : *name ? name : ".");
 
+    if (w->recursive && (ev->mask & IN_ISDIR) && (ev->mask & IN_MOVED_FROM))
+        watch_drop_tree(w, full_rel); /* moved away: its names are stale; re-added if moved in */
     if (w->recursive && (ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO)))
         (void)watch_add(w, full_rel, 0);
 
