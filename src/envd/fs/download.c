@@ -156,7 +156,8 @@ enum MHD_Result files_download(struct files_ctx *ctx, bool head)
     if (r == -ENOENT || r == -ENOTDIR)
         return http_queue_error(conn, MHD_HTTP_NOT_FOUND, "path '%s' does not exist", path);
     if (r == -ELOOP)
-        return http_queue_error(conn, MHD_HTTP_BAD_REQUEST, "path '%s': too many levels of symbolic links", path);
+        return http_queue_error(conn, MHD_HTTP_BAD_REQUEST, "path '%s': too many levels of symbolic links",
+                                path);
     if (r < 0)
         return http_queue_error(conn, fs_errno_to_http_status(r), "error opening file '%s': %s", path,
                                 errno_to_string(-r));
@@ -171,8 +172,9 @@ enum MHD_Result files_download(struct files_ctx *ctx, bool head)
     const char *accept = http_header(conn, "Accept-Encoding");
     enum fs_encoding enc;
     if (fs_accept_encoding(accept, &enc) < 0)
-        return http_queue_error(conn, MHD_HTTP_NOT_ACCEPTABLE,
-                                "error parsing Accept-Encoding: no acceptable encoding found, supported: [gzip]");
+        return http_queue_error(
+            conn, MHD_HTTP_NOT_ACCEPTABLE,
+            "error parsing Accept-Encoding: no acceptable encoding found, supported: [gzip]");
     const char *range = http_header(conn, "Range");
     const char *if_none_match = http_header(conn, "If-None-Match");
     const char *if_modified_since = http_header(conn, "If-Modified-Since");

@@ -183,8 +183,7 @@ static void lookup_name(bool user, unsigned id, char *out, size_t size)
     }
 }
 
-static const char *cached_name(struct fs_name_cache *c, bool user, unsigned id, char *scratch,
-                               size_t size)
+static const char *cached_name(struct fs_name_cache *c, bool user, unsigned id, char *scratch, size_t size)
 {
     if (!c) {
         lookup_name(user, id, scratch, size);

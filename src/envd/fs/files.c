@@ -69,8 +69,9 @@ static int check_access(struct MHD_Connection *conn, const char *op, struct file
         return files_fail(fe, MHD_HTTP_UNAUTHORIZED, "access token present in header but does not match");
     }
     const char *path = http_query(conn, "path");
-    enum fs_sign_result r = fs_signature_check(http_query(conn, "signature"), http_query(conn, "signature_expiration"),
-                                               path ? path : "", op, http_query(conn, "username"), tok, time(NULL));
+    enum fs_sign_result r =
+        fs_signature_check(http_query(conn, "signature"), http_query(conn, "signature_expiration"),
+                           path ? path : "", op, http_query(conn, "username"), tok, time(NULL));
     explicit_bzero(tok, strlen(tok));
     switch (r) {
     case FS_SIGN_OK:
@@ -100,8 +101,9 @@ static int request_context(struct MHD_Connection *conn, struct files_ctx *ctx, s
     } else {
         struct connect_error e;
         if (envd_request_user(conn, &ctx->user, &e) < 0)
-            return files_fail(fe, e.code == CONNECT_UNAUTHENTICATED ? MHD_HTTP_UNAUTHORIZED
-                                                                     : MHD_HTTP_INTERNAL_SERVER_ERROR,
+            return files_fail(fe,
+                              e.code == CONNECT_UNAUTHENTICATED ? MHD_HTTP_UNAUTHORIZED
+                                                                : MHD_HTTP_INTERNAL_SERVER_ERROR,
                               "%s", e.msg);
     }
     const char *path = http_query(conn, "path");
@@ -143,7 +145,8 @@ enum MHD_Result envd_files_request(struct MHD_Connection *conn, const char *meth
     if (r == 0)
         r = request_context(conn, &ctx, &fe);
     if (!post) {
-        enum MHD_Result mr = r < 0 ? http_queue_error(conn, fe.status, "%s", fe.msg) : files_download(&ctx, head);
+        enum MHD_Result mr =
+            r < 0 ? http_queue_error(conn, fe.status, "%s", fe.msg) : files_download(&ctx, head);
         free(ctx.path);
         return mr;
     }

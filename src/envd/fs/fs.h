@@ -57,10 +57,10 @@ struct fs_name_cache {
 struct fs_entry_facts {
     const char *name;
     const char *path;
-    struct stat lst;           /* lstat() of path */
-    bool is_symlink;           /* S_ISLNK(lst.st_mode) */
-    bool target_ok;            /* for a symlink: stat() of the target succeeded */
-    struct stat target;        /* valid when target_ok */
+    struct stat lst;            /* lstat() of path */
+    bool is_symlink;            /* S_ISLNK(lst.st_mode) */
+    bool target_ok;             /* for a symlink: stat() of the target succeeded */
+    struct stat target;         /* valid when target_ok */
     const char *symlink_target; /* resolved target path (or path itself), for symlinks */
     const char *owner;
     const char *group;
@@ -107,22 +107,21 @@ int fs_metadata_write_fd(int fd, const json_t *metadata);
 
 /* "v1_" + base64_std_nopad(sha256("<path>:<op>:<user>:<token>[:<expiration>]")). has_exp
  * selects the form with the expiration. Returns a malloc'd string. */
-char *fs_signature(const char *path, const char *op, const char *user, const char *token,
-                   bool has_exp, int64_t expiration);
+char *fs_signature(const char *path, const char *op, const char *user, const char *token, bool has_exp,
+                   int64_t expiration);
 
 enum fs_sign_result {
     FS_SIGN_OK = 0,
-    FS_SIGN_MISSING,  /* no signature given */
-    FS_SIGN_INVALID,  /* does not match */
-    FS_SIGN_EXPIRED,  /* matches, but the expiration is past */
+    FS_SIGN_MISSING,        /* no signature given */
+    FS_SIGN_INVALID,        /* does not match */
+    FS_SIGN_EXPIRED,        /* matches, but the expiration is past */
     FS_SIGN_BAD_EXPIRATION, /* signature_expiration is not an integer */
 };
 
 /* Checks a request's signature (constant-time compare). signature, user and expiration are
  * the raw query values (NULL when absent); path is the raw `path` query ("" when absent). */
-enum fs_sign_result fs_signature_check(const char *signature, const char *expiration,
-                                       const char *path, const char *op, const char *user,
-                                       const char *token, time_t now);
+enum fs_sign_result fs_signature_check(const char *signature, const char *expiration, const char *path,
+                                       const char *op, const char *user, const char *token, time_t now);
 
 /* ---- HTTP helpers (mime.c) ---- */
 
@@ -171,8 +170,8 @@ enum fs_event_type {
 const char *fs_event_type_to_string(enum fs_event_type t);
 
 /* The inotify mask every watch uses. */
-#define FS_WATCH_MASK                                                                              \
-    (IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_ATTRIB | IN_MODIFY | IN_MOVE_SELF | IN_DELETE | \
+#define FS_WATCH_MASK                                                                                        \
+    (IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_ATTRIB | IN_MODIFY | IN_MOVE_SELF | IN_DELETE |            \
      IN_DELETE_SELF)
 
 /* The event types of one inotify mask, in the order envd sends them (create, rename, chmod,

@@ -38,7 +38,7 @@ int fs_metadata_validate(const json_t *metadata, struct error_record *err)
     size_t total = 0;
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)metadata, k, v) {
+    json_object_foreach ((json_t *)metadata, k, v) {
         if (!json_is_string(v))
             return error_set(err, EINVAL, "metadata value for key '%s' is not a string", k);
         const char *s = json_string_value(v);
@@ -54,9 +54,10 @@ int fs_metadata_validate(const json_t *metadata, struct error_record *err)
         if (json_string_length(v) != strlen(s))
             return error_set(err, EINVAL, "metadata value for key '%s' contains a NUL byte", k);
         if (!printable_ascii(s, &bad))
-            return error_set(err, EINVAL,
-                             "metadata value for key '%s' contains non-printable-ASCII byte 0x%02x at offset %zu",
-                             k, (unsigned char)s[bad], bad);
+            return error_set(
+                err, EINVAL,
+                "metadata value for key '%s' contains non-printable-ASCII byte 0x%02x at offset %zu", k,
+                (unsigned char)s[bad], bad);
         total += strlen(FS_XATTR_PREFIX) + klen + strlen(s);
     }
     if (total > FS_METADATA_TOTAL_MAX)
@@ -90,8 +91,8 @@ int fs_metadata_add_header(json_t *metadata, const char *name, const char *value
 }
 
 /* Reads the attribute list with the getter; returns a malloc'd list and its length. */
-static int read_list(ssize_t (*list)(const void *obj, char *buf, size_t size), const void *obj,
-                     char **ret, size_t *ret_len)
+static int read_list(ssize_t (*list)(const void *obj, char *buf, size_t size), const void *obj, char **ret,
+                     size_t *ret_len)
 {
     for (int tries = 0; tries < 4; tries++) {
         ssize_t n = list(obj, NULL, 0);
@@ -213,7 +214,7 @@ int fs_metadata_write_fd(int fd, const json_t *metadata)
         return 0;
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)metadata, k, v) {
+    json_object_foreach ((json_t *)metadata, k, v) {
         _cleanup_free_ char *name = xasprintf("%s%s", FS_XATTR_PREFIX, k);
         const char *s = json_string_value(v);
         if (!s)

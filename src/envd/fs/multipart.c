@@ -21,13 +21,13 @@ struct fs_multipart {
     struct MHD_PostProcessor *pp;
     const struct fs_part_sink *sink;
     void *cls;
-    bool in_part;     /* a file part is open on the sink */
-    bool skipping;    /* the current part is not a file part */
-    bool have_part;   /* some part (file or not) was seen */
+    bool in_part;   /* a file part is open on the sink */
+    bool skipping;  /* the current part is not a file part */
+    bool have_part; /* some part (file or not) was seen */
     uint64_t part_bytes;
-    char *key;        /* field name of the current part */
-    char *filename;   /* its filename */
-    int error;        /* sticky -errno */
+    char *key;      /* field name of the current part */
+    char *filename; /* its filename */
+    int error;      /* sticky -errno */
     struct error_record err;
 };
 
@@ -36,16 +36,16 @@ static bool str_eq_null(const char *a, const char *b)
     return (!a && !b) || (a && b && streq(a, b));
 }
 
-static enum MHD_Result iterate(void *cls, enum MHD_ValueKind kind, const char *key,
-                               const char *filename, const char *content_type,
-                               const char *transfer_encoding, const char *data, uint64_t off,
-                               size_t size)
+static enum MHD_Result iterate(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
+                               const char *content_type, const char *transfer_encoding, const char *data,
+                               uint64_t off, size_t size)
 {
     struct fs_multipart *m = cls;
     if (m->error)
         return MHD_NO;
-    bool new_part = !m->have_part || (off == 0 && (m->part_bytes > 0 || !str_eq_null(key, m->key) ||
-                                                    !str_eq_null(filename, m->filename)));
+    bool new_part =
+        !m->have_part ||
+        (off == 0 && (m->part_bytes > 0 || !str_eq_null(key, m->key) || !str_eq_null(filename, m->filename)));
     if (new_part) {
         if (m->in_part) {
             m->in_part = false;

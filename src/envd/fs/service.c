@@ -76,8 +76,7 @@ int fs_req_string(const json_t *req, const char *camel, const char *snake, const
     return 0;
 }
 
-int fs_req_bool(const json_t *req, const char *camel, const char *snake, bool *ret,
-                struct connect_error *err)
+int fs_req_bool(const json_t *req, const char *camel, const char *snake, bool *ret, struct connect_error *err)
 {
     json_t *v = json_object_get(req, camel);
     if (!v && snake)
@@ -110,8 +109,8 @@ static int req_uint32(const json_t *req, const char *name, uint32_t *ret, struct
     return connect_error_set(err, CONNECT_INVALID_ARGUMENT, "field '%s' must be a uint32", name);
 }
 
-int fs_req_user_path(struct connect_call *call, const char *path, struct envd_user *user,
-                     char **ret_path, struct connect_error *err)
+int fs_req_user_path(struct connect_call *call, const char *path, struct envd_user *user, char **ret_path,
+                     struct connect_error *err)
 {
     if (envd_request_user(call->conn, user, err) < 0)
         return -1;
@@ -125,8 +124,8 @@ int fs_become(const struct envd_user *user, struct connect_error *err)
 {
     int r = envd_as_user(user);
     if (r < 0)
-        return connect_error_set(err, CONNECT_PERMISSION_DENIED, "cannot act as user '%s': %s",
-                                 user->name, errno_to_string(-r));
+        return connect_error_set(err, CONNECT_PERMISSION_DENIED, "cannot act as user '%s': %s", user->name,
+                                 errno_to_string(-r));
     return 0;
 }
 
@@ -278,7 +277,8 @@ static int fs_remove(struct connect_call *call, json_t *req, json_t **ret_resp, 
     int r = fs_remove_all(path);
     envd_as_root();
     if (r == -ELOOP)
-        return connect_error_set(err, CONNECT_FAILED_PRECONDITION, "directory tree under %s is too deep", path);
+        return connect_error_set(err, CONNECT_FAILED_PRECONDITION, "directory tree under %s is too deep",
+                                 path);
     if (r < 0)
         return fs_connect_errno(err, r, "error removing file or directory", path);
     *ret_resp = json_object();

@@ -21,8 +21,8 @@ int fs_req_bool(const json_t *req, const char *camel, const char *snake, bool *r
                 struct connect_error *err);
 
 /* The run-as user of the call and path resolved for that user (malloc'd). */
-int fs_req_user_path(struct connect_call *call, const char *path, struct envd_user *user,
-                     char **ret_path, struct connect_error *err);
+int fs_req_user_path(struct connect_call *call, const char *path, struct envd_user *user, char **ret_path,
+                     struct connect_error *err);
 /* envd_as_user(), with a permission_denied error when the switch fails. */
 int fs_become(const struct envd_user *user, struct connect_error *err);
 

@@ -14,13 +14,12 @@
 #include "envd/fs/fs.h"
 #include "common/banned.h"
 
-char *fs_signature(const char *path, const char *op, const char *user, const char *token,
-                   bool has_exp, int64_t expiration)
+char *fs_signature(const char *path, const char *op, const char *user, const char *token, bool has_exp,
+                   int64_t expiration)
 {
     _cleanup_free_ char *raw = NULL;
     if (has_exp)
-        raw = xasprintf("%s:%s:%s:%s:%" PRId64, path ? path : "", op, user ? user : "", token,
-                        expiration);
+        raw = xasprintf("%s:%s:%s:%s:%" PRId64, path ? path : "", op, user ? user : "", token, expiration);
     else
         raw = xasprintf("%s:%s:%s:%s", path ? path : "", op, user ? user : "", token);
     unsigned char digest[SHA256_LEN];
@@ -30,9 +29,8 @@ char *fs_signature(const char *path, const char *op, const char *user, const cha
     return xasprintf("v1_%s", b64);
 }
 
-enum fs_sign_result fs_signature_check(const char *signature, const char *expiration,
-                                       const char *path, const char *op, const char *user,
-                                       const char *token, time_t now)
+enum fs_sign_result fs_signature_check(const char *signature, const char *expiration, const char *path,
+                                       const char *op, const char *user, const char *token, time_t now)
 {
     if (!signature)
         return FS_SIGN_MISSING;

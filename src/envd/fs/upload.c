@@ -5,9 +5,9 @@
  * Each file is written, with the user's identity, to an unnamed O_TMPFILE in its target
  * directory (a named temporary file where the filesystem has no O_TMPFILE), given a temporary
  * name only once complete and renamed over the target, so a failed or cut upload never leaves
- * a half file under the target name, and an envd killed mid-upload leaves no file at all. Missing parent directories are created (0755 less
- * umask, owned by the user); files are created 0666 less umask, owned by the user (an
- * overwritten file keeps its permission bits). A final symlink is followed only to an existing
+ * a half file under the target name, and an envd killed mid-upload leaves no file at all. Missing parent
+ * directories are created (0755 less umask, owned by the user); files are created 0666 less umask, owned by
+ * the user (an overwritten file keeps its permission bits). A final symlink is followed only to an existing
  * regular file; a dangling or other symlink is replaced, never written through. X-Metadata-*
  * headers become the file's complete user.e2b.* set.
  *
@@ -157,15 +157,16 @@ static int file_open(struct files_upload *u, const char *path, struct upload_fil
         }
     }
     char *slash = strrchr(f->target, '/');
-    _cleanup_free_ char *dir = slash == f->target ? xstrdup("/") : xstrndup(f->target, (size_t)(slash - f->target));
+    _cleanup_free_ char *dir =
+        slash == f->target ? xstrdup("/") : xstrndup(f->target, (size_t)(slash - f->target));
     f->base = xstrdup(slash + 1);
 
     int r = fs_mkdir_p(dir, 0755, NULL);
     if (r < 0 && r != -EEXIST) {
         file_free(f);
         if (r == -ENOTDIR)
-            return set_error(u, MHD_HTTP_BAD_REQUEST, "error ensuring directories for '%s': a parent is not a directory",
-                             path);
+            return set_error(u, MHD_HTTP_BAD_REQUEST,
+                             "error ensuring directories for '%s': a parent is not a directory", path);
         return set_error(u, fs_errno_to_http_status(r), "error ensuring directories for '%s': %s", path,
                          errno_to_string(-r));
     }
@@ -194,7 +195,8 @@ static int file_open(struct files_upload *u, const char *path, struct upload_fil
         r = f->fd < 0 ? -errno : 0;
     if (r < 0) {
         file_free(f);
-        return set_error(u, fs_errno_to_http_status(r), "error opening file '%s': %s", path, errno_to_string(-r));
+        return set_error(u, fs_errno_to_http_status(r), "error opening file '%s': %s", path,
+                         errno_to_string(-r));
     }
     *ret = f;
     return 0;
@@ -209,8 +211,8 @@ static int file_write(struct files_upload *u, struct upload_file *f, const char 
                 continue;
             int e = errno;
             if (e == ENOSPC || e == EDQUOT || e == EFBIG)
-                return set_error(u, MHD_HTTP_INSUFFICIENT_STORAGE, "not enough disk space available writing '%s'",
-                                 f->path);
+                return set_error(u, MHD_HTTP_INSUFFICIENT_STORAGE,
+                                 "not enough disk space available writing '%s'", f->path);
             return set_error(u, fs_errno_to_http_status(e), "error writing file '%s': %s", f->path,
                              errno_to_string(e));
         }
@@ -244,7 +246,8 @@ static int file_commit(struct files_upload *u, struct upload_file *f)
     if (r == -EOPNOTSUPP)
         log_warn("filesystem does not support xattrs; metadata of '%s' not stored", f->path);
     else if (r == -ENOSPC || r == -EDQUOT || r == -E2BIG)
-        r = set_error(u, MHD_HTTP_INSUFFICIENT_STORAGE, "not enough space for file metadata of '%s'", f->path);
+        r = set_error(u, MHD_HTTP_INSUFFICIENT_STORAGE, "not enough space for file metadata of '%s'",
+                      f->path);
     else if (r < 0)
         r = set_error(u, MHD_HTTP_INTERNAL_SERVER_ERROR, "error writing file metadata of '%s': %s", f->path,
                       errno_to_string(-r));
@@ -265,7 +268,8 @@ static int file_commit(struct files_upload *u, struct upload_file *f)
         placed = linkat(AT_FDCWD, proc, f->dirfd, f->base, AT_SYMLINK_FOLLOW) == 0;
         if (!placed && (r = name_temp(f, f->fd)) < 0) {
             file_free(f);
-            return set_error(u, fs_errno_to_http_status(r), "error naming the uploaded file: %s", errno_to_string(-r));
+            return set_error(u, fs_errno_to_http_status(r), "error naming the uploaded file: %s",
+                             errno_to_string(-r));
         }
     }
     struct stat mine;
@@ -278,14 +282,15 @@ static int file_commit(struct files_upload *u, struct upload_file *f)
     if (!placed && renameat(f->dirfd, f->tmp, f->dirfd, f->base) < 0) {
         int e = errno;
         file_free(f);
-        return set_error(u, e == EISDIR ? MHD_HTTP_BAD_REQUEST : fs_errno_to_http_status(e), "error writing file: %s",
-                         errno_to_string(e));
+        return set_error(u, e == EISDIR ? MHD_HTTP_BAD_REQUEST : fs_errno_to_http_status(e),
+                         "error writing file: %s", errno_to_string(e));
     }
     f->named = false;
     if (have_mine)
         touch_written(f, &mine);
     const char *slash = strrchr(f->path, '/');
-    json_t *entry = json_pack("{s:s, s:s, s:s}", "path", f->path, "name", slash ? slash + 1 : f->path, "type", "file");
+    json_t *entry =
+        json_pack("{s:s, s:s, s:s}", "path", f->path, "name", slash ? slash + 1 : f->path, "type", "file");
     if (entry && md && json_object_size(md) > 0)
         json_object_set(entry, "metadata", md);
     if (entry)
@@ -306,14 +311,16 @@ static int part_begin(void *cls, const char *filename, struct error_record *err)
         path = xstrdup(u->query_path);
     } else {
         if (!filename || !*filename)
-            return set_error(u, MHD_HTTP_BAD_REQUEST, "a file part has no filename and no path query was given");
+            return set_error(u, MHD_HTTP_BAD_REQUEST,
+                             "a file part has no filename and no path query was given");
         struct error_record e;
         if (envd_resolve_path(&u->user, filename, &path, &e) < 0)
             return set_error(u, MHD_HTTP_BAD_REQUEST, "error resolving path: %s", e.msg);
     }
     if (json_object_get(u->seen, path))
         return set_error(u, MHD_HTTP_BAD_REQUEST,
-                         "you cannot upload multiple files to the same path '%s' in one upload request", path);
+                         "you cannot upload multiple files to the same path '%s' in one upload request",
+                         path);
     json_object_set_new(u->seen, path, json_true());
     return file_open(u, path, &u->cur);
 }
@@ -346,7 +353,8 @@ static const struct fs_part_sink upload_sink = {
 
 /* ---- the request ---- */
 
-static enum MHD_Result collect_metadata(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+static enum MHD_Result collect_metadata(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        const char *value)
 {
     fs_metadata_add_header(cls, key, value);
     return MHD_YES;
@@ -412,12 +420,14 @@ struct files_upload *files_upload_start(struct files_ctx *ctx)
             gzip = true;
         } else if (!streq(enc, "identity")) {
             set_error(u, MHD_HTTP_BAD_REQUEST,
-                      "error decompressing request body: unsupported Content-Encoding: %s, supported: [gzip]", ce);
+                      "error decompressing request body: unsupported Content-Encoding: %s, supported: [gzip]",
+                      ce);
             return u;
         }
     }
     if (gzip && !raw) {
-        set_error(u, MHD_HTTP_BAD_REQUEST, "Content-Encoding: gzip is supported for octet-stream bodies only");
+        set_error(u, MHD_HTTP_BAD_REQUEST,
+                  "Content-Encoding: gzip is supported for octet-stream bodies only");
         return u;
     }
     if (raw && !ctx->path) {
@@ -469,8 +479,7 @@ static void feed_raw(struct files_upload *u, const char *data, size_t len)
         u->z.avail_out = INFLATE_CHUNK;
         int r = inflate(&u->z, Z_NO_FLUSH);
         if (r == Z_OK || r == Z_BUF_ERROR)
-            u->z_member_done = u->z_member_done && INFLATE_CHUNK == u->z.avail_out &&
-                               u->z.total_in == 0;
+            u->z_member_done = u->z_member_done && INFLATE_CHUNK == u->z.avail_out && u->z.total_in == 0;
         size_t have = INFLATE_CHUNK - u->z.avail_out;
         if (have > 0 && file_write(u, u->cur, (const char *)u->zout, have) < 0)
             return;
@@ -522,7 +531,8 @@ enum MHD_Result files_upload_finish(struct files_upload *u)
     if (!u->status) {
         if (u->raw) {
             if (u->z_live && !u->z_member_done)
-                set_error(u, MHD_HTTP_BAD_REQUEST, "error decompressing request body: unexpected end of gzip data");
+                set_error(u, MHD_HTTP_BAD_REQUEST,
+                          "error decompressing request body: unexpected end of gzip data");
             else if (u->cur)
                 (void)file_commit(u, TAKE_PTR(u->cur));
         } else {

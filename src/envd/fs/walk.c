@@ -139,8 +139,8 @@ int fs_remove_all(const char *path)
     return 0;
 }
 
-static int list_level(const char *dir, const char *shown, unsigned depth, unsigned max_depth,
-                      json_t *entries, struct fs_name_cache *names)
+static int list_level(const char *dir, const char *shown, unsigned depth, unsigned max_depth, json_t *entries,
+                      struct fs_name_cache *names)
 {
     _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (depth > 1 ? O_NOFOLLOW : 0));
     if (fd < 0)

@@ -111,8 +111,8 @@ static void watch_drop_tree(struct fs_watch *w, const char *rel)
 /* Adds a watch for root/rel; with recursive also for its subdirectories. Runs as the user. */
 static int watch_add(struct fs_watch *w, const char *rel, unsigned depth)
 {
-    _cleanup_free_ char *path = *rel ? xasprintf("%s/%s", streq(w->root, "/") ? "" : w->root, rel)
-                                     : xstrdup(w->root);
+    _cleanup_free_ char *path =
+        *rel ? xasprintf("%s/%s", streq(w->root, "/") ? "" : w->root, rel) : xstrdup(w->root);
     if (w->n_wds >= FS_WATCH_MAX_WDS)
         return -ENOSPC;
     int wd = inotify_add_watch(w->fd, path, FS_WATCH_MASK | IN_ONLYDIR | IN_DONT_FOLLOW);
@@ -215,7 +215,8 @@ static int watch_expand(struct fs_watch *w, const struct inotify_event *ev)
     if (*rel && (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)))
         return 0;
     const char *name = ev->len > 0 ? ev->name : "";
-    if (is_unlinked_tmpfile(w, rel, name, ev->mask) || strncmp(name, FS_UPLOAD_TEMP_PREFIX, strlen(FS_UPLOAD_TEMP_PREFIX)) == 0)
+    if (is_unlinked_tmpfile(w, rel, name, ev->mask) ||
+        strncmp(name, FS_UPLOAD_TEMP_PREFIX, strlen(FS_UPLOAD_TEMP_PREFIX)) == 0)
         return 0;
     _cleanup_free_ char *full_rel = NULL;
     if (*rel && *name)
@@ -234,12 +235,13 @@ static int watch_expand(struct fs_watch *w, const struct inotify_event *ev)
     bool tried = false;
     w->n_pending = w->pending_off = 0;
     for (size_t i = 0; i < n; i++) {
-        bool carries = types[i] == FS_EVENT_CREATE || types[i] == FS_EVENT_WRITE || types[i] == FS_EVENT_CHMOD;
+        bool carries =
+            types[i] == FS_EVENT_CREATE || types[i] == FS_EVENT_WRITE || types[i] == FS_EVENT_CHMOD;
         if (w->include_entry && carries && !tried) {
             tried = true;
-            _cleanup_free_ char *full = streq(full_rel, ".")
-                                            ? xstrdup(w->root)
-                                            : xasprintf("%s/%s", streq(w->root, "/") ? "" : w->root, full_rel);
+            _cleanup_free_ char *full =
+                streq(full_rel, ".") ? xstrdup(w->root)
+                                     : xasprintf("%s/%s", streq(w->root, "/") ? "" : w->root, full_rel);
             (void)fs_entry_info(full, NULL, &entry); /* gone already: no entry, as envd */
         }
         w->pending[w->n_pending++] = fs_event_json(full_rel, types[i], carries ? entry : NULL);
@@ -519,7 +521,8 @@ int fs_create_watcher(struct connect_call *call, json_t *req, json_t **ret_resp,
     pthread_mutex_unlock(&watchers_lock);
     if (r == -EMFILE) {
         watcher_free(wt);
-        return connect_error_set(err, CONNECT_RESOURCE_EXHAUSTED, "too many watchers (at most %d)", FS_MAX_WATCHERS);
+        return connect_error_set(err, CONNECT_RESOURCE_EXHAUSTED, "too many watchers (at most %d)",
+                                 FS_MAX_WATCHERS);
     }
     if (r < 0) {
         watcher_free(wt);

@@ -55,7 +55,9 @@ TEST(timestamp_uses_go_fraction_widths)
 
 TEST(entry_json_from_facts)
 {
-    struct fs_entry_facts f = { .name = "x.txt", .path = "/home/user/x.txt", .owner = "user", .group = "user" };
+    struct fs_entry_facts f = {
+        .name = "x.txt", .path = "/home/user/x.txt", .owner = "user", .group = "user"
+    };
     f.lst.st_mode = S_IFREG | 0644;
     f.lst.st_size = 1234;
     f.lst.st_mtim.tv_sec = 1767225600;
@@ -63,9 +65,10 @@ TEST(entry_json_from_facts)
     f.metadata = md;
     json_t *e = fs_entry_json(&f);
     char *s = json_dump_compact(e, NULL);
-    ASSERT_STREQ(s, "{\"name\":\"x.txt\",\"type\":\"FILE_TYPE_FILE\",\"path\":\"/home/user/x.txt\",\"size\":\"1234\","
-                    "\"mode\":420,\"permissions\":\"-rw-r--r--\",\"owner\":\"user\",\"group\":\"user\","
-                    "\"modifiedTime\":\"2026-01-01T00:00:00Z\",\"metadata\":{\"k\":\"v\"}}");
+    ASSERT_STREQ(
+        s, "{\"name\":\"x.txt\",\"type\":\"FILE_TYPE_FILE\",\"path\":\"/home/user/x.txt\",\"size\":\"1234\","
+           "\"mode\":420,\"permissions\":\"-rw-r--r--\",\"owner\":\"user\",\"group\":\"user\","
+           "\"modifiedTime\":\"2026-01-01T00:00:00Z\",\"metadata\":{\"k\":\"v\"}}");
     free(s);
     json_decref(e);
     json_decref(md);

@@ -16,7 +16,10 @@ TEST(content_type_by_extension)
     ASSERT_TRUE(fs_content_type_by_name("/a.dir/noext") == NULL);
     ASSERT_TRUE(fs_content_type_by_name("x.unknownext") == NULL);
     ASSERT_STREQ(fs_content_type_sniff("hello\nworld\t\xc3\xa9", 14), "text/plain; charset=utf-8");
-    ASSERT_STREQ(fs_content_type_sniff("\x7f" "ELF\x02\x01\x01\x00", 8), "application/octet-stream");
+    ASSERT_STREQ(fs_content_type_sniff("\x7f"
+                                       "ELF\x02\x01\x01\x00",
+                                       8),
+                 "application/octet-stream");
     ASSERT_STREQ(fs_content_type_sniff("ok \xff\xfe", 5), "application/octet-stream");
     /* A UTF-8 sequence cut by the sniff window is still text. */
     ASSERT_STREQ(fs_content_type_sniff("abc\xe2\x82", 5), "text/plain; charset=utf-8");
@@ -44,7 +47,7 @@ TEST(content_disposition_quotes_safely)
 
 static int enc(const char *h)
 {
-    enum fs_encoding e = (enum fs_encoding)-1;
+    enum fs_encoding e = (enum fs_encoding) - 1;
     int r = fs_accept_encoding(h, &e);
     return r < 0 ? -1 : (int)e;
 }

@@ -114,7 +114,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     return ret;
 }
 
-static void completed(void *cls, struct MHD_Connection *conn, void **req_cls, enum MHD_RequestTerminationCode toe)
+static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                      enum MHD_RequestTerminationCode toe)
 {
     struct req *r = *req_cls;
     if (r) {
@@ -174,21 +175,22 @@ static int run(const char *content_type, const char *body, size_t body_len, size
 
 #define CT "multipart/form-data; boundary=XyZzy"
 
-static const char two_files[] = "preamble is ignored\r\n"
-                                "--XyZzy\r\n"
-                                "Content-Disposition: form-data; name=\"file\"; filename=\"/home/user/a.txt\"\r\n"
-                                "Content-Type: text/plain\r\n\r\n"
-                                "alpha\r\nwith a line\r\n"
-                                "--XyZzy\r\n"
-                                "Content-Disposition: form-data; name=\"note\"\r\n\r\n"
-                                "not a file\r\n"
-                                "--XyZzy\r\n"
-                                "Content-Disposition: form-data; name=\"file\"; filename=\"b/\xc3\xa9.bin\"\r\n\r\n"
-                                "\x00\x01--XyZz\r\n-\r\n"
-                                "--XyZzy\r\n"
-                                "Content-Disposition: form-data; name=\"file\"; filename=\"empty\"\r\n\r\n"
-                                "\r\n"
-                                "--XyZzy--\r\n";
+static const char two_files[] =
+    "preamble is ignored\r\n"
+    "--XyZzy\r\n"
+    "Content-Disposition: form-data; name=\"file\"; filename=\"/home/user/a.txt\"\r\n"
+    "Content-Type: text/plain\r\n\r\n"
+    "alpha\r\nwith a line\r\n"
+    "--XyZzy\r\n"
+    "Content-Disposition: form-data; name=\"note\"\r\n\r\n"
+    "not a file\r\n"
+    "--XyZzy\r\n"
+    "Content-Disposition: form-data; name=\"file\"; filename=\"b/\xc3\xa9.bin\"\r\n\r\n"
+    "\x00\x01--XyZz\r\n-\r\n"
+    "--XyZzy\r\n"
+    "Content-Disposition: form-data; name=\"file\"; filename=\"empty\"\r\n\r\n"
+    "\r\n"
+    "--XyZzy--\r\n";
 
 static void check_two_files(const struct seen *s)
 {

@@ -18,17 +18,21 @@ TEST(signature_matches_sdk_vectors)
 TEST(signature_check)
 {
     const char *p = "/home/user/x.txt";
-    ASSERT_EQ(fs_signature_check("v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y", NULL, p, "read", NULL, "tok123", 0),
+    ASSERT_EQ(fs_signature_check("v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y", NULL, p, "read", NULL,
+                                 "tok123", 0),
               FS_SIGN_OK);
     /* The same signature for another operation, user, path or token is invalid. */
-    ASSERT_EQ(fs_signature_check("v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y", NULL, p, "write", NULL, "tok123", 0),
-              FS_SIGN_INVALID);
-    ASSERT_EQ(fs_signature_check("v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y", NULL, p, "read", "root", "tok123", 0),
-              FS_SIGN_INVALID);
-    ASSERT_EQ(fs_signature_check("v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y", NULL, "/etc/shadow", "read", NULL,
+    ASSERT_EQ(fs_signature_check("v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y", NULL, p, "write", NULL,
                                  "tok123", 0),
               FS_SIGN_INVALID);
-    ASSERT_EQ(fs_signature_check("v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y", NULL, p, "read", NULL, "tok124", 0),
+    ASSERT_EQ(fs_signature_check("v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y", NULL, p, "read", "root",
+                                 "tok123", 0),
+              FS_SIGN_INVALID);
+    ASSERT_EQ(fs_signature_check("v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y", NULL, "/etc/shadow",
+                                 "read", NULL, "tok123", 0),
+              FS_SIGN_INVALID);
+    ASSERT_EQ(fs_signature_check("v1_Rb7zm5r+4GlfZDdRF1hHG2SpHuolxyovo25Fgc1ZJ0Y", NULL, p, "read", NULL,
+                                 "tok124", 0),
               FS_SIGN_INVALID);
     ASSERT_EQ(fs_signature_check(NULL, NULL, p, "read", NULL, "tok123", 0), FS_SIGN_MISSING);
     ASSERT_EQ(fs_signature_check("", NULL, p, "read", NULL, "tok123", 0), FS_SIGN_INVALID);

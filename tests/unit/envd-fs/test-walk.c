@@ -82,7 +82,9 @@ static bool has_path(json_t *entries, const char *path)
 {
     size_t i;
     json_t *e;
-    json_array_foreach(entries, i, e) if (streq(json_get_string(e, "path"), path)) return true;
+    json_array_foreach (entries, i, e)
+        if (streq(json_get_string(e, "path"), path))
+            return true;
     return false;
 }
 
