@@ -143,6 +143,14 @@ def test_conditional_requests(envd, tmp):
     assert status == 200 and body == b"conditional"
     status, _, _ = envd.get(path, {"If-None-Match": '"other"'})
     assert status == 200
+    status, _, body = envd.get(path, {"If-Match": h["ETag"]})
+    assert status == 200 and body == b"conditional"
+    status, _, _ = envd.get(path, {"If-Match": '"other"'})
+    assert status == 412
+    status, _, _ = envd.get(path, {"If-Unmodified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"})
+    assert status == 412
+    status, _, _ = envd.get(path, {"If-Unmodified-Since": h["Last-Modified"]})
+    assert status == 200
 
 
 def test_gzip_download(envd, tmp):

@@ -179,7 +179,8 @@ enum MHD_Result files_download(struct files_ctx *ctx, bool head)
     const char *if_none_match = http_header(conn, "If-None-Match");
     const char *if_modified_since = http_header(conn, "If-Modified-Since");
     const char *if_range = http_header(conn, "If-Range");
-    if (range || if_none_match || if_modified_since || if_range) {
+    if (range || if_none_match || if_modified_since || if_range || http_header(conn, "If-Match") ||
+        http_header(conn, "If-Unmodified-Since")) {
         if (!fs_identity_acceptable(accept))
             return http_queue_error(conn, MHD_HTTP_NOT_ACCEPTABLE,
                                     "identity encoding not acceptable for Range or conditional request");
@@ -200,7 +201,25 @@ enum MHD_Result files_download(struct files_ctx *ctx, bool head)
     }
     uint64_t size = (uint64_t)st.st_size;
 
-    /* Conditional GET: If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2). */
+    /* Preconditions as http.ServeContent checks them (RFC 9110 13.2.2): If-Match, else
+     * If-Unmodified-Since (412); then If-None-Match, else If-Modified-Since (304). */
+    const char *if_match = http_header(conn, "If-Match");
+    const char *if_unmodified_since = http_header(conn, "If-Unmodified-Since");
+    bool failed = false;
+    if (if_match) {
+        failed = !etag_listed(if_match, etag);
+    } else if (if_unmodified_since) {
+        time_t ius;
+        if (fs_parse_http_date(if_unmodified_since, &ius) == 0 && st.st_mtim.tv_sec > ius)
+            failed = true;
+    }
+    if (failed) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        if (resp)
+            add_common_headers(resp, disposition, etag, last_modified);
+        return queue(conn, MHD_HTTP_PRECONDITION_FAILED, resp);
+    }
+
     bool not_modified = false;
     if (if_none_match) {
         not_modified = etag_listed(if_none_match, etag);

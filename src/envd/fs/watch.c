@@ -24,6 +24,7 @@
 #include <sys/epoll.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -278,6 +279,21 @@ static int watch_next(struct fs_watch *w, json_t **ret)
     }
 }
 
+/* NFS, CIFS/SMB and FUSE, as envd's IsPathOnNetworkMount. */
+static bool is_network_fs(unsigned long type)
+{
+    switch (type) {
+    case 0x6969:     /* NFS_SUPER_MAGIC */
+    case 0xFF534D42: /* CIFS_MAGIC_NUMBER */
+    case 0x517B:     /* SMB_SUPER_MAGIC */
+    case 0xFE534D42: /* SMB2_MAGIC_NUMBER */
+    case 0x65735546: /* FUSE_SUPER_MAGIC */
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Resolves and checks the directory of a WatchDir/CreateWatcher request and opens the watch,
  * as the user. */
 static int watch_from_request(struct connect_call *call, json_t *req, struct fs_watch **ret,
@@ -303,6 +319,19 @@ static int watch_from_request(struct connect_call *call, json_t *req, struct fs_
     if (!S_ISDIR(st.st_mode)) {
         r = connect_error_set(err, CONNECT_INVALID_ARGUMENT, "path %s not a directory", path);
         goto out;
+    }
+    if (!allow_network) {
+        /* inotify sees only local changes there (envd refuses these unless asked). */
+        struct statfs sf;
+        if (statfs(path, &sf) < 0) {
+            r = fs_connect_errno(err, -errno, "error checking mount status of", path);
+            goto out;
+        }
+        if (is_network_fs(sf.f_type)) {
+            r = connect_error_set(err, CONNECT_INVALID_ARGUMENT,
+                                  "cannot watch path on network filesystem: %s", path);
+            goto out;
+        }
     }
     r = watch_open(path, recursive, include_entry, &user, ret);
     if (r < 0)
