@@ -507,13 +507,22 @@ bool files_upload_feed(struct files_upload *u, const char *data, size_t len)
         u->discarded += len;
         return u->discarded <= UPLOAD_MAX_DISCARD;
     }
+    if (u->raw) {
+        /* Bytes go to the already open file: no identity needed until it is dropped. */
+        feed_raw(u, data, len);
+        if (u->status && u->cur) {
+            bool as_user = envd_as_user(&u->user) == 0;
+            file_free(TAKE_PTR(u->cur));
+            if (as_user)
+                envd_as_root();
+        }
+        return true;
+    }
     if (envd_as_user(&u->user) < 0) {
         set_error(u, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot act as user '%s'", u->user.name);
         return true;
     }
-    if (u->raw) {
-        feed_raw(u, data, len);
-    } else {
+    {
         struct error_record e;
         if (fs_multipart_feed(u->mp, data, len, &e) < 0 && !u->status)
             set_error(u, MHD_HTTP_BAD_REQUEST, "error reading form: %s", e.msg);
