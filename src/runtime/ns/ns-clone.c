@@ -508,8 +508,18 @@ static int sandbox_destroy(struct runtime_sandbox *sb)
     if (!sb)
         return 0;
     int ret = 0;
-    if (sb->pidfd >= 0 && !sb->reaped)
+    if (sb->pidfd >= 0 && !sb->reaped) {
+        /* Killing init kills the pid namespace: the kernel SIGKILLs every other member and init
+         * only becomes a zombie once they are all gone (exec'd processes are members too). A
+         * frozen sandbox must be thawed for its tasks to die. Bounded: if it does not end, the
+         * cgroup kill below takes over. */
         pidfd_send_signal(sb->pidfd, SIGKILL, NULL, 0);
+        if (sb->cg)
+            sb->cg->ops->freeze(sb->cg, false);
+        struct pollfd pfd = { .fd = sb->pidfd, .events = POLLIN };
+        if (poll(&pfd, 1, 10000) == 1 && waitpid(sb->pid, &sb->status, 0) == sb->pid)
+            sb->reaped = true;
+    }
     if (sb->cg) {
         int r = ns_cgroup_destroy(sb->cg);
         if (r < 0)

@@ -7,6 +7,7 @@
  *
  * Compiled once per plan in the parent; the child only installs the BPF. */
 #include <errno.h>
+#include <pthread.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -151,7 +152,7 @@ static int build(scmp_filter_ctx ctx, struct error_record *err)
     return 0;
 }
 
-int ns_seccomp_compile(struct sock_fprog *ret, struct error_record *err)
+static int compile(struct sock_fprog *ret, struct error_record *err)
 {
     _cleanup_(ctx_releasep) scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
     if (!ctx)
@@ -190,6 +191,24 @@ int ns_seccomp_compile(struct sock_fprog *ret, struct error_record *err)
     ret->filter = insns;
     ret->len = (unsigned short)(st.st_size / sizeof(struct sock_filter));
     return 0;
+}
+
+/* The filter is the same for every sandbox: compile it once per process, hand out copies. */
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sock_fprog cache;
+
+int ns_seccomp_compile(struct sock_fprog *ret, struct error_record *err)
+{
+    pthread_mutex_lock(&cache_lock);
+    int r = cache.filter ? 0 : compile(&cache, err);
+    if (r >= 0) {
+        size_t size = cache.len * sizeof(struct sock_filter);
+        ret->filter = xmalloc(size);
+        memcpy(ret->filter, cache.filter, size);
+        ret->len = cache.len;
+    }
+    pthread_mutex_unlock(&cache_lock);
+    return r;
 }
 
 int ns_seccomp_load(const struct sock_fprog *prog, struct error_record *err)
