@@ -204,6 +204,15 @@ def test_download_errors(envd, tmp):
     assert status == 400
     status, _, _ = envd.get("/files?" + q(path="/dev/null"))
     assert status == 400
+    # A NUL must not cut the path short, and paths must be UTF-8.
+    (tmp / "short").write_text("s")
+    status, _, body = envd.get(f"/files?path={urllib.parse.quote(str(tmp / 'short'))}%00.txt")
+    assert status == 400 and "NUL" in error_of(body)["message"]
+    status, _, body = envd.get(f"/files?path={urllib.parse.quote(str(tmp))}/%ff%fe")
+    assert status == 400, body
+    status, _, body = envd.request("POST", f"/files?path={urllib.parse.quote(str(tmp / 'short'))}%00x", b"x",
+                                   {"Content-Type": "application/octet-stream"})
+    assert status == 400 and (tmp / "short").read_text() == "s"
     status, _, _ = envd.request("DELETE", "/files?" + q(path=str(missing)))
     assert status == 405
 

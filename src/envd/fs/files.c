@@ -53,6 +53,21 @@ int files_fail(struct files_error *e, unsigned status, const char *fmt, ...)
     return -1;
 }
 
+/* The query values used here must not hide a NUL (a "%00" would cut the path short). */
+static int check_query(struct MHD_Connection *conn, struct files_error *fe)
+{
+    static const char *const names[] = { "path", "username", "signature", "signature_expiration" };
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        const char *v;
+        size_t len;
+        if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, names[i], strlen(names[i]), &v,
+                                          &len) == MHD_YES &&
+            v && strlen(v) != len)
+            return files_fail(fe, MHD_HTTP_BAD_REQUEST, "query parameter '%s' contains a NUL byte", names[i]);
+    }
+    return 0;
+}
+
 /* Access per envd's validateSigning: no token set, the right X-Access-Token, or a valid and
  * unexpired signature for this path, operation and user. */
 static int check_access(struct MHD_Connection *conn, const char *op, struct files_error *fe)
@@ -141,7 +156,9 @@ enum MHD_Result envd_files_request(struct MHD_Connection *conn, const char *meth
 
     struct files_error fe = { 0 };
     struct files_ctx ctx = { 0 };
-    int r = check_access(conn, post ? "write" : "read", &fe);
+    int r = check_query(conn, &fe);
+    if (r == 0)
+        r = check_access(conn, post ? "write" : "read", &fe);
     if (r == 0)
         r = request_context(conn, &ctx, &fe);
     if (!post) {
