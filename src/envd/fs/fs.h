@@ -198,9 +198,10 @@ int fs_remove_all(const char *path);
 /* Appends the EntryInfo of every entry under dir, down to depth levels (1: the entries of
  * dir), not following symlinks, not including dir. Each entry's path is shown under
  * shown_dir (the path as requested, before symlinks were resolved). Unreadable
- * subdirectories are listed but not entered. Returns 0, -E2BIG past FS_LIST_MAX_ENTRIES, or
- * -errno for dir itself. */
-int fs_list_dir(const char *dir, const char *shown_dir, unsigned depth, json_t *entries);
+ * subdirectories are listed but not entered. Returns 0, -E2BIG when there are more than
+ * max_entries (found before any is looked at in a directory too large), or -errno for dir
+ * itself. */
+int fs_list_dir(const char *dir, const char *shown_dir, unsigned depth, size_t max_entries, json_t *entries);
 
 /* ---- multipart bodies (multipart.c) ---- */
 

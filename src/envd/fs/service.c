@@ -246,7 +246,7 @@ static int fs_list_dir_rpc(struct connect_call *call, json_t *req, json_t **ret_
         goto out;
     }
     entries = json_array();
-    r = fs_list_dir(real, path, depth, entries);
+    r = fs_list_dir(real, path, depth, FS_LIST_MAX_ENTRIES, entries);
     if (r == -E2BIG) {
         r = connect_error_set(err, CONNECT_RESOURCE_EXHAUSTED, "more than %d entries under %s",
                               FS_LIST_MAX_ENTRIES, path);

@@ -139,8 +139,8 @@ int fs_remove_all(const char *path)
     return 0;
 }
 
-static int list_level(const char *dir, const char *shown, unsigned depth, unsigned max_depth, json_t *entries,
-                      struct fs_name_cache *names)
+static int list_level(const char *dir, const char *shown, unsigned depth, unsigned max_depth,
+                      size_t max_entries, json_t *entries, struct fs_name_cache *names)
 {
     _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (depth > 1 ? O_NOFOLLOW : 0));
     if (fd < 0)
@@ -163,6 +163,10 @@ static int list_level(const char *dir, const char *shown, unsigned depth, unsign
         }
         if (streq(de->d_name, ".") || streq(de->d_name, ".."))
             continue;
+        if (n + json_array_size(entries) >= max_entries) {
+            r = -E2BIG; /* bounded before sorting, whatever the directory holds */
+            break;
+        }
         if (n == cap) {
             cap = cap ? 2 * cap : 64;
             list = xreallocarray(list, cap, sizeof(*list));
@@ -185,7 +189,7 @@ static int list_level(const char *dir, const char *shown, unsigned depth, unsign
         _cleanup_free_ char *real = xasprintf("%s%s%s", dir, streq(dir, "/") ? "" : "/", nm);
         _cleanup_free_ char *show = xasprintf("%s%s%s", shown, streq(shown, "/") ? "" : "/", nm);
         json_t *e = NULL;
-        if (json_array_size(entries) >= FS_LIST_MAX_ENTRIES) {
+        if (json_array_size(entries) >= max_entries) {
             r = -E2BIG;
             break;
         }
@@ -195,7 +199,7 @@ static int list_level(const char *dir, const char *shown, unsigned depth, unsign
         json_array_append_new(entries, e);
         struct stat st;
         if (depth < max_depth && lstat(real, &st) == 0 && S_ISDIR(st.st_mode)) {
-            int k = list_level(real, show, depth + 1, max_depth, entries, names);
+            int k = list_level(real, show, depth + 1, max_depth, max_entries, entries, names);
             if (k == -E2BIG)
                 r = k;
             /* Other failures (an unreadable subdirectory) leave it listed but not entered. */
@@ -207,10 +211,10 @@ static int list_level(const char *dir, const char *shown, unsigned depth, unsign
     return r;
 }
 
-int fs_list_dir(const char *dir, const char *shown_dir, unsigned depth, json_t *entries)
+int fs_list_dir(const char *dir, const char *shown_dir, unsigned depth, size_t max_entries, json_t *entries)
 {
     struct fs_name_cache names = { 0 };
     if (depth == 0)
         depth = 1;
-    return list_level(dir, shown_dir, 1, depth, entries, &names);
+    return list_level(dir, shown_dir, 1, depth, max_entries, entries, &names);
 }

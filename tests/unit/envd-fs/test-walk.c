@@ -103,7 +103,7 @@ TEST(list_dir_depth_and_symlinks)
     ASSERT_OK(symlink(d, p)); /* never entered */
 
     json_t *e = json_array();
-    ASSERT_OK(fs_list_dir(d, "/shown", 1, e));
+    ASSERT_OK(fs_list_dir(d, "/shown", 1, 1000, e));
     ASSERT_EQ(json_array_size(e), 3u);
     ASSERT_TRUE(has_path(e, "/shown/a"));
     ASSERT_TRUE(has_path(e, "/shown/top.txt"));
@@ -111,12 +111,12 @@ TEST(list_dir_depth_and_symlinks)
     json_decref(e);
 
     e = json_array();
-    ASSERT_OK(fs_list_dir(d, "/shown", 0, e)); /* 0 means 1 */
+    ASSERT_OK(fs_list_dir(d, "/shown", 0, 1000, e)); /* 0 means 1 */
     ASSERT_EQ(json_array_size(e), 3u);
     json_decref(e);
 
     e = json_array();
-    ASSERT_OK(fs_list_dir(d, d, 2, e));
+    ASSERT_OK(fs_list_dir(d, d, 2, 1000, e));
     ASSERT_EQ(json_array_size(e), 5u);
     snprintf(q, sizeof(q), "%s/a/mid.txt", d);
     ASSERT_TRUE(has_path(e, q));
@@ -125,7 +125,7 @@ TEST(list_dir_depth_and_symlinks)
     json_decref(e);
 
     e = json_array();
-    ASSERT_OK(fs_list_dir(d, d, 10, e));
+    ASSERT_OK(fs_list_dir(d, d, 10, 1000, e));
     ASSERT_EQ(json_array_size(e), 6u);
     /* Pre-order, lexical: a, a/b, a/b/deep.txt, a/mid.txt, loop, top.txt. */
     ASSERT_STREQ(json_get_string(json_array_get(e, 0), "name"), "a");
@@ -134,9 +134,21 @@ TEST(list_dir_depth_and_symlinks)
     ASSERT_STREQ(json_get_string(json_array_get(e, 5), "name"), "top.txt");
     json_decref(e);
 
+    /* Bounded: 6 entries do not fit in 5, in one directory or across levels. */
+    e = json_array();
+    ASSERT_EQ(fs_list_dir(d, d, 10, 5, e), -E2BIG);
+    json_decref(e);
+    e = json_array();
+    ASSERT_EQ(fs_list_dir(d, d, 1, 2, e), -E2BIG);
+    json_decref(e);
+    e = json_array();
+    ASSERT_OK(fs_list_dir(d, d, 10, 6, e));
+    ASSERT_EQ(json_array_size(e), 6u);
+    json_decref(e);
+
     snprintf(p, sizeof(p), "%s/top.txt", d);
     e = json_array();
-    ASSERT_EQ(fs_list_dir(p, p, 1, e), -ENOTDIR);
+    ASSERT_EQ(fs_list_dir(p, p, 1, 1000, e), -ENOTDIR);
     json_decref(e);
     ASSERT_OK(fs_remove_all(d));
     free(d);
