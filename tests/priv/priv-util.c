@@ -254,41 +254,62 @@ int priv_count_procs_in_range(uid_t base)
     return n;
 }
 
-bool priv_cgroup_exists(const char *id)
+/* The directory of sandbox id in a controller's hierarchy (v1 name, or "unified" for v2). */
+static void cgroup_dir(const char *id, const char *ctrl, char *out, size_t size)
 {
-    static const char *const ctrls[] = { "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "unified" };
     char self[4096];
     FILE *f = fopen("/proc/self/cgroup", "re");
     size_t n = f ? fread(self, 1, sizeof(self) - 1, f) : 0;
     if (f)
         fclose(f);
     self[n] = '\0';
-    for (size_t i = 0; i < sizeof(ctrls) / sizeof(ctrls[0]); i++) {
-        /* Find this process's path in the controller's hierarchy. */
-        char own[512] = "";
-        for (char *line = self; line && *line;) {
-            char *nl = strchr(line, '\n');
-            char *c1 = strchr(line, ':');
-            char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-            if (c2 && (!nl || c2 < nl)) {
-                size_t llen = (size_t)(c2 - c1 - 1);
-                bool v2 = strcmp(ctrls[i], "unified") == 0;
-                if ((v2 && llen == 0) || (!v2 && llen == strlen(ctrls[i]) && !strncmp(c1 + 1, ctrls[i], llen))) {
-                    size_t plen = nl ? (size_t)(nl - c2 - 1) : strlen(c2 + 1);
-                    if (plen >= sizeof(own))
-                        plen = sizeof(own) - 1;
-                    memcpy(own, c2 + 1, plen);
-                    own[plen] = '\0';
-                    if (!strcmp(own, "/"))
-                        own[0] = '\0';
-                }
+    char own[512] = "";
+    bool v2 = strcmp(ctrl, "unified") == 0;
+    for (char *line = self; line && *line;) {
+        char *nl = strchr(line, '\n');
+        char *c1 = strchr(line, ':');
+        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (c2 && (!nl || c2 < nl)) {
+            size_t llen = (size_t)(c2 - c1 - 1);
+            if ((v2 && llen == 0) || (!v2 && llen == strlen(ctrl) && !strncmp(c1 + 1, ctrl, llen))) {
+                size_t plen = nl ? (size_t)(nl - c2 - 1) : strlen(c2 + 1);
+                if (plen >= sizeof(own))
+                    plen = sizeof(own) - 1;
+                memcpy(own, c2 + 1, plen);
+                own[plen] = '\0';
+                if (!strcmp(own, "/"))
+                    own[0] = '\0';
             }
-            line = nl ? nl + 1 : NULL;
         }
+        line = nl ? nl + 1 : NULL;
+    }
+    snprintf(out, size, "/sys/fs/cgroup/%s%s/" PRIV_CGROUP_PARENT "/%s", ctrl, own, id);
+}
+
+bool priv_cgroup_exists(const char *id)
+{
+    static const char *const ctrls[] = { "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "unified" };
+    for (size_t i = 0; i < sizeof(ctrls) / sizeof(ctrls[0]); i++) {
         char path[1024];
-        snprintf(path, sizeof(path), "/sys/fs/cgroup/%s%s/" PRIV_CGROUP_PARENT "/%s", ctrls[i], own, id);
+        cgroup_dir(id, ctrls[i], path, sizeof(path));
         if (access(path, F_OK) == 0)
             return true;
     }
     return false;
+}
+
+int priv_cgroup_read(const char *id, const char *controller, const char *file, char *buf, size_t size)
+{
+    char dir[1024], path[1200];
+    cgroup_dir(id, controller, dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, size - 1);
+    close(fd);
+    if (n < 0)
+        return -errno;
+    buf[n] = '\0';
+    return (int)n;
 }

@@ -252,6 +252,11 @@ static int exec_finish(const struct exec_params *p, struct error_record *err)
         return r;
     if (chdir(p->cwd) < 0)
         return error_set_errno(err, errno, "chdir %s", p->cwd);
+    /* The workload outlives its creator: PR_SET_PDEATHSIG follows the creating *thread*, and
+     * a server creates sandboxes from request threads. A sandbox whose owner died is adopted or
+     * removed by the owner's successor (runtime_ns_cleanup()). */
+    if (prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) < 0)
+        return error_set_errno(err, errno, "PR_SET_PDEATHSIG");
     /* Nothing of the runtime's survives exec; the sync socket stays open until then so that
      * an execve failure can still be reported. */
     if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
@@ -285,7 +290,7 @@ static _noreturn_ void child_main(const struct ns_plan *plan, int sock)
     struct error_record err;
     error_clear(&err);
     /* The runtime's code runs here with the host's binary mapped: no one may ptrace it or open
-     * its /proc/<pid>/exe, and it dies with its creator. */
+     * its /proc/<pid>/exe, and until it execs it dies with its creator. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     sock = fd_above_stdio(sock);
