@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,13 +51,45 @@ static void host_check(const struct host_state *before)
     ASSERT_STREQ(now.sysrq, before->sysrq);
 }
 
-/* Runs `hutch-probe name` in a fresh sandbox as uid/gid; asserts it held and the host is fine. */
+/* A neighbour sandbox that must come through every attack unharmed. */
+static struct runtime_sandbox *neighbour_up(struct priv_env *env, struct runtime_spec *spec)
+{
+    priv_spec_init(env, spec, (const char *const[]){ "/bin/sleep", "1000", NULL });
+    struct runtime_sandbox *sb = NULL;
+    struct error_record err;
+    ASSERT_OK(runtime_ns_ops.create(&env->cfg, spec, &sb, &err));
+    ASSERT_OK(runtime_ns_ops.start(sb, &err));
+    return sb;
+}
+
+static void neighbour_check(struct runtime_sandbox *sb)
+{
+    ASSERT_EQ(runtime_ns_ops.wait(sb, 0), -ETIMEDOUT); /* still running */
+    struct runtime_exec ex = {
+        .argv = (const char *const[]){ "/bin/sh", "-c", "test \"$(cat /proc/1/comm)\" = sleep && test -w /tmp", NULL },
+        .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1,
+    };
+    struct error_record err;
+    int pidfd = runtime_ns_ops.exec(sb, &ex, &err);
+    ASSERT_OK(pidfd);
+    siginfo_t si;
+    ASSERT_OK(waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED));
+    ASSERT_EQ(si.si_code, CLD_EXITED);
+    ASSERT_EQ(si.si_status, 0);
+    close(pidfd);
+    ASSERT_OK(runtime_ns_ops.destroy(sb));
+}
+
+/* Runs `hutch-probe name` in a fresh sandbox as uid/gid; asserts it held and the host and a
+ * neighbour sandbox are fine. */
 static void run_attack(const char *name, uid_t uid, bool allow_setuid)
 {
     struct priv_env env;
     priv_env_init(&env);
     struct host_state before;
     host_snapshot(&before);
+    struct runtime_spec nspec;
+    struct runtime_sandbox *neighbour = neighbour_up(&env, &nspec);
     struct runtime_spec spec;
     static struct priv_result res;
     priv_spec_init(&env, &spec, (const char *const[]){ PROBE, name, NULL });
@@ -75,6 +108,7 @@ static void run_attack(const char *name, uid_t uid, bool allow_setuid)
             printf("#   %s\n", l);
         tap_fail(__FILE__, __LINE__, "attack %s was not contained", name);
     }
+    neighbour_check(neighbour);
     host_check(&before);
     ASSERT_EQ(priv_count_procs_in_range(priv_slot_uid(&env, spec.slot)), 0);
     ASSERT_FALSE(priv_cgroup_exists(spec.id));
@@ -185,5 +219,58 @@ TEST(row17_resource_bombs_neighbour_runs)
     ASSERT_TRUE(st.pids <= 64);
     ASSERT_OK(runtime_ns_ops.destroy(sb));
     ASSERT_FALSE(priv_cgroup_exists(bomb.id));
+    priv_env_release(&env);
+}
+
+static void copy_setuid(const char *from, const char *dir, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+    ASSERT_OK(in);
+    ASSERT_OK(out);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof(buf))) > 0)
+        ASSERT_EQ(write(out, buf, (size_t)n), n);
+    close(in);
+    close(out);
+    ASSERT_OK(chown(path, 0, 0));
+    ASSERT_OK(chmod(path, 04755));
+}
+
+/* 16: a setuid-root binary in the image. Where the template allows setuid, `user` becomes the
+ * sandbox's root, and that root still fails every attack; where it does not (no_new_privs,
+ * nosuid), the bit is ignored. */
+TEST(row16_setuid_reaches_only_the_sandbox_root)
+{
+    struct priv_env env;
+    priv_env_init(&env);
+    copy_setuid("/usr/bin/id", env.probe_dir, "suid-id");
+    char probe[512];
+    snprintf(probe, sizeof(probe), "%s/hutch-probe", env.probe_dir);
+    copy_setuid(probe, env.probe_dir, "suid-probe");
+    struct runtime_spec spec;
+    static struct priv_result res;
+
+    priv_spec_init(&env, &spec, (const char *const[]){ "/bin/sh", "-c",
+        "/opt/hutch/suid-id; /opt/hutch/suid-probe all >/tmp/out 2>&1; echo probe=$?; grep ESCAPE /tmp/out; true", NULL });
+    spec.uid = spec.gid = 1000;
+    spec.allow_setuid = true;
+    priv_run(&env, &spec, &res);
+    ASSERT_OK(res.start_r);
+    printf("# %s", res.out);
+    ASSERT_TRUE(strstr(res.out, "uid=1000(user) gid=1000(user) euid=0(root)") != NULL);
+    ASSERT_TRUE(strstr(res.out, "probe=0\n") != NULL);
+    ASSERT_TRUE(strstr(res.out, "ESCAPE") == NULL);
+
+    priv_spec_init(&env, &spec, (const char *const[]){ "/opt/hutch/suid-id", NULL });
+    spec.uid = spec.gid = 1000;
+    spec.allow_setuid = false;
+    priv_run(&env, &spec, &res);
+    ASSERT_OK(res.start_r);
+    printf("# %s", res.out);
+    ASSERT_STREQ(res.out, "uid=1000(user) gid=1000(user) groups=1000(user)\n");
     priv_env_release(&env);
 }
