@@ -650,3 +650,33 @@ TEST(limits_applied_and_cpu_throttled)
     ASSERT_OK(runtime_ns_ops.destroy(sb));
     priv_env_release(&env);
 }
+
+TEST(stats_cover_cpu_memory_disk_pids)
+{
+    struct priv_env env;
+    priv_env_init(&env);
+    struct runtime_spec spec;
+    priv_spec_init(&env, &spec, (const char *const[]){ "/bin/sh", "-c",
+        "dd if=/dev/zero of=/f bs=1M count=4 2>/dev/null; sleep 1000 & sleep 1000 & echo written; wait", NULL });
+    int p[2];
+    ASSERT_OK(pipe2(p, O_CLOEXEC));
+    spec.stdout_fd = p[1];
+    struct runtime_sandbox *sb = NULL;
+    struct error_record err;
+    ASSERT_OK(runtime_ns_ops.create(&env.cfg, &spec, &sb, &err));
+    close(p[1]);
+    ASSERT_OK(runtime_ns_ops.start(sb, &err));
+    static char buf[256];
+    ASSERT_TRUE(priv_read_until(p[0], "written\n", buf, sizeof(buf), 10000));
+    struct runtime_stats st;
+    ASSERT_OK(runtime_ns_ops.stats(sb, &st));
+    printf("# cpu %llu us, memory %llu, disk %llu, pids %llu\n", (unsigned long long)st.cpu_usec,
+           (unsigned long long)st.memory_bytes, (unsigned long long)st.disk_bytes, (unsigned long long)st.pids);
+    ASSERT_TRUE(st.disk_bytes >= 4u << 20);
+    ASSERT_TRUE(st.memory_bytes >= 4u << 20); /* the tmpfs pages are charged to the sandbox */
+    ASSERT_TRUE(st.pids >= 3);
+    ASSERT_TRUE(st.cpu_usec > 0);
+    ASSERT_OK(runtime_ns_ops.destroy(sb));
+    close(p[0]);
+    priv_env_release(&env);
+}
