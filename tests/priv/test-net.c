@@ -256,3 +256,48 @@ TEST(online_neighbours_and_teardown)
     world_down();
     priv_env_release(&env);
 }
+
+TEST(online_cleanup_after_owner_killed)
+{
+    struct priv_env env;
+    priv_env_init(&env);
+    struct runtime_spec spec;
+    priv_spec_init(&env, &spec, (const char *const[]){ "/bin/sleep", "1000", NULL });
+    spec.net = RUNTIME_NET_ONLINE;
+    int p[2];
+    ASSERT_OK(pipe2(p, O_CLOEXEC));
+    pid_t owner = fork();
+    if (owner == 0) {
+        struct runtime_sandbox *sb = NULL;
+        struct error_record err;
+        if (runtime_ns_ops.create(&env.cfg, &spec, &sb, &err) < 0 || runtime_ns_ops.start(sb, &err) < 0)
+            _exit(1);
+        if (write(p[1], "x", 1) < 0)
+            _exit(1);
+        pause();
+        _exit(0);
+    }
+    close(p[1]);
+    char c;
+    ASSERT_EQ(read(p[0], &c, 1), 1);
+    close(p[0]);
+    kill(owner, SIGKILL);
+    waitpid(owner, NULL, 0);
+    char veth[16], chain[80];
+    snprintf(veth, sizeof(veth), "hv%u", spec.slot);
+    snprintf(chain, sizeof(chain), "sb_%s", spec.id);
+    for (char *q = chain; *q; q++)
+        if (*q == '-')
+            *q = '_';
+    ASSERT_TRUE(if_nametoindex(veth) > 0);
+    ASSERT_TRUE(nft_has(chain));
+    ASSERT_TRUE(runtime_ns_cleanup(&env.cfg) >= 1);
+    ASSERT_FALSE(nft_has(chain));
+    ASSERT_FALSE(priv_cgroup_exists(spec.id));
+    ASSERT_EQ(priv_count_procs_in_range(priv_slot_uid(&env, spec.slot)), 0);
+    /* The veth died with the sandbox's network namespace (asynchronously in the kernel). */
+    for (int i = 0; i < 100 && if_nametoindex(veth) > 0; i++)
+        usleep(20 * 1000);
+    ASSERT_EQ(if_nametoindex(veth), 0);
+    priv_env_release(&env);
+}
