@@ -43,7 +43,8 @@ enum runtime_net_mode {
 
 struct runtime_spec {
     const char *id; /* [a-z0-9-], 1..48 characters, unique on the host */
-    unsigned slot;  /* selects the sandbox's host uid/gid range: base + 65536 * slot */
+    unsigned slot;  /* selects the sandbox's host uid/gid range (base + 65536 * slot) and its
+                     * network /30; the caller keeps slots unique among live sandboxes */
     const struct runtime_layer *layers;
     size_t n_layers;
     struct runtime_limits limits;
@@ -107,8 +108,12 @@ struct runtime_ops {
     /* Starts a process inside the running sandbox; returns a pidfd (O_CLOEXEC) for it. The
      * process is a child of the caller: reap it with waitid(P_PIDFD, ...). */
     int (*exec)(struct runtime_sandbox *sb, const struct runtime_exec *ex, struct error_record *err);
+    /* Stops every process of the sandbox (cgroup freezer) / lets them run again. exec() into a
+     * frozen sandbox fails with EBUSY; destroy() of a frozen one works. */
     int (*freeze)(struct runtime_sandbox *sb);
     int (*thaw)(struct runtime_sandbox *sb);
+    /* ns backend: the same as freeze/thaw for now (processes and the writable layer stay in
+     * memory; surviving a restart of the owner needs a persistent writable layer). */
     int (*pause)(struct runtime_sandbox *sb);
     int (*resume)(struct runtime_sandbox *sb);
     /* Waits up to timeout for the first process to exit; returns its wait status (>= 0),

@@ -301,3 +301,26 @@ TEST(online_cleanup_after_owner_killed)
     ASSERT_EQ(if_nametoindex(veth), 0);
     priv_env_release(&env);
 }
+
+TEST(online_after_ruleset_flushed)
+{
+    struct priv_env env;
+    priv_env_init(&env);
+    world_up();
+    struct runtime_spec spec;
+    static struct priv_result res;
+    priv_spec_init(&env, &spec, NULL);
+    spec.net = RUNTIME_NET_ONLINE;
+    probe_targets(&env, &spec, PROBE " connect 203.0.113.2 8080; true", &res);
+    assert_has(res.out, "connected 203.0.113.2:8080: world");
+    /* An operator flushes nftables: the next sandbox reinstalls the base, filters included. */
+    sh("nft delete table inet hutch");
+    priv_spec_init(&env, &spec, NULL);
+    spec.net = RUNTIME_NET_ONLINE;
+    probe_targets(&env, &spec, PROBE " connect 203.0.113.2 8080; " PROBE " connect 169.254.169.254 80; true", &res);
+    printf("%s", res.out);
+    assert_has(res.out, "connected 203.0.113.2:8080: world");
+    assert_has(res.out, "failed 169.254.169.254:80");
+    world_down();
+    priv_env_release(&env);
+}

@@ -200,8 +200,12 @@ TEST(freeze_thaw)
     ASSERT_OK(runtime_ns_ops.thaw(sb));
     n = priv_read_all(p[0], buf, sizeof(buf), 500);
     ASSERT_TRUE(n > 0);
-    /* Destroy of a frozen sandbox completes too. */
+    /* exec() into a frozen sandbox is refused rather than left hanging; destroy of a frozen
+     * sandbox completes. */
     ASSERT_OK(runtime_ns_ops.freeze(sb));
+    struct runtime_exec ex = { .argv = (const char *const[]){ "/bin/true", NULL }, .stdin_fd = -1,
+                               .stdout_fd = -1, .stderr_fd = -1 };
+    ASSERT_EQ(runtime_ns_ops.exec(sb, &ex, &err), -EBUSY);
     ASSERT_OK(runtime_ns_ops.destroy(sb));
     ASSERT_FALSE(priv_cgroup_exists(spec.id));
     close(p[0]);

@@ -80,6 +80,7 @@ struct runtime_sandbox {
     bool started;
     bool reaped;
     bool net_added; /* online: veth/nftables objects may exist */
+    bool frozen;
     int status;
 };
 
@@ -552,12 +553,18 @@ static int sandbox_destroy(struct runtime_sandbox *sb)
 
 static int sandbox_freeze(struct runtime_sandbox *sb)
 {
-    return sb->cg->ops->freeze(sb->cg, true);
+    int r = sb->cg->ops->freeze(sb->cg, true);
+    if (r >= 0)
+        sb->frozen = true;
+    return r;
 }
 
 static int sandbox_thaw(struct runtime_sandbox *sb)
 {
-    return sb->cg->ops->freeze(sb->cg, false);
+    int r = sb->cg->ops->freeze(sb->cg, false);
+    if (r >= 0)
+        sb->frozen = false;
+    return r;
 }
 
 static int sandbox_stats(struct runtime_sandbox *sb, struct runtime_stats *ret)
@@ -694,6 +701,9 @@ static int sandbox_exec(struct runtime_sandbox *sb, const struct runtime_exec *e
 {
     if (!sb->started || sb->reaped)
         return error_set(err, ESRCH, "sandbox is not running");
+    /* The helper joins the sandbox's cgroup, and would freeze with it. */
+    if (sb->frozen)
+        return error_set(err, EBUSY, "sandbox is frozen");
     if (ex->uid >= NS_UID_RANGE || ex->gid >= NS_UID_RANGE)
         return error_set(err, ERANGE, "uid/gid out of range");
     const char *cwd = ex->cwd ? ex->cwd : "/";

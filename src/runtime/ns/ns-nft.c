@@ -245,10 +245,17 @@ int ns_nft_sandbox_add(const struct ns_plan *plan, struct error_record *err)
                     "add element inet hutch sandboxes { \"%s\" : jump sb_%s }\n",
                     n, n, n, n, ip, n, n, n, n, n, n, n, n, n, plan->deny_internet ? "drop" : "accept",
                     plan->veth, n);
-    if (w < 0)
+    if (w < 0) {
         r = error_set(err, ENOBUFS, "nftables batch too large");
-    else
+    } else {
         r = nft_run(b.data, NULL, err);
+        if (r < 0) {
+            /* Someone flushed the ruleset under us: install the base again, once. */
+            base_installed = false;
+            if (ensure_base(plan, err) >= 0)
+                r = nft_run(b.data, NULL, err);
+        }
+    }
     buf_release(&b);
 out:
     pthread_mutex_unlock(&nft_lock);

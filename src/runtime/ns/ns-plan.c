@@ -137,7 +137,6 @@ static int plan_layers(struct ns_plan *plan, const struct runtime_spec *spec, st
 {
     if (spec->n_layers == 0 || spec->n_layers > NS_MAX_LAYERS || !spec->layers)
         return error_set(err, EINVAL, "between 1 and %d layers required", NS_MAX_LAYERS);
-    size_t total = 0;
     for (size_t i = 0; i < spec->n_layers; i++) {
         const struct runtime_layer *l = &spec->layers[i];
         _cleanup_free_ char *target = NULL;
@@ -163,9 +162,7 @@ static int plan_layers(struct ns_plan *plan, const struct runtime_spec *spec, st
         if (fd < 0)
             return error_set_errno(err, errno, "layer %zu: open %s", i, l->source);
         m->layer_fds[m->n_layers++] = fd;
-        total++;
     }
-    (void)total;
     return 0;
 }
 
