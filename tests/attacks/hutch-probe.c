@@ -138,6 +138,46 @@ static int cmd_connect(const char *ip, int port)
     return 0;
 }
 
+/* 17: exhaustion inside the sandbox ends in an error, not in a host problem. */
+static int cmd_exhaust(const char *what)
+{
+    long n = 0;
+    int e = 0;
+    if (!strcmp(what, "inodes")) {
+        mkdir("/tmp/inodes", 0755);
+        for (;; n++) {
+            char path[64];
+            snprintf(path, sizeof(path), "/tmp/inodes/%ld", n);
+            int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+            if (fd < 0) {
+                e = errno;
+                break;
+            }
+            close(fd);
+        }
+    } else if (!strcmp(what, "shm") || !strcmp(what, "disk")) {
+        int fd = open(!strcmp(what, "shm") ? "/dev/shm/bomb" : "/bomb", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        static char block[1 << 16];
+        memset(block, 'x', sizeof(block));
+        for (;; n++)
+            if (write(fd, block, sizeof(block)) < 0) {
+                e = errno;
+                break;
+            }
+        close(fd);
+    } else if (!strcmp(what, "fds")) {
+        for (;; n++)
+            if (open("/dev/null", O_RDONLY) < 0) {
+                e = errno;
+                break;
+            }
+    } else {
+        return 2;
+    }
+    printf("%s exhausted after %ld: %s\n", what, n, strerror(e));
+    return (e == ENOSPC || e == EMFILE || e == ENFILE) ? 0 : 1;
+}
+
 static _Noreturn void cmd_membomb(void)
 {
     for (size_t total = 0;; total += 1 << 20) {
@@ -565,6 +605,8 @@ int main(int argc, char **argv)
         cmd_ticker();
     if (!strcmp(c, "connect") && argc > 3)
         return cmd_connect(argv[2], (int)strtol(argv[3], NULL, 10));
+    if (!strcmp(c, "exhaust") && argc > 2)
+        return cmd_exhaust(argv[2]);
     if (!strcmp(c, "ipc"))
         return cmd_ipc(argc > 2 ? argv[2] : "probe");
     static const struct {

@@ -274,3 +274,71 @@ TEST(row16_setuid_reaches_only_the_sandbox_root)
     ASSERT_STREQ(res.out, "uid=1000(user) gid=1000(user) groups=1000(user)\n");
     priv_env_release(&env);
 }
+
+/* 17: disk, inodes, /dev/shm and fds run out inside the sandbox with ENOSPC/EMFILE, and the
+ * sandbox (pid 1, a shell) lives on. */
+TEST(row17_exhaustion_ends_in_errors)
+{
+    struct priv_env env;
+    priv_env_init(&env);
+    static const char *const what[] = { "disk", "inodes", "shm", "fds" };
+    for (size_t i = 0; i < sizeof(what) / sizeof(what[0]); i++) {
+        struct runtime_spec spec;
+        static struct priv_result res;
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), PROBE " exhaust %s; echo status=$?", what[i]);
+        priv_spec_init(&env, &spec, (const char *const[]){ "/bin/sh", "-c", cmd, NULL });
+        spec.limits.disk_bytes = 8u << 20;
+        spec.limits.memory_bytes = 128u << 20;
+        spec.limits.nofile = 512;
+        priv_run(&env, &spec, &res);
+        ASSERT_OK(res.start_r);
+        printf("# %s", res.out);
+        if (!strstr(res.out, "status=0\n"))
+            tap_fail(__FILE__, __LINE__, "%s: %s", what[i], res.out);
+    }
+    priv_env_release(&env);
+}
+
+static unsigned long long file_sum(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    unsigned long long sum = 0, n = 0;
+    unsigned char buf[65536];
+    ssize_t k;
+    while (fd >= 0 && (k = read(fd, buf, sizeof(buf))) > 0)
+        for (ssize_t i = 0; i < k; i++)
+            sum = sum * 31 + buf[i] + (++n);
+    if (fd >= 0)
+        close(fd);
+    return sum ^ n;
+}
+
+/* 7: writing to shared read-only layer files changes only the writer's copy: the host's files
+ * and a second sandbox see the originals. */
+TEST(row07_shared_layers_stay_unchanged)
+{
+    struct priv_env env;
+    priv_env_init(&env);
+    unsigned long long os_release = file_sum("/usr/lib/os-release");
+    unsigned long long true_bin = file_sum("/usr/bin/true");
+    char passwd[512];
+    snprintf(passwd, sizeof(passwd), "%s/etc/passwd", env.tpl);
+    unsigned long long tpl_passwd = file_sum(passwd);
+    struct runtime_spec spec;
+    static struct priv_result res;
+    priv_spec_init(&env, &spec, (const char *const[]){ "/bin/sh", "-c",
+        "echo pwned > /usr/lib/os-release; echo pwned >> /usr/bin/true; echo pwned > /etc/passwd; "
+        "cat /usr/lib/os-release /etc/passwd", NULL });
+    priv_run(&env, &spec, &res);
+    ASSERT_OK(res.start_r);
+    ASSERT_STREQ(res.out, "pwned\npwned\n"); /* the sandbox's own copies */
+    ASSERT_EQ(file_sum("/usr/lib/os-release"), os_release);
+    ASSERT_EQ(file_sum("/usr/bin/true"), true_bin);
+    ASSERT_EQ(file_sum(passwd), tpl_passwd);
+    priv_spec_init(&env, &spec, (const char *const[]){ "/bin/sh", "-c", "grep -c pwned /usr/lib/os-release /etc/passwd; /bin/true && echo true-ok", NULL });
+    priv_run(&env, &spec, &res);
+    ASSERT_OK(res.start_r);
+    ASSERT_STREQ(res.out, "/usr/lib/os-release:0\n/etc/passwd:0\ntrue-ok\n");
+    priv_env_release(&env);
+}
