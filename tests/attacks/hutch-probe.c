@@ -35,6 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/banned.h"
+
 #ifndef AF_ALG
 #define AF_ALG 38
 #endif

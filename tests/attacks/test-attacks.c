@@ -17,6 +17,8 @@
 #include "priv-util.h"
 #include "tap.h"
 
+#include "common/banned.h"
+
 struct host_state {
     int mounts;
     char hostname[256];
@@ -104,8 +106,11 @@ static void run_attack(const char *name, uid_t uid, bool allow_setuid)
     if (!WIFEXITED(res.status) || WEXITSTATUS(res.status) != 0) {
         printf("# probe %s as uid %u (setuid %d) ended with status 0x%x:\n", name, (unsigned)uid,
                allow_setuid, res.status);
-        for (char *l = strtok(res.out, "\n"); l; l = strtok(NULL, "\n"))
-            printf("#   %s\n", l);
+        for (char *l = res.out; *l;) {
+            size_t k = strcspn(l, "\n");
+            printf("#   %.*s\n", (int)k, l);
+            l += k + (l[k] == '\n');
+        }
         tap_fail(__FILE__, __LINE__, "attack %s was not contained", name);
     }
     neighbour_check(neighbour);

@@ -45,6 +45,10 @@ size_t priv_read_all(int fd, char *buf, size_t size, int timeout_ms);
 /* Reads until needle appears (or timeout); returns true when seen. */
 bool priv_read_until(int fd, const char *needle, char *buf, size_t size, int timeout_ms);
 
+/* Runs cmd with /bin/sh -c (test fixtures only, never the runtime); returns its exit status,
+ * or -errno. */
+int priv_sh(const char *cmd);
+
 /* Host state snapshots for "nothing left behind". */
 int priv_count_mounts(void);
 int priv_count_loop_devices(void);

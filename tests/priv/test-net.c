@@ -21,12 +21,14 @@
 #include "runtime/ns/ns.h"
 #include "tap.h"
 
+#include "common/banned.h"
+
 static char world_ns[64], world_link[16];
 static pid_t world_server = -1;
 
 static void sh(const char *cmd)
 {
-    int st = system(cmd);
+    int st = priv_sh(cmd);
     if (st != 0)
         tap_fail(__FILE__, __LINE__, "`%s` failed (%d)", cmd, st);
 }
@@ -39,14 +41,13 @@ static void world_down(void)
     }
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "ip link del %s 2>/dev/null; ip netns del %s 2>/dev/null", world_link, world_ns);
-    if (system(cmd) < 0)
-        return;
+    priv_sh(cmd);
 }
 
 /* The world: a netns with 203.0.113.2 serving "world" on ports 8080 and 8081. */
 static void world_up(void)
 {
-    if (system("command -v ip >/dev/null") != 0)
+    if (priv_sh("command -v ip >/dev/null") != 0)
         SKIP("the test needs ip(8) to build its world namespace");
     snprintf(world_ns, sizeof(world_ns), "hutch-world-%d", (int)getpid());
     snprintf(world_link, sizeof(world_link), "hw%d", (int)getpid() % 100000);
@@ -114,7 +115,7 @@ static bool nft_has(const char *needle)
 {
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "nft list ruleset 2>/dev/null | grep -q '%s'", needle);
-    return system(cmd) == 0;
+    return priv_sh(cmd) == 0;
 }
 
 TEST(online_egress_policy)

@@ -11,6 +11,8 @@
 #include "runtime/ns/ns.h"
 #include "tap.h"
 
+#include "common/banned.h"
+
 static struct runtime_layer layers[] = { { "/tmp", "/" }, { "/usr", "/usr" } };
 
 static void spec_ok(struct runtime_spec *s)

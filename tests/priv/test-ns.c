@@ -14,6 +14,8 @@
 #include "runtime/ns/ns.h"
 #include "tap.h"
 
+#include "common/banned.h"
+
 #define SH(...) ((const char *const[]){ "/bin/sh", "-c", __VA_ARGS__, NULL })
 
 TEST(true_exit_code)
@@ -682,5 +684,38 @@ TEST(stats_cover_cpu_memory_disk_pids)
     ASSERT_TRUE(st.cpu_usec > 0);
     ASSERT_OK(runtime_ns_ops.destroy(sb));
     close(p[0]);
+    priv_env_release(&env);
+}
+
+TEST(nosuid_nodev_everywhere)
+{
+    struct priv_env env;
+    priv_env_init(&env);
+    struct runtime_spec spec;
+    static struct priv_result res;
+    priv_spec_init(&env, &spec, (const char *const[]){ "/bin/cat", "/proc/self/mountinfo", NULL });
+    priv_run(&env, &spec, &res);
+    ASSERT_OK(res.start_r);
+    int mounts = 0;
+    for (char *l = res.out; *l;) {
+        size_t k = strcspn(l, "\n");
+        char line[1024];
+        snprintf(line, sizeof(line), "%.*s", (int)k, l);
+        l += k + (l[k] == '\n');
+        char target[512], opts[256];
+        if (sscanf(line, "%*s %*s %*s %*s %511s %255s", target, opts) != 2)
+            continue;
+        mounts++;
+        bool device = !strcmp(target, "/dev/null") || !strcmp(target, "/dev/zero") ||
+                      !strcmp(target, "/dev/full") || !strcmp(target, "/dev/random") ||
+                      !strcmp(target, "/dev/urandom") || !strcmp(target, "/dev/tty") ||
+                      !strcmp(target, "/dev/pts") || !strncmp(target, "/proc/", 6);
+        if (!strstr(opts, "nosuid"))
+            tap_fail(__FILE__, __LINE__, "%s without nosuid: %s", target, line);
+        if (!device && !strstr(opts, "nodev"))
+            tap_fail(__FILE__, __LINE__, "%s without nodev: %s", target, line);
+        /* Masked /proc files are /dev/null binds: still a device, but read-only or harmless. */
+    }
+    ASSERT_TRUE(mounts >= 10);
     priv_env_release(&env);
 }

@@ -228,7 +228,9 @@ static int bind_host_dev(int dev_fd, const struct host_dev *d, int *ret_clone, s
 static int setup_dev(int root_fd, int *ret_null, struct error_record *err)
 {
     static const char *const dev_opts[] = { "size", "65536", "mode", "0755", "nr_inodes", "64", NULL };
-    _cleanup_close_ int devmnt = new_fs("tmpfs", dev_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, err);
+    /* nodev on the tmpfs itself: the device nodes are separate bind mounts with their own
+     * flags, so nothing created in /dev later (mknod is refused anyway) can be a device. */
+    _cleanup_close_ int devmnt = new_fs("tmpfs", dev_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NODEV, err);
     if (devmnt < 0)
         return devmnt;
     int r = attach(devmnt, root_fd, "dev", true, err);
