@@ -1,9 +1,11 @@
 """Helpers for envd tests: start a real envd on a free loopback port, and speak the Connect
 protocol (JSON codec, 5-byte envelopes) over raw HTTP/1.1 with http.client."""
 import base64
+import ctypes
 import http.client
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -24,6 +26,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent():
+    # PR_SET_PDEATHSIG: an envd (and so its processes) never outlives a killed test run.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 class Envd:
     def __init__(self, *args: str, prefix=()):
         self.port = free_port()
@@ -32,7 +39,7 @@ class Envd:
         if not exe.exists():
             raise RuntimeError(f"{exe} not built")
         self.proc = subprocess.Popen([*prefix, str(exe), "--listen", f"127.0.0.1:{self.port}", *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 10
         while True:
             if self.proc.poll() is not None:
@@ -134,4 +141,6 @@ def b64(s: bytes) -> str:
 
 
 def start_request(command: str, **extra) -> dict:
-    return {"process": {"cmd": "/bin/bash", "args": ["-l", "-c", command]}, "stdin": False, **extra}
+    # /bin/sh, not the SDK's `bash -l`: these tests are about envd, and a login profile (pyenv
+    # rehash and its lock file, ...) only adds time and shared state.
+    return {"process": {"cmd": "/bin/sh", "args": ["-c", command]}, "stdin": False, **extra}
