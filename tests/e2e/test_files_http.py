@@ -397,6 +397,13 @@ def test_planted_symlinks(envd, tmp):
     status, _, body = upload(envd, parts=[("file", str(tmp / "link"), b"new")])
     assert status == 200, body
     assert (tmp / "link").is_symlink() and mine.read_text() == "new"
+    # A hard link is replaced, never written through: the other name keeps its content.
+    victim = tmp / "victim"
+    victim.write_text("untouched")
+    os.link(victim, tmp / "hard")
+    status, _, body = upload(envd, parts=[("file", str(tmp / "hard"), b"replaced")])
+    assert status == 200, body
+    assert victim.read_text() == "untouched" and (tmp / "hard").read_text() == "replaced"
     assert leftovers(tmp) == []
 
 
