@@ -15,6 +15,7 @@
 #include "common/buf.h"
 #include "common/error.h"
 #include "gateway/gateway.h"
+#include "orchestrator/orchestrator.h"
 
 #define API_MAX_BODY (1u << 20)
 #define API_DEFAULT_LISTEN "127.0.0.1:3000"
@@ -24,10 +25,13 @@ struct api_config {
     const char *listen;    /* "ADDR:PORT" */
     const char *state_dir; /* holds hutch.db */
     const char *domain;    /* for <port>-<id>.<domain> routing; NULL when unset */
-    /* How the gateway reaches a port inside a sandbox (see gw_connect_cb); NULL: no sandbox
-     * is reachable, every routed request answers 502. */
+    /* How the gateway reaches a port inside a sandbox (see gw_connect_cb); NULL: through the
+     * orchestrator, which the server then starts (with orch below). Tests set it to reach a
+     * plain local server instead, and then no orchestrator runs. */
     gw_connect_cb sandbox_connect;
     void *sandbox_connect_userdata;
+    /* The orchestrator's settings (state_dir and on_gone are filled in by the server). */
+    struct orch_config orch;
 };
 
 struct api_server;
@@ -43,6 +47,7 @@ void api_server_stop(struct api_server *s);
 /* One request as a handler sees it. */
 struct api_request {
     struct api_server *server;
+    struct orch *server_orch; /* NULL when the server runs without one (gateway tests) */
     struct MHD_Connection *conn;
     const char *method;
     const char *path;
@@ -57,7 +62,8 @@ struct api_route {
     const char *method;  /* "GET", "POST", ... */
     const char *pattern; /* "/sandboxes/{id}/timeout": a {…} segment matches one path segment */
     api_handler_cb handler;
-    bool public; /* no API key needed */
+    bool public;     /* no API key needed */
+    bool needs_orch; /* answers 503 when the server runs without an orchestrator */
 };
 
 /* Matches path against pattern, filling params with pointers into a copy the caller owns
@@ -65,8 +71,22 @@ struct api_route {
  * match. Exposed for tests. */
 bool api_route_match(const char *pattern, const char *path, char *scratch, const char **params);
 
-/* Handlers (api-*.c). */
+/* Handlers. */
 enum MHD_Result api_health(struct api_request *req);
+enum MHD_Result api_sandbox_create_v1(struct api_request *req);
+enum MHD_Result api_sandbox_create_v2(struct api_request *req);
+enum MHD_Result api_sandbox_get(struct api_request *req);
+enum MHD_Result api_sandbox_kill(struct api_request *req);
+enum MHD_Result api_sandbox_timeout(struct api_request *req);
+enum MHD_Result api_sandbox_refreshes(struct api_request *req);
+enum MHD_Result api_sandbox_connect(struct api_request *req);
+enum MHD_Result api_sandbox_list_v1(struct api_request *req);
+enum MHD_Result api_sandbox_list_v2(struct api_request *req);
+enum MHD_Result api_sandbox_metrics(struct api_request *req);
+
+/* Queues the error response for a -errno failure of the orchestrator or store (ENOENT 404,
+ * EINVAL 400, EEXIST/EALREADY 409, EOPNOTSUPP 501, EAGAIN/ENOSPC 503, else 500). */
+enum MHD_Result api_queue_failure(struct api_request *req, int r, const struct error_record *err);
 
 /* Parses the request body as a JSON object; on failure queues a 400 and returns NULL with
  * *ret_result set to what the handler must return. An empty body gives an empty object. */

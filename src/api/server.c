@@ -33,6 +33,7 @@
 struct api_server {
     struct MHD_Daemon *daemon;
     struct gw *gateway;
+    struct orch *orch;
     char *domain;
     int listen_fd;
     uint16_t port;
@@ -43,7 +44,18 @@ struct api_server {
 };
 
 static const struct api_route routes[] = {
-    { "GET", "/health", api_health, true },
+    { "GET", "/health", api_health, .public = true },
+    { "POST", "/v2/sandboxes", api_sandbox_create_v2, .needs_orch = true },
+    { "POST", "/sandboxes", api_sandbox_create_v1, .needs_orch = true },
+    { "GET", "/v2/sandboxes", api_sandbox_list_v2, .needs_orch = true },
+    { "GET", "/sandboxes", api_sandbox_list_v1, .needs_orch = true },
+    { "GET", "/sandboxes/{id}", api_sandbox_get, .needs_orch = true },
+    { "DELETE", "/sandboxes/{id}", api_sandbox_kill, .needs_orch = true },
+    { "POST", "/sandboxes/{id}/timeout", api_sandbox_timeout, .needs_orch = true },
+    { "POST", "/sandboxes/{id}/refreshes", api_sandbox_refreshes, .needs_orch = true },
+    { "POST", "/sandboxes/{id}/connect", api_sandbox_connect, .needs_orch = true },
+    { "POST", "/v2/sandboxes/{id}/connect", api_sandbox_connect, .needs_orch = true },
+    { "GET", "/sandboxes/{id}/metrics", api_sandbox_metrics, .needs_orch = true },
 };
 
 /* Per-request state, allocated when MHD has read the request line (uri_logged) and freed when
@@ -181,6 +193,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!ok)
             return ret;
     }
+    if (st->route->needs_orch && !s->orch)
+        return http_queue_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "this server runs no sandboxes");
+    st->req.server_orch = s->orch;
     return st->route->handler(&st->req);
 }
 
@@ -258,9 +273,10 @@ static int bind_listen(const char *listen_addr, int *ret_fd, uint16_t *ret_port,
     return 0;
 }
 
-static int no_sandboxes(void *userdata, const char *sandbox_id, uint16_t port, struct error_record *err)
+static void forget_in_gateway(void *userdata, const char *id)
 {
-    return error_set(err, ENOENT, "sandbox %s not found", sandbox_id);
+    struct api_server *s = userdata;
+    gw_forget_sandbox(s->gateway, id);
 }
 
 int api_server_start(const struct api_config *cfg, struct api_server **ret, struct error_record *err)
@@ -273,13 +289,24 @@ int api_server_start(const struct api_config *cfg, struct api_server **ret, stru
         goto fail;
     s->domain = cfg->domain ? xstrdup(cfg->domain) : NULL;
     struct gw_config gwc = {
-        .connect = cfg->sandbox_connect ? cfg->sandbox_connect : no_sandboxes,
+        .connect = cfg->sandbox_connect,
         .userdata = cfg->sandbox_connect_userdata,
         .domain = s->domain,
     };
+    /* The gateway comes first: the orchestrator's on_gone hook uses it. */
     r = gw_new(&gwc, &s->gateway);
     if (r < 0)
         goto fail;
+    if (!cfg->sandbox_connect) {
+        struct orch_config oc = cfg->orch;
+        oc.state_dir = cfg->state_dir;
+        oc.on_gone = forget_in_gateway;
+        oc.on_gone_userdata = s;
+        r = orch_new(&oc, &s->orch, err);
+        if (r < 0)
+            goto fail;
+        gw_set_connect(s->gateway, orch_sandbox_socket, s->orch);
+    }
     r = bind_listen(cfg->listen ? cfg->listen : API_DEFAULT_LISTEN, &s->listen_fd, &s->port, err);
     if (r < 0)
         goto fail;
@@ -311,6 +338,8 @@ void api_server_stop(struct api_server *s)
         return;
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
+    /* After the listener: no request can reach a sandbox while they are killed. */
+    orch_free(s->orch);
     /* MHD does not close a socket it was given. */
     safe_close(s->listen_fd);
     gw_free(s->gateway);

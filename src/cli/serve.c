@@ -1,5 +1,7 @@
 /* hutch serve: the control plane on one port, until SIGINT or SIGTERM. */
 #include <getopt.h>
+#include <limits.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -7,7 +9,9 @@
 
 #include "api/api.h"
 #include "cli/cli.h"
+#include "common/cleanup.h"
 #include "common/log.h"
+#include "common/xalloc.h"
 #include "common/macro.h"
 #include "store/store.h"
 #include "common/banned.h"
@@ -44,20 +48,34 @@ static void hint_if_no_keys(const char *state_dir)
                  state_dir);
 }
 
+/* hutch and envd are built and installed side by side. */
+static char *envd_beside_self(void)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0)
+        return xstrdup("envd");
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = '\0';
+    return xasprintf("%s/envd", self);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     static const struct option options[] = {
-        { "listen", required_argument, NULL, 'l' },
-        { "state-dir", required_argument, NULL, 's' },
-        { "domain", required_argument, NULL, 'd' },
-        { "help", no_argument, NULL, 'h' },
-        {},
+        { "listen", required_argument, NULL, 'l' }, { "state-dir", required_argument, NULL, 's' },
+        { "domain", required_argument, NULL, 'd' }, { "envd", required_argument, NULL, 'e' },
+        { "help", no_argument, NULL, 'h' },         {},
     };
     struct api_config cfg = { .listen = API_DEFAULT_LISTEN };
     const char *state_dir = NULL;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "l:s:d:h", options, NULL)) >= 0) {
+    _cleanup_free_ char *default_envd = envd_beside_self();
+    cfg.orch.envd_path = default_envd;
+    while ((c = getopt_long(argc, argv, "l:s:d:e:h", options, NULL)) >= 0) {
         switch (c) {
         case 'l':
             cfg.listen = optarg;
@@ -67,6 +85,9 @@ int cmd_serve(int argc, char **argv)
             break;
         case 'd':
             cfg.domain = optarg;
+            break;
+        case 'e':
+            cfg.orch.envd_path = optarg;
             break;
         case 'h':
             usage(stdout);

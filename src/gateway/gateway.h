@@ -43,6 +43,8 @@ struct gw_config {
 struct gw;
 
 int gw_new(const struct gw_config *cfg, struct gw **ret);
+/* Sets the connector after creation (before the first request). */
+void gw_set_connect(struct gw *gw, gw_connect_cb connect, void *userdata);
 void gw_free(struct gw *gw);
 
 enum gw_route_result {

@@ -91,6 +91,12 @@ int gw_new(const struct gw_config *cfg, struct gw **ret)
     return 0;
 }
 
+void gw_set_connect(struct gw *gw, gw_connect_cb connect, void *userdata)
+{
+    gw->cfg.connect = connect;
+    gw->cfg.userdata = userdata;
+}
+
 void gw_free(struct gw *gw)
 {
     if (!gw)

@@ -27,6 +27,24 @@ static const char *const migrations[] = {
     "  created_at INTEGER NOT NULL,"
     "  revoked_at INTEGER NOT NULL DEFAULT 0"
     ") STRICT;",
+    /* 1 -> 2: sandboxes. Times in unix milliseconds; metadata a JSON object of strings. */
+    "CREATE TABLE sandboxes ("
+    "  id TEXT PRIMARY KEY,"
+    "  template_id TEXT NOT NULL,"
+    "  alias TEXT NOT NULL DEFAULT '',"
+    "  state TEXT NOT NULL CHECK (state IN ('running', 'paused', 'killed')),"
+    "  started_at INTEGER NOT NULL,"
+    "  end_at INTEGER NOT NULL,"
+    "  cpu_count INTEGER NOT NULL,"
+    "  memory_mb INTEGER NOT NULL,"
+    "  disk_mb INTEGER NOT NULL,"
+    "  envd_version TEXT NOT NULL,"
+    "  envd_access_token TEXT NOT NULL DEFAULT '',"
+    "  metadata TEXT NOT NULL DEFAULT '{}',"
+    "  on_timeout TEXT NOT NULL DEFAULT 'kill' CHECK (on_timeout IN ('kill', 'pause')),"
+    "  slot INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE INDEX sandboxes_by_start ON sandboxes (started_at, id);",
 };
 
 int store_schema_version(void)

@@ -60,3 +60,65 @@ int store_key_verify(struct store *s, const char *key, struct error_record *err)
 
 /* True when s is shaped like a key (prefix, length, lowercase hex). */
 bool store_key_is_well_formed(const char *key);
+
+/* ---- sandboxes (store-sandboxes.c) ---- */
+
+#define STORE_SANDBOX_ID_MAX 32
+#define STORE_TEMPLATE_ID_MAX 128
+#define STORE_TOKEN_MAX 64
+
+enum store_sandbox_state {
+    STORE_SANDBOX_RUNNING,
+    STORE_SANDBOX_PAUSED,
+    STORE_SANDBOX_KILLED,
+    _STORE_SANDBOX_STATE_MAX,
+};
+
+const char *store_sandbox_state_to_string(enum store_sandbox_state s);
+int store_sandbox_state_from_string(const char *s);
+
+struct store_sandbox {
+    char id[STORE_SANDBOX_ID_MAX + 1];
+    char template_id[STORE_TEMPLATE_ID_MAX + 1];
+    char alias[STORE_TEMPLATE_ID_MAX + 1];
+    enum store_sandbox_state state;
+    int64_t started_at_ms;
+    int64_t end_at_ms;
+    uint32_t cpu_count;
+    uint32_t memory_mb;
+    uint32_t disk_mb;
+    char envd_version[16];
+    char envd_access_token[STORE_TOKEN_MAX + 1];
+    char *metadata_json; /* a JSON object of strings; owned, see store_sandbox_release() */
+    bool pause_on_timeout;
+    uint32_t slot;
+};
+
+void store_sandbox_release(struct store_sandbox *sb);
+
+int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, struct error_record *err);
+/* -ENOENT when there is no such sandbox. */
+int store_sandbox_get(struct store *s, const char *id, struct store_sandbox *ret, struct error_record *err);
+int store_sandbox_set_state(struct store *s, const char *id, enum store_sandbox_state state,
+                            struct error_record *err);
+int store_sandbox_set_end(struct store *s, const char *id, int64_t end_at_ms, struct error_record *err);
+int store_sandbox_delete(struct store *s, const char *id, struct error_record *err);
+
+/* One page of a listing. states is a bitmask of 1 << enum store_sandbox_state. The cursor
+ * (NULL for the first page) is the opaque token of the previous page's last entry. */
+struct store_sandbox_query {
+    unsigned states;
+    bool ascending;           /* by start time; descending (newest first) by default */
+    int64_t started_after_ms; /* 0: no bound */
+    const char *template_id;  /* NULL: any */
+    const char *cursor;
+};
+
+/* Calls cb for the sandboxes of the query in order; cb returns 1 to take the entry (it counts
+ * toward the page), 0 to skip it (a metadata filter), or < 0 to stop with that error. Stops
+ * after `limit` taken entries; when more may follow, writes the next page's token into
+ * ret_next (STORE_CURSOR_MAX bytes, "" when the listing is complete). */
+#define STORE_CURSOR_MAX 96
+typedef int (*store_sandbox_cb)(const struct store_sandbox *sb, void *userdata);
+int store_sandbox_list(struct store *s, const struct store_sandbox_query *q, unsigned limit,
+                       store_sandbox_cb cb, void *userdata, char *ret_next, struct error_record *err);

@@ -167,3 +167,110 @@ TEST(well_formed_keys)
     ASSERT_FALSE(store_key_is_well_formed("xyz_0123456789abcdef0123456789abcdef01234567"));
     ASSERT_FALSE(store_key_is_well_formed(NULL));
 }
+
+static void insert(struct store *s, const char *id, int64_t started, enum store_sandbox_state state,
+                   const char *tpl)
+{
+    struct store_sandbox sb = { .state = state,
+                                .started_at_ms = started,
+                                .end_at_ms = started + 1000,
+                                .cpu_count = 2,
+                                .memory_mb = 512,
+                                .disk_mb = 1024,
+                                .metadata_json = (char *)"{}" };
+    snprintf(sb.id, sizeof(sb.id), "%s", id);
+    snprintf(sb.template_id, sizeof(sb.template_id), "%s", tpl);
+    snprintf(sb.envd_version, sizeof(sb.envd_version), "0.6.13");
+    struct error_record e = { 0 };
+    ASSERT_OK(store_sandbox_insert(s, &sb, &e));
+}
+
+struct ids {
+    char list[16][STORE_SANDBOX_ID_MAX + 1];
+    int n;
+    const char *skip;
+};
+
+static int collect_ids(const struct store_sandbox *sb, void *ud)
+{
+    struct ids *c = ud;
+    if (c->skip && strcmp(sb->id, c->skip) == 0)
+        return 0;
+    snprintf(c->list[c->n++], sizeof(c->list[0]), "%s", sb->id);
+    return 1;
+}
+
+TEST(sandboxes_round_trip)
+{
+    struct store *s = open_fresh();
+    struct error_record e = { 0 };
+    insert(s, "aaa", 1000, STORE_SANDBOX_RUNNING, "base");
+    struct store_sandbox got;
+    ASSERT_OK(store_sandbox_get(s, "aaa", &got, &e));
+    ASSERT_STREQ(got.template_id, "base");
+    ASSERT_EQ(got.started_at_ms, 1000);
+    ASSERT_STREQ(got.metadata_json, "{}");
+    store_sandbox_release(&got);
+    ASSERT_OK(store_sandbox_set_end(s, "aaa", 5000, &e));
+    ASSERT_OK(store_sandbox_set_state(s, "aaa", STORE_SANDBOX_PAUSED, &e));
+    ASSERT_OK(store_sandbox_get(s, "aaa", &got, &e));
+    ASSERT_EQ(got.end_at_ms, 5000);
+    ASSERT_EQ(got.state, STORE_SANDBOX_PAUSED);
+    store_sandbox_release(&got);
+    ASSERT_OK(store_sandbox_delete(s, "aaa", &e));
+    ASSERT_EQ(store_sandbox_get(s, "aaa", &got, &e), -ENOENT);
+    ASSERT_EQ(store_sandbox_delete(s, "aaa", &e), -ENOENT);
+    ASSERT_EQ(store_sandbox_set_end(s, "aaa", 1, &e), -ENOENT);
+    store_free(s);
+}
+
+TEST(sandboxes_pages_filters_and_order)
+{
+    struct store *s = open_fresh();
+    struct error_record e = { 0 };
+    insert(s, "s1", 100, STORE_SANDBOX_RUNNING, "base");
+    insert(s, "s2", 200, STORE_SANDBOX_PAUSED, "base");
+    insert(s, "s3", 300, STORE_SANDBOX_RUNNING, "other");
+    insert(s, "s4", 300, STORE_SANDBOX_RUNNING, "base"); /* same start: the id breaks the tie */
+    insert(s, "s5", 500, STORE_SANDBOX_KILLED, "base");
+
+    struct store_sandbox_query q = { .states = 1u << STORE_SANDBOX_RUNNING | 1u << STORE_SANDBOX_PAUSED };
+    char next[STORE_CURSOR_MAX];
+    struct ids c = { 0 };
+    ASSERT_OK(store_sandbox_list(s, &q, 2, collect_ids, &c, next, &e));
+    ASSERT_EQ(c.n, 2);
+    ASSERT_STREQ(c.list[0], "s4");
+    ASSERT_STREQ(c.list[1], "s3");
+    ASSERT_TRUE(next[0] != '\0');
+    q.cursor = next;
+    char next2[STORE_CURSOR_MAX];
+    ASSERT_OK(store_sandbox_list(s, &q, 2, collect_ids, &c, next2, &e));
+    ASSERT_EQ(c.n, 4);
+    ASSERT_STREQ(c.list[2], "s2");
+    ASSERT_STREQ(c.list[3], "s1");
+    ASSERT_STREQ(next2, "");
+
+    struct store_sandbox_query asc = { .states = 1u << STORE_SANDBOX_RUNNING,
+                                       .ascending = true,
+                                       .template_id = "base",
+                                       .started_after_ms = 100 };
+    struct ids c2 = { 0 };
+    ASSERT_OK(store_sandbox_list(s, &asc, 10, collect_ids, &c2, next, &e));
+    ASSERT_EQ(c2.n, 1);
+    ASSERT_STREQ(c2.list[0], "s4");
+
+    /* a filter that skips entries still fills the page */
+    struct ids c3 = { .skip = "s4" };
+    q.cursor = NULL;
+    ASSERT_OK(store_sandbox_list(s, &q, 2, collect_ids, &c3, next, &e));
+    ASSERT_EQ(c3.n, 2);
+    ASSERT_STREQ(c3.list[0], "s3");
+    ASSERT_STREQ(c3.list[1], "s2");
+
+    const char *bad[] = { "x", "_s1", "12_", "12_S1", "12_s/1", "99999999999999999999999_s1" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        q.cursor = bad[i];
+        ASSERT_EQ(store_sandbox_list(s, &q, 2, collect_ids, &c3, next, &e), -EINVAL);
+    }
+    store_free(s);
+}

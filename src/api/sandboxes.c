@@ -1,0 +1,421 @@
+/* The sandbox endpoints of E2B's REST API (e2b-compat §2.3, §2.4, §2.6): create (v1 and v2),
+ * get, kill, timeout, refreshes, connect (v1 and v2), list (v1 and v2), metrics. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/api.h"
+#include "common/http-util.h"
+#include "common/json-util.h"
+#include "common/strutil.h"
+#include "common/time-util.h"
+#include "orchestrator/orchestrator.h"
+#include "common/banned.h"
+
+#define LIST_DEFAULT_LIMIT 100
+#define LIST_MAX_LIMIT 1000
+#define V1_DEFAULT_TIMEOUT_S 15
+
+enum MHD_Result api_queue_failure(struct api_request *req, int r, const struct error_record *err)
+{
+    unsigned status;
+    switch (-r) {
+    case ENOENT:
+        status = MHD_HTTP_NOT_FOUND;
+        break;
+    case EINVAL:
+        status = MHD_HTTP_BAD_REQUEST;
+        break;
+    case EEXIST:
+    case EALREADY:
+        status = MHD_HTTP_CONFLICT;
+        break;
+    case EOPNOTSUPP:
+        status = MHD_HTTP_NOT_IMPLEMENTED;
+        break;
+    case EAGAIN:
+    case ENOSPC:
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        break;
+    default:
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        break;
+    }
+    return http_queue_error(req->conn, status, "%s", err->msg[0] ? err->msg : errno_to_string(r));
+}
+
+/* Reads an optional integer member in [min, max]; 0 when absent. */
+static int get_uint(const json_t *body, const char *key, uint32_t min, uint32_t max, uint32_t *ret,
+                    struct error_record *err)
+{
+    json_t *v = json_object_get(body, key);
+    *ret = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)min ||
+        json_integer_value(v) > (json_int_t)max)
+        return error_set(err, EINVAL, "%s must be an integer from %" PRIu32 " to %" PRIu32, key, min, max);
+    *ret = (uint32_t)json_integer_value(v);
+    return 0;
+}
+
+static int get_bool(const json_t *body, const char *key, bool def, bool *ret, struct error_record *err)
+{
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v)) {
+        *ret = def;
+        return 0;
+    }
+    if (!json_is_boolean(v))
+        return error_set(err, EINVAL, "%s must be a boolean", key);
+    *ret = json_is_true(v);
+    return 0;
+}
+
+static enum MHD_Result create(struct api_request *req, uint32_t default_timeout)
+{
+    enum MHD_Result ret;
+    json_auto_t *body = api_request_json(req, &ret);
+    if (!body)
+        return ret;
+    struct error_record err = { 0 };
+    struct orch_create c = { 0 };
+    json_t *tpl = json_object_get(body, "templateID");
+    if (!json_is_string(tpl) || json_string_length(tpl) == 0)
+        return http_queue_error(req->conn, MHD_HTTP_BAD_REQUEST, "templateID (a string) is required");
+    c.template_id = json_string_value(tpl);
+    int r = get_uint(body, "timeout", 1, UINT32_MAX, &c.timeout_s, &err);
+    if (r >= 0 && !c.timeout_s)
+        c.timeout_s = default_timeout;
+    if (r >= 0)
+        r = get_bool(body, "allow_internet_access", true, &c.allow_internet_access, &err);
+    if (r >= 0)
+        r = get_bool(body, "autoPause", false, &c.auto_pause, &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    c.metadata = json_object_get(body, "metadata");
+    c.env_vars = json_object_get(body, "envVars");
+    if (json_is_null(c.metadata))
+        c.metadata = NULL;
+    if (json_is_null(c.env_vars))
+        c.env_vars = NULL;
+
+    json_t *sandbox;
+    r = orch_sandbox_create(req->server_orch, &c, &sandbox, &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    ret = http_queue_json(req->conn, MHD_HTTP_CREATED, sandbox);
+    json_decref(sandbox);
+    return ret;
+}
+
+enum MHD_Result api_sandbox_create_v2(struct api_request *req)
+{
+    return create(req, 0);
+}
+
+enum MHD_Result api_sandbox_create_v1(struct api_request *req)
+{
+    return create(req, V1_DEFAULT_TIMEOUT_S);
+}
+
+enum MHD_Result api_sandbox_kill(struct api_request *req)
+{
+    struct error_record err = { 0 };
+    int r = orch_sandbox_kill(req->server_orch, req->params[0], &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    return http_queue_empty(req->conn, MHD_HTTP_NO_CONTENT);
+}
+
+static enum MHD_Result set_timeout(struct api_request *req, const char *field, bool required)
+{
+    enum MHD_Result ret;
+    json_auto_t *body = api_request_json(req, &ret);
+    if (!body)
+        return ret;
+    struct error_record err = { 0 };
+    uint32_t timeout;
+    int r = get_uint(body, field, 1, UINT32_MAX, &timeout, &err);
+    if (r >= 0 && !timeout) {
+        if (required)
+            return http_queue_error(req->conn, MHD_HTTP_BAD_REQUEST, "%s (seconds, > 0) is required", field);
+        timeout = 300;
+    }
+    if (r >= 0)
+        r = orch_sandbox_set_timeout(req->server_orch, req->params[0], timeout, !required, &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    return http_queue_empty(req->conn, MHD_HTTP_NO_CONTENT);
+}
+
+enum MHD_Result api_sandbox_timeout(struct api_request *req)
+{
+    /* setTimeout overwrites the end, shorter or longer (§2.6). */
+    enum MHD_Result ret;
+    json_auto_t *body = api_request_json(req, &ret);
+    if (!body)
+        return ret;
+    struct error_record err = { 0 };
+    uint32_t timeout;
+    int r = get_uint(body, "timeout", 1, UINT32_MAX, &timeout, &err);
+    if (r >= 0 && !timeout)
+        return http_queue_error(req->conn, MHD_HTTP_BAD_REQUEST, "timeout (seconds, > 0) is required");
+    if (r >= 0)
+        r = orch_sandbox_set_timeout(req->server_orch, req->params[0], timeout, false, &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    return http_queue_empty(req->conn, MHD_HTTP_NO_CONTENT);
+}
+
+enum MHD_Result api_sandbox_refreshes(struct api_request *req)
+{
+    /* Old SDKs' keep-alive: extends the end by `duration` (default 300 s), never shortens it. */
+    return set_timeout(req, "duration", false);
+}
+
+enum MHD_Result api_sandbox_connect(struct api_request *req)
+{
+    enum MHD_Result ret;
+    json_auto_t *body = api_request_json(req, &ret);
+    if (!body)
+        return ret;
+    struct error_record err = { 0 };
+    uint32_t timeout;
+    int r = get_uint(body, "timeout", 1, UINT32_MAX, &timeout, &err);
+    if (r >= 0)
+        r = orch_sandbox_set_timeout(req->server_orch, req->params[0], timeout ? timeout : 300, true, &err);
+    json_t *sandbox = NULL;
+    if (r >= 0)
+        r = orch_sandbox_connect_info(req->server_orch, req->params[0], &sandbox, &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    /* 200: it was running (201 would mean resumed from pause). */
+    ret = http_queue_json(req->conn, MHD_HTTP_OK, sandbox);
+    json_decref(sandbox);
+    return ret;
+}
+
+/* ---- get and list ---- */
+
+static json_t *listed_json(const struct store_sandbox *sb, bool detail)
+{
+    char started[32], end[32];
+    format_rfc3339((time_t)(sb->started_at_ms / 1000), started, sizeof(started));
+    format_rfc3339((time_t)(sb->end_at_ms / 1000), end, sizeof(end));
+    json_t *metadata = json_loads(sb->metadata_json ? sb->metadata_json : "{}", 0, NULL);
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:o}", "sandboxID", sb->id,
+                  "templateID", sb->template_id, "alias", sb->alias, "clientID", ORCH_CLIENT_ID, "startedAt",
+                  started, "endAt", end, "cpuCount", (int)sb->cpu_count, "memoryMB", (int)sb->memory_mb,
+                  "diskSizeMB", (int)sb->disk_mb, "state", store_sandbox_state_to_string(sb->state),
+                  "envdVersion", sb->envd_version, "metadata", metadata ? metadata : json_object());
+    if (!j)
+        abort();
+    if (detail) {
+        json_object_set_new(j, "envdAccessToken", json_string(sb->envd_access_token));
+        json_object_set_new(j, "domain", json_null());
+        json_object_set_new(
+            j, "lifecycle",
+            json_pack("{s:s, s:b}", "onTimeout", sb->pause_on_timeout ? "pause" : "kill", "autoResume", 0));
+    }
+    return j;
+}
+
+enum MHD_Result api_sandbox_get(struct api_request *req)
+{
+    struct error_record err = { 0 };
+    struct store_sandbox sb;
+    struct store *store = orch_store_lock(req->server_orch);
+    int r = store_sandbox_get(store, req->params[0], &sb, &err);
+    orch_store_unlock(req->server_orch);
+    if (r >= 0 && sb.state == STORE_SANDBOX_KILLED) {
+        store_sandbox_release(&sb);
+        r = error_set(&err, ENOENT, "sandbox %s not found", req->params[0]);
+    }
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    json_t *j = listed_json(&sb, true);
+    store_sandbox_release(&sb);
+    enum MHD_Result ret = http_queue_json(req->conn, MHD_HTTP_OK, j);
+    json_decref(j);
+    return ret;
+}
+
+#define MAX_FILTER_PAIRS 32
+
+struct list_ctx {
+    json_t *items;
+    const char *keys[MAX_FILTER_PAIRS];
+    const char *values[MAX_FILTER_PAIRS];
+    size_t n_pairs;
+};
+
+static int take_if_matches(const struct store_sandbox *sb, void *userdata)
+{
+    struct list_ctx *c = userdata;
+    json_t *m = json_loads(sb->metadata_json ? sb->metadata_json : "{}", 0, NULL);
+    bool ok = true;
+    for (size_t i = 0; ok && i < c->n_pairs; i++) {
+        const char *v = json_string_value(json_object_get(m, c->keys[i]));
+        ok = v && streq(v, c->values[i]);
+    }
+    json_decref(m);
+    if (!ok)
+        return 0;
+    json_array_append_new(c->items, listed_json(sb, false));
+    return 1;
+}
+
+/* Decodes `metadata` as infra does (§2.5): the parameter (already decoded once by MHD) is
+ * unescaped again, split on '&' and '=', and each key and value unescaped. Pairs point into
+ * buf, which the caller owns. */
+static int parse_metadata_filter(char *buf, struct list_ctx *c, struct error_record *err)
+{
+    MHD_http_unescape(buf);
+    char *save = NULL;
+    for (char *pair = strtok_r(buf, "&", &save); pair; pair = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(pair, '=');
+        if (!eq || strchr(eq + 1, '='))
+            return error_set(err, EINVAL, "invalid metadata filter '%s': want key=value pairs joined by &",
+                             pair);
+        if (c->n_pairs == MAX_FILTER_PAIRS)
+            return error_set(err, EINVAL, "at most %d metadata filters", MAX_FILTER_PAIRS);
+        *eq = '\0';
+        MHD_http_unescape(pair);
+        MHD_http_unescape(eq + 1);
+        c->keys[c->n_pairs] = pair;
+        c->values[c->n_pairs] = eq + 1;
+        c->n_pairs++;
+    }
+    return 0;
+}
+
+static int parse_states(const char *s, unsigned *ret, struct error_record *err)
+{
+    *ret = 0;
+    char buf[128];
+    if (str_copy(buf, sizeof(buf), s) < 0)
+        return error_set(err, EINVAL, "invalid state filter");
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int st = store_sandbox_state_from_string(t);
+        if (st < 0 || st == STORE_SANDBOX_KILLED)
+            return error_set(err, EINVAL, "invalid state '%s' (want running or paused)", t);
+        *ret |= 1u << st;
+    }
+    if (!*ret)
+        return error_set(err, EINVAL, "invalid state filter");
+    return 0;
+}
+
+static enum MHD_Result list(struct api_request *req, bool v2)
+{
+    struct error_record err = { 0 };
+    struct list_ctx c = { .items = json_array() };
+    struct store_sandbox_query q = { .states = 1u << STORE_SANDBOX_RUNNING };
+    unsigned limit = LIST_MAX_LIMIT;
+    char *meta_buf = NULL;
+    int r = 0;
+
+    const char *meta = http_query(req->conn, "metadata");
+    if (meta) {
+        meta_buf = strdup(meta);
+        if (!meta_buf)
+            abort();
+        r = parse_metadata_filter(meta_buf, &c, &err);
+    }
+    if (v2 && r >= 0) {
+        q.states |= 1u << STORE_SANDBOX_PAUSED;
+        const char *state = http_query(req->conn, "state");
+        if (state)
+            r = parse_states(state, &q.states, &err);
+        const char *order = http_query(req->conn, "order");
+        if (r >= 0 && order) {
+            if (streq(order, "asc"))
+                q.ascending = true;
+            else if (!streq(order, "desc"))
+                r = error_set(&err, EINVAL, "order must be asc or desc");
+        }
+        const char *lim = http_query(req->conn, "limit");
+        limit = LIST_DEFAULT_LIMIT;
+        uint32_t n;
+        if (r >= 0 && lim && (parse_uint32(lim, &n) < 0 || n == 0 || n > LIST_MAX_LIMIT))
+            r = error_set(&err, EINVAL, "limit must be from 1 to %d", LIST_MAX_LIMIT);
+        else if (lim)
+            limit = n;
+        const char *after = http_query(req->conn, "startedAfter");
+        if (r >= 0 && after) {
+            struct tm tm = { 0 };
+            const char *end = strptime(after, "%Y-%m-%dT%H:%M:%S", &tm);
+            if (!end)
+                r = error_set(&err, EINVAL, "startedAfter must be an RFC 3339 time");
+            else
+                q.started_after_ms = (int64_t)timegm(&tm) * 1000;
+        }
+        q.template_id = http_query(req->conn, "template");
+        q.cursor = http_query(req->conn, "nextToken");
+        if (q.cursor && !*q.cursor)
+            q.cursor = NULL;
+    }
+
+    char next[STORE_CURSOR_MAX] = "";
+    if (r >= 0) {
+        struct store *store = orch_store_lock(req->server_orch);
+        r = store_sandbox_list(store, &q, limit, take_if_matches, &c, next, &err);
+        orch_store_unlock(req->server_orch);
+    }
+    enum MHD_Result ret;
+    if (r < 0) {
+        ret = api_queue_failure(req, r, &err);
+    } else {
+        size_t len;
+        char *s = json_dump_compact(c.items, &len);
+        struct MHD_Response *resp = MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, HTTP_JSON_CONTENT_TYPE);
+        if (v2 && next[0])
+            MHD_add_response_header(resp, "X-Next-Token", next);
+        ret = MHD_queue_response(req->conn, MHD_HTTP_OK, resp);
+        MHD_destroy_response(resp);
+    }
+    free(meta_buf);
+    json_decref(c.items);
+    return ret;
+}
+
+enum MHD_Result api_sandbox_list_v1(struct api_request *req)
+{
+    return list(req, false);
+}
+
+enum MHD_Result api_sandbox_list_v2(struct api_request *req)
+{
+    return list(req, true);
+}
+
+enum MHD_Result api_sandbox_metrics(struct api_request *req)
+{
+    struct error_record err = { 0 };
+    struct runtime_stats st;
+    struct orch_limits lim;
+    double cpu_pct;
+    int r = orch_sandbox_stats(req->server_orch, req->params[0], &st, &lim, &cpu_pct, &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    /* One sample, now: hutch keeps no metrics history yet, so start/end select nothing. The
+     * page cache is not reported apart from used memory (memCache 0). */
+    time_t now = time(NULL);
+    char ts[32];
+    format_rfc3339(now, ts, sizeof(ts));
+    json_t *m = json_pack("[{s:s, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:I}]", "timestamp", ts, "timestampUnix",
+                          (json_int_t)now, "cpuCount", (int)lim.cpu_count, "cpuUsedPct", cpu_pct, "memUsed",
+                          (json_int_t)st.memory_bytes, "memTotal", (json_int_t)lim.memory_mb << 20,
+                          "memCache", (json_int_t)0, "diskUsed", (json_int_t)st.disk_bytes, "diskTotal",
+                          (json_int_t)lim.disk_mb << 20);
+    enum MHD_Result ret = http_queue_json(req->conn, MHD_HTTP_OK, m);
+    json_decref(m);
+    return ret;
+}

@@ -1,0 +1,108 @@
+/* See orchestrator-internal.h: the control plane's own calls to envd inside a sandbox (health
+ * while it starts, /init), over a socket the runtime makes in the sandbox's netns. These calls
+ * never pass through the gateway, which refuses /init. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/cleanup.h"
+#include "common/json-util.h"
+#include "common/xalloc.h"
+#include "orchestrator/orchestrator-internal.h"
+#include "common/banned.h"
+
+#define ENVD_URL "http://127.0.0.1:49983"
+#define RESPONSE_MAX (64u << 10)
+
+struct call {
+    const struct runtime_ops *rt;
+    struct runtime_sandbox *sb;
+    struct error_record socket_err;
+    struct buf response;
+};
+
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct call *c = clientp;
+    int fd = c->rt->socket(c->sb, &c->socket_err);
+    return fd < 0 ? CURL_SOCKET_BAD : fd;
+}
+
+static size_t on_data(char *p, size_t size, size_t n, void *userdata)
+{
+    struct call *c = userdata;
+    return buf_append(&c->response, p, size * n) < 0 ? 0 : size * n;
+}
+
+static int request(const struct runtime_ops *rt, struct runtime_sandbox *sb, const char *method,
+                   const char *path, const char *body, long timeout_ms, long *ret_status,
+                   struct error_record *err)
+{
+    struct call c = { .rt = rt, .sb = sb };
+    buf_init(&c.response, RESPONSE_MAX);
+    CURL *e = curl_easy_init();
+    if (!e)
+        abort();
+    _cleanup_free_ char *url = xasprintf(ENVD_URL "%s", path);
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, &c);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &c);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    if (body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    CURLcode rc = curl_easy_perform(e);
+    int r = 0;
+    if (rc != CURLE_OK)
+        r = error_set(err, rc == CURLE_COULDNT_CONNECT ? ECONNREFUSED : EIO, "envd %s %s: %s%s%s", method,
+                      path, curl_easy_strerror(rc), c.socket_err.errnum ? ": " : "", c.socket_err.msg);
+    else
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, ret_status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(e);
+    buf_release(&c.response);
+    return r;
+}
+
+int orch_envd_wait_healthy(const struct runtime_ops *rt, struct runtime_sandbox *sb, usec_t timeout,
+                           struct error_record *err)
+{
+    usec_t deadline = now_usec(CLOCK_MONOTONIC) + timeout;
+    struct error_record last = { 0 };
+    for (;;) {
+        long status = 0;
+        error_clear(&last);
+        if (request(rt, sb, "GET", "/health", NULL, 1000, &status, &last) == 0 && status == 204)
+            return 0;
+        if (now_usec(CLOCK_MONOTONIC) >= deadline)
+            return error_set(err, ETIMEDOUT, "envd did not become healthy: %s",
+                             last.errnum ? last.msg : "unexpected status");
+        /* envd binds within milliseconds of exec; poll briskly. */
+        struct timespec ts = { 0, 2 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+int orch_envd_init(const struct runtime_ops *rt, struct runtime_sandbox *sb, const json_t *body,
+                   struct error_record *err)
+{
+    _cleanup_free_ char *s = json_dump_compact(body, NULL);
+    long status = 0;
+    int r = request(rt, sb, "POST", "/init", s, 5000, &status, err);
+    if (r < 0)
+        return r;
+    if (status != 204 && status != 200)
+        return error_set(err, EIO, "envd /init answered %ld", status);
+    return 0;
+}

@@ -1,0 +1,85 @@
+/* The orchestrator: the lifecycle of sandboxes. It turns an API request into a runtime spec,
+ * starts envd as the sandbox's first process, initialises it (/init: env vars, access token,
+ * default user and workdir), records the sandbox in the store, and kills it when its timeout
+ * passes. It is the only owner of runtime handles.
+ *
+ * State machine: creating -> running -> killed (pause/resume: issue 6). A sandbox is in the
+ * store only once it is running; a failed create leaves nothing (the runtime tears down what it
+ * built). Reconcile on start: records that say running but have no live sandbox (a previous
+ * `hutch serve` died) are marked killed, and the runtime removes anything left on the host.
+ *
+ * Thread-safety: every function may be called from any request thread concurrently. Errors:
+ * -errno with err filled; the API maps ENOENT to 404, EINVAL to 400, EEXIST/EALREADY to 409,
+ * EOPNOTSUPP to 501, EAGAIN/ENOSPC to 503. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "runtime/runtime.h"
+#include "store/store.h"
+
+#define ORCH_CLIENT_ID "hutch"
+#define ORCH_DEFAULT_TEMPLATE "base"
+
+struct orch_limits {
+    uint32_t cpu_count;
+    uint32_t memory_mb;
+    uint32_t disk_mb;
+};
+
+struct orch_config {
+    const char *state_dir; /* templates/, sandboxes/ and the store live here */
+    const char *envd_path; /* host path of the envd binary that runs inside sandboxes */
+    const struct runtime_ops *runtime;
+    struct runtime_config runtime_config;
+    uint32_t default_timeout_s;  /* 0: 300, as E2B */
+    uint32_t max_timeout_s;      /* 0: 24 h */
+    struct orch_limits defaults; /* zeros: E2B's 2 vCPUs, 512 MiB, 1 GiB */
+    uint32_t max_sandboxes;      /* 0: 256 */
+    /* Called (on any thread) when a sandbox stops running, so that the gateway drops its
+     * pooled connections into it (they would keep its network namespace alive). */
+    void (*on_gone)(void *userdata, const char *id);
+    void *on_gone_userdata;
+};
+
+struct orch;
+
+/* Prepares the state directory (the `base` template, the envd copy), reconciles the store
+ * with the host, and starts the timeout thread. */
+int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_record *err);
+/* Kills every running sandbox and frees everything (NULL accepted). */
+void orch_free(struct orch *o);
+
+struct orch_create {
+    const char *template_id;
+    uint32_t timeout_s;         /* 0: the default */
+    const json_t *metadata;     /* object of strings, or NULL */
+    const json_t *env_vars;     /* object of strings, or NULL */
+    bool allow_internet_access; /* (online networking: not available yet; see docs) */
+    bool auto_pause;
+};
+
+/* Creates a sandbox; on success *ret is the `Sandbox` JSON of the API (a new reference). */
+int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **ret,
+                        struct error_record *err);
+/* Kills a running sandbox and forgets it. -ENOENT when there is none. */
+int orch_sandbox_kill(struct orch *o, const char *id, struct error_record *err);
+/* Sets the sandbox's end to now + timeout_s. With extend_only, a later end is kept (connect). */
+int orch_sandbox_set_timeout(struct orch *o, const char *id, uint32_t timeout_s, bool extend_only,
+                             struct error_record *err);
+/* The `Sandbox` JSON of a running sandbox, for connect. */
+int orch_sandbox_connect_info(struct orch *o, const char *id, json_t **ret, struct error_record *err);
+/* Current usage of a running sandbox, its limits, and its CPU use in percent of its CPUs
+ * averaged since the previous call (or since it started). */
+int orch_sandbox_stats(struct orch *o, const char *id, struct runtime_stats *ret,
+                       struct orch_limits *ret_limits, double *ret_cpu_pct, struct error_record *err);
+
+/* For the gateway (gw_connect_cb): a new TCP socket in the sandbox's network namespace. */
+int orch_sandbox_socket(void *orch, const char *id, uint16_t port, struct error_record *err);
+
+/* The store, for read-only queries by the API (list, get). The caller holds orch_store_lock. */
+struct store *orch_store_lock(struct orch *o);
+void orch_store_unlock(struct orch *o);

@@ -1,0 +1,172 @@
+"""The sandbox endpoints of hutch serve with raw HTTP: validation, errors, framing, cleanup."""
+import hashlib
+import json
+import os
+
+import pytest
+
+from hutch_server import HutchServer
+
+
+@pytest.fixture(scope="module")
+def server(bindir, tmp_path_factory):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = HutchServer(bindir, tmp_path_factory.mktemp("api") / "state", port).start()
+    srv.key = srv.create_key()
+    yield srv
+    assert srv.stop() == 0, srv.log()
+    assert os.listdir(os.path.join(srv.state_dir, "sandboxes")) == []
+
+
+def call(server, method, path, body=None, key=True, headers=None):
+    h = dict(headers or {})
+    if key:
+        h["X-API-KEY"] = server.key
+    status, hdrs, data = server.request(method, path, body=body, headers=h)
+    return status, hdrs, (json.loads(data) if data else None)
+
+
+def test_every_sandbox_endpoint_needs_a_valid_key(server):
+    for method, path in (("POST", "/v2/sandboxes"), ("GET", "/v2/sandboxes"), ("GET", "/sandboxes/x"),
+                         ("DELETE", "/sandboxes/x"), ("POST", "/sandboxes/x/timeout")):
+        status, _, body = call(server, method, path, body={}, key=False)
+        assert status == 401 and body["code"] == 401, path
+        status, _, body = call(server, method, path, body={}, key=False,
+                               headers={"X-API-KEY": "e2b_" + "0" * 40})
+        assert status == 401 and body["message"] == "invalid API key", path
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({}, "templateID"),
+    ({"templateID": 5}, "templateID"),
+    ({"templateID": "base", "timeout": 0}, "timeout"),
+    ({"templateID": "base", "timeout": -3}, "timeout"),
+    ({"templateID": "base", "timeout": "60"}, "timeout"),
+    ({"templateID": "base", "timeout": 999999999}, "maximum"),
+    ({"templateID": "base", "metadata": {"a": 1}}, "metadata.a"),
+    ({"templateID": "base", "metadata": ["a"]}, "metadata"),
+    ({"templateID": "base", "envVars": {"A": None}}, "envVars.A"),
+    ({"templateID": "base", "autoPause": "yes"}, "autoPause"),
+])
+def test_create_rejects_bad_bodies(server, body, needle):
+    status, _, err = call(server, "POST", "/v2/sandboxes", body=body)
+    assert status == 400, err
+    assert err["code"] == 400 and needle in err["message"]
+
+
+def test_create_rejects_malformed_json_and_huge_bodies(server):
+    status, _, data = server.request("POST", "/v2/sandboxes", body=b'{"templateID": "base",',
+                                     headers={"X-API-KEY": server.key, "Content-Type": "application/json"})
+    assert status == 400 and json.loads(data)["code"] == 400
+    status, _, data = server.request("POST", "/v2/sandboxes", body=b'{"templateID": "\xff"}',
+                                     headers={"X-API-KEY": server.key})
+    assert status == 400
+    status, _, data = server.request("POST", "/v2/sandboxes", body=b"[" * (3 << 20),
+                                     headers={"X-API-KEY": server.key})
+    assert status == 413
+
+
+def test_unknown_template_is_404(server):
+    status, _, err = call(server, "POST", "/v2/sandboxes", body={"templateID": "nope"})
+    assert status == 404 and "template 'nope' not found" in err["message"]
+
+
+def test_lifecycle_with_raw_http(server):
+    status, _, sb = call(server, "POST", "/v2/sandboxes",
+                         body={"templateID": "base", "timeout": 120, "metadata": {"who": "e2e"}})
+    assert status == 201, sb
+    assert set(sb) >= {"sandboxID", "templateID", "clientID", "envdVersion", "envdAccessToken"}
+    assert sb["envdVersion"] == "0.6.13" and sb["domain"] is None
+    sid = sb["sandboxID"]
+
+    status, _, info = call(server, "GET", f"/sandboxes/{sid}")
+    assert status == 200 and info["state"] == "running" and info["metadata"] == {"who": "e2e"}
+
+    # envd through the gateway, with and without the sandbox's access token
+    hdrs = {"E2b-Sandbox-Id": sid, "E2b-Sandbox-Port": "49983"}
+    status, _, _ = server.request("GET", "/health", headers=hdrs)
+    assert status == 204
+    status, _, data = server.request("POST", "/process.Process/List", body={}, headers=hdrs)
+    assert status == 401
+    status, _, data = server.request("POST", "/process.Process/List", body={},
+                                     headers={**hdrs, "X-Access-Token": sb["envdAccessToken"]})
+    assert status == 200, data
+    # /init, which would reset the token, never passes the gateway
+    status, _, _ = server.request("POST", "/init", body={"accessToken": "mine"},
+                                  headers={**hdrs, "X-Access-Token": sb["envdAccessToken"]})
+    assert status == 403
+
+    status, hdrs_, body = call(server, "POST", f"/sandboxes/{sid}/timeout", body={"timeout": 60})
+    assert status == 204 and body is None
+    status, _, body = call(server, "POST", f"/sandboxes/{sid}/refreshes", body={"duration": 30})
+    assert status == 204
+    status, _, body = call(server, "POST", f"/v2/sandboxes/{sid}/connect", body={"timeout": 10})
+    assert status == 200 and body["sandboxID"] == sid
+
+    status, _, listed = call(server, "GET", "/v2/sandboxes?state=running")
+    assert status == 200 and sid in [s["sandboxID"] for s in listed]
+    status, _, listed = call(server, "GET", "/sandboxes")
+    assert status == 200 and sid in [s["sandboxID"] for s in listed]
+
+    status, hdrs_, body = call(server, "DELETE", f"/sandboxes/{sid}")
+    assert status == 204 and body is None
+    status, _, body = call(server, "DELETE", f"/sandboxes/{sid}")
+    assert status == 404 and body["code"] == 404
+    status, _, body = call(server, "GET", f"/sandboxes/{sid}")
+    assert status == 404
+    status, _, data = server.request("GET", "/health", headers=hdrs)
+    assert status == 502
+
+
+def test_list_rejects_bad_filters(server):
+    for q in ("state=dead", "state=", "order=sideways", "limit=0", "limit=abc", "nextToken=zzz", "nextToken=1_A",
+              "metadata=novalue", "startedAfter=yesterday"):
+        status, _, body = call(server, "GET", f"/v2/sandboxes?{q}")
+        assert status == 400, q
+        assert body["code"] == 400
+
+
+def test_timeout_and_connect_of_unknown_sandbox(server):
+    for path, body in (("/sandboxes/nosuch/timeout", {"timeout": 5}), ("/v2/sandboxes/nosuch/connect", {}),
+                       ("/sandboxes/nosuch/refreshes", {})):
+        status, _, err = call(server, "POST", path, body=body)
+        assert status == 404 and err["code"] == 404, path
+    status, _, err = call(server, "POST", "/sandboxes/nosuch/timeout", body={})
+    assert status == 400
+
+
+def processes_in_cgroups_of(state_dir):
+    """Pids in the cgroups of the hutch instance that owns state_dir (hutch-<sha256[:12]>)."""
+    tag = hashlib.sha256(os.path.realpath(state_dir).encode()).hexdigest()[:12]
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                if f"/hutch-{tag}/" in f.read():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+def test_restart_forgets_sandboxes_of_the_dead_server_and_leaves_nothing(bindir, tmp_path, free_port):
+    srv = HutchServer(bindir, tmp_path / "state", free_port).start()
+    srv.key = srv.create_key()
+    status, _, sb = call(srv, "POST", "/v2/sandboxes", body={"templateID": "base"})
+    assert status == 201
+    assert processes_in_cgroups_of(tmp_path / "state") != []
+    srv.proc.kill()  # SIGKILL: no chance to clean up
+    srv.proc.wait()
+    srv.start()
+    try:
+        status, _, body = call(srv, "GET", f"/sandboxes/{sb['sandboxID']}")
+        assert status == 404
+        assert os.listdir(tmp_path / "state" / "sandboxes") == []
+        assert processes_in_cgroups_of(tmp_path / "state") == []
+        status, _, sb2 = call(srv, "POST", "/v2/sandboxes", body={"templateID": "base"})
+        assert status == 201
+    finally:
+        assert srv.stop() == 0, srv.log()

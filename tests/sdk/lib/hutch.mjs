@@ -1,0 +1,59 @@
+// Starts a real `hutch serve` on a free loopback port with its own state directory, and
+// gives the official SDK's options pointed at it (apiUrl and sandboxUrl both its port, as
+// e2b-compat 1.5 describes for local use).
+import { spawn, execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { buildDir, freePort } from './envd.mjs';
+
+export const hutchPath = path.join(buildDir, 'bin', 'hutch');
+
+export async function startHutch(extraArgs = []) {
+  const port = await freePort();
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hutch-sdk-'));
+  const url = `http://127.0.0.1:${port}`;
+  const logPath = `${stateDir}.log`;
+  const log = fs.openSync(logPath, 'w');
+  const child = spawn(hutchPath, ['serve', '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, ...extraArgs], {
+    stdio: ['ignore', log, log],
+  });
+  fs.closeSync(log);
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`hutch serve exited: ${fs.readFileSync(logPath, 'utf8')}`);
+    try {
+      if ((await fetch(`${url}/health`)).status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error('hutch serve did not become healthy');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const apiKey = execFileSync(hutchPath, ['key', 'create', '--state-dir', stateDir], { stdio: ['ignore', 'pipe', 'ignore'] })
+    .toString()
+    .trim();
+  return {
+    url,
+    port,
+    stateDir,
+    logPath,
+    child,
+    apiKey,
+    // Options for Sandbox.create / connect / list / kill.
+    opts: { apiKey, apiUrl: url, sandboxUrl: url },
+    log: () => fs.readFileSync(logPath, 'utf8'),
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await once(child, 'exit');
+      }
+      const leftovers = fs.existsSync(path.join(stateDir, 'sandboxes'))
+        ? fs.readdirSync(path.join(stateDir, 'sandboxes'))
+        : [];
+      fs.rmSync(stateDir, { recursive: true, force: true });
+      return { code: child.exitCode, leftovers };
+    },
+  };
+}

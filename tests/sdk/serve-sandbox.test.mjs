@@ -1,0 +1,141 @@
+// The official e2b SDK, unmodified, against a real `hutch serve`: sandbox lifecycle through
+// the control plane, and envd traffic through the gateway into real namespace sandboxes.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Sandbox, SandboxNotFoundError, NotFoundError } from 'e2b';
+import { startHutch } from './lib/hutch.mjs';
+
+let hutch;
+
+before(async () => {
+  hutch = await startHutch();
+});
+
+after(async () => {
+  const { code, leftovers } = await hutch.stop();
+  assert.equal(code, 0, hutch.log());
+  assert.deepEqual(leftovers, [], 'sandbox directories left behind');
+});
+
+test('create, run a command as user, files, kill', async () => {
+  const sbx = await Sandbox.create('base', hutch.opts);
+  assert.match(sbx.sandboxId, /^[a-z0-9]{20}$/);
+  const r = await sbx.commands.run('id -un; pwd; echo $HOME');
+  assert.equal(r.stdout, 'user\n/home/user\n/home/user\n');
+  await sbx.files.write('/home/user/a.txt', 'hello from the host');
+  assert.equal(await sbx.files.read('/home/user/a.txt'), 'hello from the host');
+  assert.deepEqual((await sbx.files.list('/home/user')).map((e) => e.name), ['a.txt']);
+  assert.equal(await sbx.isRunning(), true);
+  await sbx.kill();
+  assert.equal(await sbx.isRunning(), false);
+  await assert.rejects(sbx.commands.run('true'), /not running|not found|502/i);
+});
+
+test('the sandbox is isolated: own pid namespace, own hostname, no network', async () => {
+  const sbx = await Sandbox.create('base', hutch.opts);
+  try {
+    const r = await sbx.commands.run(
+      'cat /proc/1/cmdline | tr "\\0" " "; echo; hostname; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "'
+    );
+    const [pid1, hostname, nets] = r.stdout.split('\n');
+    assert.match(pid1, /^\/opt\/hutch\/envd /);
+    assert.equal(hostname, sbx.sandboxId);
+    assert.equal(nets, 'lo');
+  } finally {
+    await sbx.kill();
+  }
+});
+
+test('sandbox-wide env vars from create reach every command', async () => {
+  const sbx = await Sandbox.create('base', { ...hutch.opts, envs: { GREETING: 'hi', OTHER: 'x y' } });
+  try {
+    const r = await sbx.commands.run('echo "$GREETING|$OTHER"');
+    assert.equal(r.stdout, 'hi|x y\n');
+    const r2 = await sbx.commands.run('echo $GREETING', { envs: { GREETING: 'override' } });
+    assert.equal(r2.stdout, 'override\n');
+  } finally {
+    await sbx.kill();
+  }
+});
+
+test('getInfo, connect and list with metadata filters and pagination', async () => {
+  const tag = `t${Date.now()}`;
+  const made = [];
+  for (let i = 0; i < 3; i++) made.push(await Sandbox.create('base', { ...hutch.opts, metadata: { tag, n: String(i) } }));
+  try {
+    const info = await Sandbox.getInfo(made[0].sandboxId, hutch.opts);
+    assert.equal(info.sandboxId, made[0].sandboxId);
+    assert.equal(info.templateId, 'base');
+    assert.equal(info.state, 'running');
+    assert.deepEqual(info.metadata, { tag, n: '0' });
+    assert.equal(info.cpuCount, 2);
+    assert.equal(info.memoryMB, 512);
+    assert.ok(info.endAt > info.startedAt);
+
+    const again = await Sandbox.connect(made[1].sandboxId, hutch.opts);
+    assert.equal((await again.commands.run('echo reconnected')).stdout, 'reconnected\n');
+
+    const pager = Sandbox.list({ ...hutch.opts, query: { metadata: { tag } }, limit: 2 });
+    const first = await pager.nextItems();
+    assert.equal(first.length, 2);
+    assert.equal(pager.hasNext, true);
+    const second = await pager.nextItems();
+    assert.equal(second.length, 1);
+    assert.equal(pager.hasNext, false);
+    const ids = [...first, ...second].map((s) => s.sandboxId).sort();
+    assert.deepEqual(ids, made.map((s) => s.sandboxId).sort());
+
+    const one = await Sandbox.list({ ...hutch.opts, query: { metadata: { tag, n: '2' } } }).nextItems();
+    assert.deepEqual(one.map((s) => s.sandboxId), [made[2].sandboxId]);
+    const none = await Sandbox.list({ ...hutch.opts, query: { metadata: { tag: 'no such' } } }).nextItems();
+    assert.deepEqual(none, []);
+  } finally {
+    for (const s of made) await s.kill();
+  }
+});
+
+test('kill and getInfo of an unknown sandbox', async () => {
+  assert.equal(await Sandbox.kill('nosuchsandbox000000', hutch.opts), false);
+  await assert.rejects(Sandbox.getInfo('nosuchsandbox000000', hutch.opts), (e) => e instanceof SandboxNotFoundError || e instanceof NotFoundError);
+});
+
+test('a sandbox is killed when its timeout passes, and setTimeout moves the end', async () => {
+  const sbx = await Sandbox.create('base', { ...hutch.opts, timeoutMs: 60_000 });
+  await sbx.setTimeout(2_000);
+  const info = await sbx.getInfo();
+  assert.ok(info.endAt.getTime() - Date.now() < 5_000);
+  const deadline = Date.now() + 15_000;
+  while ((await sbx.isRunning()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  assert.equal(await sbx.isRunning(), false);
+  assert.equal(await Sandbox.kill(sbx.sandboxId, hutch.opts), false);
+});
+
+test('metrics report the sandbox\'s usage', async () => {
+  const sbx = await Sandbox.create('base', hutch.opts);
+  try {
+    await sbx.commands.run('head -c 1000000 /dev/zero > /tmp/blob');
+    const m = await sbx.getMetrics();
+    assert.equal(m.length, 1);
+    assert.equal(m[0].cpuCount, 2);
+    assert.ok(m[0].memUsed > 0);
+    assert.equal(m[0].memTotal, 512 * 1024 * 1024);
+    assert.ok(m[0].diskUsed >= 1_000_000);
+    assert.equal(m[0].diskTotal, 1024 * 1024 * 1024);
+  } finally {
+    await sbx.kill();
+  }
+});
+
+test('sandboxes do not see each other', async () => {
+  const a = await Sandbox.create('base', hutch.opts);
+  const b = await Sandbox.create('base', hutch.opts);
+  try {
+    await a.files.write('/tmp/secret', 'only in a');
+    assert.equal(await b.files.exists('/tmp/secret'), false);
+    const ps = await b.commands.run('ls /proc | grep -c "^[0-9]"');
+    assert.ok(Number(ps.stdout) < 10, `b sees ${ps.stdout} processes`);
+  } finally {
+    await a.kill();
+    await b.kill();
+  }
+});
