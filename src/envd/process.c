@@ -1034,7 +1034,7 @@ static int start_stream(struct connect_call *call, json_t *req, const struct con
         connect_error_set(err, CONNECT_INTERNAL, "cannot start the output thread");
         goto out;
     }
-    log_debug("started pid %d: %s", (int)pid, pl.file ? pl.file : "");
+    log_debug("started pid %d (%s)", (int)pid, json_string_value(json_object_get(p->config, "cmd")));
     *ret_ops = &sub_ops;
     *ret_state = s;
     rc = 0;
