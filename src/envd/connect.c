@@ -153,9 +153,9 @@ int connect_parse_unary_request(const void *body, size_t len, json_t **ret, stru
 
 int connect_parse_stream_request(const void *body, size_t len, json_t **ret, struct connect_error *err)
 {
-    uint8_t flags;
-    const char *payload;
-    size_t plen;
+    uint8_t flags = 0;
+    const char *payload = NULL;
+    size_t plen = 0;
     int n = connect_envelope_next(body, len, &flags, &payload, &plen, err);
     if (n < 0)
         return -1;
@@ -525,9 +525,9 @@ static void client_stream_feed(struct request *req)
 {
     size_t off = 0;
     while (!req->failed) {
-        uint8_t flags;
-        const char *payload;
-        size_t plen;
+        uint8_t flags = 0;
+        const char *payload = NULL;
+        size_t plen = 0;
         int n = connect_envelope_next(req->body.data + off, req->body.len - off, &flags, &payload, &plen,
                                       &req->err);
         if (n < 0) {
@@ -615,9 +615,9 @@ enum MHD_Result connect_handle(struct MHD_Connection *conn, const struct connect
     }
     if (req->kind == KIND_STREAM && req->body.len >= CONNECT_ENVELOPE_HEADER) {
         /* A header that promises too much is an error before its payload arrives. */
-        uint8_t flags;
-        const char *payload;
-        size_t plen;
+        uint8_t flags = 0;
+        const char *payload = NULL;
+        size_t plen = 0;
         if (connect_envelope_next(req->body.data, req->body.len, &flags, &payload, &plen, &req->err) < 0) {
             req->failed = true;
             buf_release(&req->body);

@@ -663,7 +663,7 @@ static struct proc *find_locked(pid_t pid, const char *tag, bool include_finishe
 
 static int lookup(const json_t *req, bool include_finished, struct proc **ret, struct connect_error *err)
 {
-    pid_t pid;
+    pid_t pid = 0;
     const char *tag;
     if (get_selector(req, &pid, &tag, err) < 0)
         return -1;
@@ -911,7 +911,7 @@ static int start_stream(struct connect_call *call, json_t *req, const struct con
     struct spawn_plan pl = { .in_r = -1, .out_w = -1, .err_w = -1, .pty_slave = -1 };
     _cleanup_close_ int master = -1, in_w = -1, out_r = -1, err_r = -1, errpipe_r = -1, errpipe_w = -1;
     struct winsize ws;
-    bool is_pty, want_stdin;
+    bool is_pty = false, want_stdin = false;
     int rc = -1;
 
     if (build_plan(call, req, &pl, &ws, &is_pty, &want_stdin, err) < 0)
@@ -1173,7 +1173,7 @@ static int send_signal_call(struct connect_call *call, json_t *req, json_t **ret
                             struct connect_error *err)
 {
     _cleanup_(proc_unrefp) struct proc *p = NULL;
-    int sig;
+    int sig = 0;
     if (parse_signal(json_object_get(req, "signal"), &sig, err) < 0)
         return -1;
     if (lookup(req, false, &p, err) < 0)
