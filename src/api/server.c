@@ -126,6 +126,31 @@ static enum MHD_Result check_api_key(struct api_server *s, struct MHD_Connection
     return MHD_YES;
 }
 
+/* A signed /files URL (the SDK's uploadUrl()/downloadUrl()) names no sandbox: it goes to the
+ * one whose access token produced the signature (e2b-compat 1.5). */
+enum signed_url { NOT_SIGNED, SIGNED_ROUTED, SIGNED_UNKNOWN };
+
+static enum signed_url route_signed_url(struct api_server *s, struct request_state *st,
+                                        struct MHD_Connection *conn, const char *url, const char *method)
+{
+    const char *signature = http_query(conn, "signature");
+    if (!s->orch || !signature || !streq(url, "/files"))
+        return NOT_SIGNED;
+    const char *op = streq(method, "GET") || streq(method, "HEAD") ? "read"
+                     : streq(method, "POST")                       ? "write"
+                                                                   : NULL;
+    if (!op)
+        return NOT_SIGNED;
+    char id[STORE_SANDBOX_ID_MAX + 1];
+    if (orch_sandbox_by_signature(s->orch, http_query(conn, "path"), op, http_query(conn, "username"),
+                                  http_query(conn, "signature_expiration"), signature, id) < 0)
+        return SIGNED_UNKNOWN;
+    memset(&st->target, 0, sizeof(st->target));
+    str_copy(st->target.sandbox_id, sizeof(st->target.sandbox_id), id);
+    st->target.port = GW_ENVD_PORT;
+    return SIGNED_ROUTED;
+}
+
 /* MHD calls this with the raw request target before it decodes anything; what it returns
  * becomes the request's *req_cls. The gateway forwards this target byte for byte. */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -159,6 +184,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return gw_handle(s->gateway, &st->target, conn, url, st->raw_uri, method, upload_data,
                              upload_data_size, &st->gateway_request);
         case GW_NOT_SANDBOX_TRAFFIC:
+            switch (route_signed_url(s, st, conn, url, method)) {
+            case SIGNED_ROUTED:
+                st->to_gateway = true;
+                return gw_handle(s->gateway, &st->target, conn, url, st->raw_uri, method, upload_data,
+                                 upload_data_size, &st->gateway_request);
+            case SIGNED_UNKNOWN:
+                return http_queue_error(conn, MHD_HTTP_UNAUTHORIZED, "invalid signature");
+            case NOT_SIGNED:
+                break;
+            }
             break;
         }
         st->req.server = s;

@@ -13,6 +13,7 @@
 
 #include "common/cleanup.h"
 #include "common/crypto.h"
+#include "common/file-signature.h"
 #include "common/fs-util.h"
 #include "common/json-util.h"
 #include "common/strutil.h"
@@ -460,6 +461,25 @@ int orch_sandbox_stats(struct orch *o, const char *id, struct runtime_stats *ret
         *ret_cpu_pct = pct > 100.0 ? 100.0 : pct;
     }
     sandbox_put(o, s);
+    return r;
+}
+
+int orch_sandbox_by_signature(struct orch *o, const char *path, const char *op, const char *user,
+                              const char *expiration, const char *signature, char *ret_id)
+{
+    int r = -ENOENT;
+    pthread_mutex_lock(&o->lock);
+    for (struct sandbox *s = o->sandboxes; s; s = s->next) {
+        enum file_sign_result k =
+            file_signature_check(signature, expiration, path ? path : "", op, user, s->token, time(NULL));
+        /* An expired one is still routed: envd then says that it expired. */
+        if (k == FILE_SIGN_OK || k == FILE_SIGN_EXPIRED) {
+            str_copy(ret_id, STORE_SANDBOX_ID_MAX + 1, s->id);
+            r = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&o->lock);
     return r;
 }
 

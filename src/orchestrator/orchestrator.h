@@ -77,6 +77,14 @@ int orch_sandbox_connect_info(struct orch *o, const char *id, json_t **ret, stru
 int orch_sandbox_stats(struct orch *o, const char *id, struct runtime_stats *ret,
                        struct orch_limits *ret_limits, double *ret_cpu_pct, struct error_record *err);
 
+/* The running sandbox whose access token makes `signature` a valid (possibly expired) URL
+ * signature of /files for path, op ("read" or "write"), user and expiration (raw query values,
+ * NULL when absent): how a signed upload/download URL, which names no sandbox, is routed.
+ * One SHA-256 per running sandbox. Writes the id (STORE_SANDBOX_ID_MAX + 1 bytes) or returns
+ * -ENOENT. */
+int orch_sandbox_by_signature(struct orch *o, const char *path, const char *op, const char *user,
+                              const char *expiration, const char *signature, char *ret_id);
+
 /* For the gateway (gw_connect_cb): a new TCP socket in the sandbox's network namespace. */
 int orch_sandbox_socket(void *orch, const char *id, uint16_t port, struct error_record *err);
 

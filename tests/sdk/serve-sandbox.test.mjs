@@ -139,3 +139,28 @@ test('sandboxes do not see each other', async () => {
     await b.kill();
   }
 });
+
+test('signed upload and download URLs work without any sandbox header', async () => {
+  const sbx = await Sandbox.create('base', hutch.opts);
+  try {
+    const up = await sbx.uploadUrl('/home/user/up.txt');
+    assert.ok(up.startsWith(hutch.url + '/files?'), up);
+    const form = new FormData();
+    form.append('file', new Blob(['via a signed url']), '/home/user/up.txt');
+    const r = await fetch(up, { method: 'POST', body: form });
+    assert.equal(r.status, 200, await r.clone().text());
+    assert.equal(await sbx.files.read('/home/user/up.txt'), 'via a signed url');
+
+    const down = await sbx.downloadUrl('/home/user/up.txt', { useSignatureExpiration: 60 });
+    const d = await fetch(down);
+    assert.equal(d.status, 200);
+    assert.equal(await d.text(), 'via a signed url');
+
+    const forged = down.replace(/signature=v1_[^&]+/, 'signature=v1_AAAA');
+    assert.equal((await fetch(forged)).status, 401);
+    const other = await sbx.downloadUrl('/etc/shadow');
+    assert.equal((await fetch(other.replace('%2Fetc%2Fshadow', '%2Fetc%2Fpasswd'))).status, 401);
+  } finally {
+    await sbx.kill();
+  }
+});

@@ -14,6 +14,7 @@
 #include "common/xalloc.h"
 #include "envd/envd.h"
 #include "envd/fs/files.h"
+#include "common/file-signature.h"
 #include "envd/fs/fs.h"
 #include "common/banned.h"
 
@@ -84,18 +85,18 @@ static int check_access(struct MHD_Connection *conn, const char *op, struct file
         return files_fail(fe, MHD_HTTP_UNAUTHORIZED, "access token present in header but does not match");
     }
     const char *path = http_query(conn, "path");
-    enum fs_sign_result r =
-        fs_signature_check(http_query(conn, "signature"), http_query(conn, "signature_expiration"),
-                           path ? path : "", op, http_query(conn, "username"), tok, time(NULL));
+    enum file_sign_result r =
+        file_signature_check(http_query(conn, "signature"), http_query(conn, "signature_expiration"),
+                             path ? path : "", op, http_query(conn, "username"), tok, time(NULL));
     explicit_bzero(tok, strlen(tok));
     switch (r) {
-    case FS_SIGN_OK:
+    case FILE_SIGN_OK:
         return 0;
-    case FS_SIGN_MISSING:
+    case FILE_SIGN_MISSING:
         return files_fail(fe, MHD_HTTP_UNAUTHORIZED, "missing signature query parameter");
-    case FS_SIGN_EXPIRED:
+    case FILE_SIGN_EXPIRED:
         return files_fail(fe, MHD_HTTP_UNAUTHORIZED, "signature is already expired");
-    case FS_SIGN_BAD_EXPIRATION:
+    case FILE_SIGN_BAD_EXPIRATION:
         return files_fail(fe, MHD_HTTP_BAD_REQUEST, "invalid signature_expiration: must be an integer");
     default:
         return files_fail(fe, MHD_HTTP_UNAUTHORIZED, "invalid signature");

@@ -103,26 +103,6 @@ int fs_metadata_read_fd(int fd, json_t **ret);
  * Returns 0, -EOPNOTSUPP when the filesystem has no user xattrs, or another -errno. */
 int fs_metadata_write_fd(int fd, const json_t *metadata);
 
-/* ---- URL signatures (sign.c) ---- */
-
-/* "v1_" + base64_std_nopad(sha256("<path>:<op>:<user>:<token>[:<expiration>]")). has_exp
- * selects the form with the expiration. Returns a malloc'd string. */
-char *fs_signature(const char *path, const char *op, const char *user, const char *token, bool has_exp,
-                   int64_t expiration);
-
-enum fs_sign_result {
-    FS_SIGN_OK = 0,
-    FS_SIGN_MISSING,        /* no signature given */
-    FS_SIGN_INVALID,        /* does not match */
-    FS_SIGN_EXPIRED,        /* matches, but the expiration is past */
-    FS_SIGN_BAD_EXPIRATION, /* signature_expiration is not an integer */
-};
-
-/* Checks a request's signature (constant-time compare). signature, user and expiration are
- * the raw query values (NULL when absent); path is the raw `path` query ("" when absent). */
-enum fs_sign_result fs_signature_check(const char *signature, const char *expiration, const char *path,
-                                       const char *op, const char *user, const char *token, time_t now);
-
 /* ---- HTTP helpers (mime.c) ---- */
 
 /* Content-Type for a file name by its extension (case-insensitive), or NULL when unknown. */
