@@ -536,6 +536,19 @@ static void *pump_main(void *arg)
     return NULL;
 }
 
+/* Gives up on a process that never got a pump: a Connect that attached to it in the meantime
+ * gets an end (as for exit 127) instead of waiting forever, and the table lets it go. */
+static void abandon_locked(struct proc *p)
+{
+    p->end_event = envd_process_end_event(127 << 8);
+    p->finished = true;
+    p->finished_at = now_usec(CLOCK_MONOTONIC);
+    json_t *end = json_incref(p->end_event);
+    deliver_locked(p, end, true);
+    json_decref(end);
+    table_remove_locked(p);
+}
+
 /* ---- reaping ---- */
 
 void envd_process_reap(void)
@@ -990,7 +1003,7 @@ static int start_stream(struct connect_call *call, json_t *req, const struct con
     while (k < 0 && errno == EINTR);
     if (k > 0) {
         lock_table();
-        table_remove_locked(p); /* the reaper collects the child's _exit(127) */
+        abandon_locked(p); /* the reaper collects the child's _exit(127) */
         pthread_mutex_unlock(&table_lock);
         connect_error_set(err, CONNECT_INTERNAL, "error starting process '%s': %s",
                           json_get_string(json_object_get(req, "process"), "cmd"),
@@ -1029,7 +1042,7 @@ static int start_stream(struct connect_call *call, json_t *req, const struct con
         sub_free(s);
         lock_table();
         proc_unref_locked(p);
-        table_remove_locked(p);
+        abandon_locked(p);
         pthread_mutex_unlock(&table_lock);
         connect_error_set(err, CONNECT_INTERNAL, "cannot start the output thread");
         goto out;

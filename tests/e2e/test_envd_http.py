@@ -545,3 +545,17 @@ def test_slow_client_does_not_grow_memory(envd):
         assert envd.unary("/process.Process/SendSignal",
                           {"process": {"pid": p["pid"]}, "signal": "SIGNAL_SIGKILL"})[0] == 200
     assert envd.healthy()
+
+
+def test_start_of_a_missing_program(envd):
+    _, _, env = envd.stream("/process.Process/Start",
+                            envelope({"process": {"cmd": "/no/such/program"}, "stdin": False}))
+    err = end_error(env)
+    assert err["code"] == "internal" and "No such file or directory" in err["message"], err
+    assert len(env) == 1
+    _, body = envd.unary("/process.Process/List", {})
+    assert body == {"processes": []}
+    # A relative command is looked up in PATH.
+    _, _, env = envd.stream("/process.Process/Start", envelope({"process": {"cmd": "true"}, "stdin": False}))
+    assert env[-2][1]["event"]["end"]["exited"] is True
+    assert envd.healthy()
