@@ -13,6 +13,24 @@
 
 #include "runtime/ns/ns.h"
 
+/* Raw syscalls, not glibc's wrappers: in a multi-threaded process glibc broadcasts credential
+ * changes to every thread it knows of (and takes its thread-list lock to do so). The child of a
+ * raw clone3 inherits that list and that lock from the parent, with none of the threads. */
+static int sys_setgroups(size_t n, const gid_t *groups)
+{
+    return (int)syscall(SYS_setgroups, n, groups);
+}
+
+static int sys_setresgid(gid_t r, gid_t e, gid_t s)
+{
+    return (int)syscall(SYS_setresgid, r, e, s);
+}
+
+static int sys_setresuid(uid_t r, uid_t e, uid_t s)
+{
+    return (int)syscall(SYS_setresuid, r, e, s);
+}
+
 #include "common/banned.h"
 
 /* Docker's default capability set minus CAP_MKNOD and CAP_NET_RAW. */
@@ -33,11 +51,11 @@ static bool kept(int cap)
 int ns_caps_become_root(struct error_record *err)
 {
     /* setgroups first: the host's supplementary groups are unmapped here and must go. */
-    if (setgroups(0, NULL) < 0)
+    if (sys_setgroups(0, NULL) < 0)
         return error_set_errno(err, errno, "setgroups");
-    if (setresgid(0, 0, 0) < 0)
+    if (sys_setresgid(0, 0, 0) < 0)
         return error_set_errno(err, errno, "setresgid(0)");
-    if (setresuid(0, 0, 0) < 0)
+    if (sys_setresuid(0, 0, 0) < 0)
         return error_set_errno(err, errno, "setresuid(0)");
     return 0;
 }
@@ -62,11 +80,11 @@ int ns_caps_apply(uid_t uid, gid_t gid, bool allow_setuid, const struct sock_fpr
     if (r < 0)
         return r;
     gid_t groups[1] = { gid };
-    if (setgroups(1, groups) < 0)
+    if (sys_setgroups(1, groups) < 0)
         return error_set_errno(err, errno, "setgroups(%u)", (unsigned)gid);
-    if (setresgid(gid, gid, gid) < 0)
+    if (sys_setresgid(gid, gid, gid) < 0)
         return error_set_errno(err, errno, "setresgid(%u)", (unsigned)gid);
-    if (setresuid(uid, uid, uid) < 0)
+    if (sys_setresuid(uid, uid, uid) < 0)
         return error_set_errno(err, errno, "setresuid(%u)", (unsigned)uid);
     if (uid == 0) {
         /* Root inside keeps only the container set (execve would compute the same from the

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/strutil.h"
 #include "common/xalloc.h"
@@ -27,33 +28,40 @@
 
 #define NS_DEFAULT_POOL "10.200.0.0/16"
 
-/* Stack buffers only: parts of this run in the sandbox child. */
+/* Parts of this run in the sandbox child, which was made by a raw clone3 (glibc's fork handlers
+ * did not run, so malloc's locks may be held by a thread that does not exist there): stack
+ * buffers and a plain socket only; libmnl builds and parses messages but does not allocate them. */
 struct nl {
-    struct mnl_socket *sock;
+    int fd;
+    unsigned portid;
     unsigned seq;
     char buf[8192];
 };
 
 static int nl_open(struct nl *nl)
 {
-    nl->sock = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
-    if (!nl->sock)
+    nl->fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (nl->fd < 0)
         return -errno;
-    if (mnl_socket_bind(nl->sock, 0, MNL_SOCKET_AUTOPID) < 0) {
+    struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
+    socklen_t len = sizeof(sa);
+    if (bind(nl->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        getsockname(nl->fd, (struct sockaddr *)&sa, &len) < 0) {
         int r = -errno;
-        mnl_socket_close(nl->sock);
-        nl->sock = NULL;
+        close(nl->fd);
+        nl->fd = -1;
         return r;
     }
+    nl->portid = sa.nl_pid;
     nl->seq = (unsigned)time(NULL);
     return 0;
 }
 
 static void nl_close(struct nl *nl)
 {
-    if (nl->sock)
-        mnl_socket_close(nl->sock);
-    nl->sock = NULL;
+    if (nl->fd >= 0)
+        close(nl->fd);
+    nl->fd = -1;
 }
 
 static struct nlmsghdr *nl_msg(struct nl *nl, uint16_t type, uint16_t flags)
@@ -68,14 +76,21 @@ static struct nlmsghdr *nl_msg(struct nl *nl, uint16_t type, uint16_t flags)
 /* Sends nlh and waits for its ACK; returns 0 or -errno from the kernel. */
 static int nl_talk(struct nl *nl, struct nlmsghdr *nlh)
 {
-    if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0)
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+    ssize_t n;
+    do
+        n = sendto(nl->fd, nlh, nlh->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel));
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
         return -errno;
     unsigned seq = nlh->nlmsg_seq;
     char rbuf[8192];
-    ssize_t n = mnl_socket_recvfrom(nl->sock, rbuf, sizeof(rbuf));
+    do
+        n = recv(nl->fd, rbuf, sizeof(rbuf), 0);
+    while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
-    if (mnl_cb_run(rbuf, (size_t)n, seq, mnl_socket_get_portid(nl->sock), NULL, NULL) < 0)
+    if (mnl_cb_run(rbuf, (size_t)n, seq, nl->portid, NULL, NULL) < 0)
         return -errno;
     return 0;
 }
