@@ -28,6 +28,10 @@
  * client can still receive the error; past it the connection is closed. */
 #define DISCARD_MAX (64u << 20)
 #define STREAM_BLOCK_SIZE (64u << 10)
+/* How much a stream gathers from messages that are already waiting before it writes. */
+#define BATCH_MAX (64u << 10)
+/* Largest message a stream sends. */
+#define STREAM_MESSAGE_MAX (16u << 20)
 
 static atomic_bool shutting_down;
 
@@ -308,20 +312,56 @@ static bool peer_gone(int fd)
 
 static void stream_append_json(struct stream *s, uint8_t flags, const char *json, size_t len)
 {
-    /* The out buffer is drained before a new message is pulled, so it holds at most one. */
-    if (connect_envelope_append(&s->out, flags, json, len) < 0)
-        abort();
+    /* The out buffer is drained before new messages are pulled: it holds at most BATCH_MAX
+     * bytes plus one message and the end of the stream. A message too big for it ends the
+     * stream with an error instead (the buffer keeps room for that). */
+    if (len > STREAM_MESSAGE_MAX || connect_envelope_append(&s->out, flags, json, len) < 0) {
+        static const char too_big[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"response message too large\"}}";
+        if (connect_envelope_append(&s->out, CONNECT_FLAG_END_STREAM, too_big, sizeof(too_big) - 1) < 0)
+            abort();
+        s->done = true;
+    }
     s->last_sent = now_usec(CLOCK_MONOTONIC);
 }
 
 static void stream_end(struct stream *s, const struct connect_error *err)
 {
+    if (s->done)
+        return;
     json_t *end = err ? json_pack("{s:o}", "error", connect_error_to_json(err)) : json_object();
     size_t len;
     _cleanup_free_ char *j = json_dump_compact(end, &len);
     json_decref(end);
     stream_append_json(s, CONNECT_FLAG_END_STREAM, j, len);
     s->done = true;
+}
+
+/* After a message, takes what else is ready at once (up to BATCH_MAX bytes, and the end of the
+ * stream), so that a burst goes out in one write instead of one per envelope. */
+static void stream_batch(struct stream *s)
+{
+    while (!s->done && s->out.len < BATCH_MAX) {
+        struct connect_error err = { 0 };
+        json_t *msg = NULL;
+        enum connect_next r = s->ops->next(s->state, 0, &msg, &err);
+        if (r == CONNECT_NEXT_IDLE)
+            return;
+        if (r == CONNECT_NEXT_END) {
+            stream_end(s, NULL);
+        } else if (r == CONNECT_NEXT_ERROR) {
+            stream_end(s, &err);
+        } else if (now_usec(CLOCK_MONOTONIC) >= s->deadline) {
+            json_decref(msg);
+            connect_error_set(&err, CONNECT_DEADLINE_EXCEEDED, "the operation timed out");
+            stream_end(s, &err);
+        } else {
+            size_t len;
+            _cleanup_free_ char *j = json_dump_compact(msg, &len);
+            json_decref(msg);
+            stream_append_json(s, 0, j, len);
+        }
+    }
 }
 
 /* Fills s->out with the next envelope, or returns false when the client is gone. */
@@ -357,6 +397,7 @@ static bool stream_produce(struct stream *s)
             _cleanup_free_ char *j = json_dump_compact(msg, &len);
             json_decref(msg);
             stream_append_json(s, 0, j, len);
+            stream_batch(s);
             return true;
         }
         case CONNECT_NEXT_END:
@@ -414,7 +455,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, struct request 
     struct stream *s = xcalloc(1, sizeof(*s));
     s->ops = ops;
     s->state = state;
-    buf_init(&s->out, 2 * CONNECT_MAX_MESSAGE);
+    buf_init(&s->out, BATCH_MAX + STREAM_MESSAGE_MAX + 4096);
     s->deadline = req->call.deadline;
     s->keepalive_interval = req->call.keepalive_interval;
     s->last_sent = now_usec(CLOCK_MONOTONIC);
