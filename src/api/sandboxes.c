@@ -419,3 +419,17 @@ enum MHD_Result api_sandbox_metrics(struct api_request *req)
     json_decref(m);
     return ret;
 }
+
+enum MHD_Result api_sandbox_pause(struct api_request *req)
+{
+    /* Pause and resume keep a sandbox's files (and, where possible, its memory) across a stop;
+     * that machinery is the templates/snapshots work (issue 6). Until then: say so, clearly. A
+     * sandbox that does not exist is still a 404, as the SDK expects. */
+    struct error_record err = { 0 };
+    json_t *info = NULL;
+    int r = orch_sandbox_connect_info(req->server_orch, req->params[0], &info, &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    json_decref(info);
+    return http_queue_error(req->conn, MHD_HTTP_NOT_IMPLEMENTED, "pause and resume are not implemented yet");
+}

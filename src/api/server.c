@@ -56,6 +56,10 @@ static const struct api_route routes[] = {
     { "POST", "/sandboxes/{id}/connect", api_sandbox_connect, .needs_orch = true },
     { "POST", "/v2/sandboxes/{id}/connect", api_sandbox_connect, .needs_orch = true },
     { "GET", "/sandboxes/{id}/metrics", api_sandbox_metrics, .needs_orch = true },
+    { "GET", "/sandboxes/{id}/logs", api_sandbox_logs_v1, .needs_orch = true },
+    { "GET", "/v2/sandboxes/{id}/logs", api_sandbox_logs_v2, .needs_orch = true },
+    { "POST", "/sandboxes/{id}/pause", api_sandbox_pause, .needs_orch = true },
+    { "POST", "/sandboxes/{id}/resume", api_sandbox_pause, .needs_orch = true },
 };
 
 /* Per-request state, allocated when MHD has read the request line (uri_logged) and freed when

@@ -42,6 +42,7 @@ struct sandbox {
     int64_t end_at_ms;
     bool pause_on_timeout;
     struct runtime_sandbox *rt;
+    struct log_sink *log;   /* envd's stdout and stderr */
     uint64_t last_cpu_usec; /* the previous stats sample, for cpuUsedPct; under orch.lock */
     usec_t last_sample;
     int refs;  /* the table's one, plus one per in-flight user; under orch.lock */
@@ -68,6 +69,8 @@ struct orch {
 
     pthread_mutex_t store_lock;
     struct store *store;
+
+    struct log_collector *logs;
 };
 
 static int64_t now_ms(void)
@@ -102,8 +105,7 @@ static void sandbox_free(struct orch *o, struct sandbox *s)
         o->cfg.runtime->destroy(s->rt);
     /* Only now, with the sandbox gone, may another one use its uid range. */
     safe_close(s->slot_fd);
-    _cleanup_free_ char *dir = xasprintf("%s/sandboxes/%s", o->state_dir, s->id);
-    rm_rf(dir);
+    orch_logs_sink_unref(s->log);
     free(s);
 }
 
@@ -209,18 +211,16 @@ static int random_id(char out[SANDBOX_ID_LEN + 1])
 static int start_sandbox(struct orch *o, struct sandbox *s, const struct orch_create *req,
                          struct error_record *err)
 {
-    _cleanup_free_ char *dir = xasprintf("%s/sandboxes/%s", o->state_dir, s->id);
-    if (mkdir(dir, 0700) < 0)
-        return error_set_errno(err, errno, "creating %s", dir);
-    _cleanup_free_ char *log_path = xasprintf("%s/envd.log", dir);
-    _cleanup_close_ int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log_fd < 0)
-        return error_set_errno(err, errno, "creating %s", log_path);
+    _cleanup_close_ int log_fd = -1;
+    int r = orch_logs_new_sink(o->logs, &s->log, &log_fd, err);
+    if (r < 0)
+        return r;
 
     const char *argv[] = { ENVD_IN_SANDBOX, "--listen",          "127.0.0.1:49983", "--default-user",
                            DEFAULT_USER,    "--default-workdir", DEFAULT_WORKDIR,   NULL };
+    /* envd logs JSON lines, which the logs endpoint hands out as structured entries. */
     const char *env[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
-                          "LANG=C.UTF-8", NULL };
+                          "LANG=C.UTF-8", "HUTCH_LOG_FORMAT=json", NULL };
     struct runtime_spec spec = {
         .id = s->id,
         .slot = s->slot,
@@ -246,9 +246,11 @@ static int start_sandbox(struct orch *o, struct sandbox *s, const struct orch_cr
         .stderr_fd = log_fd,
     };
     const struct runtime_ops *rt = o->cfg.runtime;
-    int r = rt->create(&o->cfg.runtime_config, &spec, &s->rt, err);
+    r = rt->create(&o->cfg.runtime_config, &spec, &s->rt, err);
     if (r < 0)
         return r;
+    /* The sandbox holds the write end now; ours would keep the pipe open after it is gone. */
+    log_fd = safe_close(log_fd);
     r = rt->start(s->rt, err);
     if (r < 0)
         return r;
@@ -483,6 +485,17 @@ int orch_sandbox_by_signature(struct orch *o, const char *path, const char *op, 
     return r;
 }
 
+int orch_sandbox_logs(struct orch *o, const char *id, int64_t since_ms, size_t limit, orch_log_line_cb cb,
+                      void *userdata, struct error_record *err)
+{
+    struct sandbox *s = sandbox_get(o, id);
+    if (!s)
+        return error_set(err, ENOENT, "sandbox %s not found", id);
+    int r = orch_logs_read(s->log, since_ms, limit, cb, userdata);
+    sandbox_put(o, s);
+    return r;
+}
+
 int orch_sandbox_socket(void *userdata, const char *id, uint16_t port, struct error_record *err)
 {
     struct orch *o = userdata;
@@ -515,8 +528,6 @@ static int forget_stale(const struct store_sandbox *sb, void *userdata)
     if (sb->state == STORE_SANDBOX_RUNNING) {
         struct error_record err = { 0 };
         store_sandbox_delete(o->store, sb->id, &err);
-        _cleanup_free_ char *dir = xasprintf("%s/sandboxes/%s", o->state_dir, sb->id);
-        rm_rf(dir);
     }
     return 0;
 }
@@ -539,9 +550,8 @@ static int reconcile(struct orch *o, struct error_record *err)
 static int prepare_templates(struct orch *o, struct error_record *err)
 {
     _cleanup_free_ char *templates = xasprintf("%s/templates", o->state_dir);
-    _cleanup_free_ char *sandboxes = xasprintf("%s/sandboxes", o->state_dir);
-    if ((mkdir(templates, 0700) < 0 && errno != EEXIST) || (mkdir(sandboxes, 0700) < 0 && errno != EEXIST))
-        return error_set_errno(err, errno, "creating %s/{templates,sandboxes}", o->state_dir);
+    if (mkdir(templates, 0700) < 0 && errno != EEXIST)
+        return error_set_errno(err, errno, "creating %s", templates);
 
     /* The base template's "/" layer is generated once; the host's /usr is the other layer. A
      * half-built one from a crash is rebuilt (it is written to a temporary name first). */
@@ -613,6 +623,8 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
     if (r >= 0)
         r = prepare_templates(o, err);
     if (r >= 0)
+        r = orch_logs_start(&o->logs, err);
+    if (r >= 0)
         r = reconcile(o, err);
     if (r >= 0) {
         r = -pthread_create(&o->timer, NULL, timer_main, o);
@@ -652,6 +664,7 @@ void orch_free(struct orch *o)
         kill_sandbox(o, s, &err);
         sandbox_put(o, s);
     }
+    orch_logs_stop(o->logs);
     store_free(o->store);
     if (o->cfg.runtime_config.run_dir == o->run_dir)
         rmdir(o->run_dir); /* empty once every sandbox is gone; best effort */

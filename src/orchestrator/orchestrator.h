@@ -85,6 +85,12 @@ int orch_sandbox_stats(struct orch *o, const char *id, struct runtime_stats *ret
 int orch_sandbox_by_signature(struct orch *o, const char *path, const char *op, const char *user,
                               const char *expiration, const char *signature, char *ret_id);
 
+/* envd's output lines (the last 1000, each at most 4 KiB) received at or after since_ms, up
+ * to limit, oldest first: cb(at_ms, line, userdata); a negative return stops the walk. */
+typedef int (*orch_log_line_cb)(int64_t at_ms, const char *line, void *userdata);
+int orch_sandbox_logs(struct orch *o, const char *id, int64_t since_ms, size_t limit, orch_log_line_cb cb,
+                      void *userdata, struct error_record *err);
+
 /* For the gateway (gw_connect_cb): a new TCP socket in the sandbox's network namespace. */
 int orch_sandbox_socket(void *orch, const char *id, uint16_t port, struct error_record *err);
 

@@ -18,7 +18,7 @@ def server(bindir, tmp_path_factory):
     srv.key = srv.create_key()
     yield srv
     assert srv.stop() == 0, srv.log()
-    assert os.listdir(os.path.join(srv.state_dir, "sandboxes")) == []
+    assert processes_in_cgroups_of(srv.state_dir) == []
 
 
 def call(server, method, path, body=None, key=True, headers=None):
@@ -164,9 +164,43 @@ def test_restart_forgets_sandboxes_of_the_dead_server_and_leaves_nothing(bindir,
     try:
         status, _, body = call(srv, "GET", f"/sandboxes/{sb['sandboxID']}")
         assert status == 404
-        assert os.listdir(tmp_path / "state" / "sandboxes") == []
         assert processes_in_cgroups_of(tmp_path / "state") == []
         status, _, sb2 = call(srv, "POST", "/v2/sandboxes", body={"templateID": "base"})
         assert status == 201
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_logs_are_envd_output_as_structured_entries(server):
+    status, _, sb = call(server, "POST", "/v2/sandboxes", body={"templateID": "base"})
+    assert status == 201
+    sid = sb["sandboxID"]
+    try:
+        status, _, body = call(server, "GET", f"/sandboxes/{sid}/logs")
+        assert status == 200
+        assert len(body["logs"]) == len(body["logEntries"]) >= 1
+        messages = [e["message"] for e in body["logEntries"]]
+        assert any("listening on 127.0.0.1:49983" in m for m in messages), messages
+        assert all(e["level"] in ("debug", "info", "warn", "error") for e in body["logEntries"])
+        assert all(e["fields"].get("program") == "envd" for e in body["logEntries"])
+        status, _, body = call(server, "GET", f"/sandboxes/{sid}/logs?start=99999999999999")
+        assert status == 200 and body["logs"] == []
+        status, _, body = call(server, "GET", f"/v2/sandboxes/{sid}/logs?level=warn")
+        assert status == 200 and all(e["level"] in ("warn", "error") for e in body["logs"])
+        status, _, body = call(server, "GET", f"/v2/sandboxes/{sid}/logs?search=listening")
+        assert status == 200 and len(body["logs"]) == 1
+        for bad in ("start=-1", "start=x", "limit=0", "limit=100000"):
+            assert call(server, "GET", f"/sandboxes/{sid}/logs?{bad}")[0] == 400, bad
+    finally:
+        call(server, "DELETE", f"/sandboxes/{sid}")
+    assert call(server, "GET", f"/sandboxes/{sid}/logs")[0] == 404
+
+
+def test_pause_is_a_clear_501_and_unknown_sandbox_404(server):
+    status, _, sb = call(server, "POST", "/v2/sandboxes", body={"templateID": "base"})
+    try:
+        status, _, body = call(server, "POST", f"/sandboxes/{sb['sandboxID']}/pause", body={})
+        assert status == 501 and body["code"] == 501 and "not implemented" in body["message"]
+    finally:
+        call(server, "DELETE", f"/sandboxes/{sb['sandboxID']}")
+    assert call(server, "POST", "/sandboxes/nosuch/pause", body={})[0] == 404

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Sandbox, SandboxNotFoundError, NotFoundError } from 'e2b';
-import { startHutch } from './lib/hutch.mjs';
+import { startHutch, processesOf } from './lib/hutch.mjs';
 
 let hutch;
 
@@ -14,10 +14,11 @@ before(async () => {
 after(async () => {
   const { code, leftovers } = await hutch.stop();
   assert.equal(code, 0, hutch.log());
-  assert.deepEqual(leftovers, [], 'sandbox directories left behind');
+  assert.deepEqual(leftovers, [], 'processes of sandboxes left behind');
 });
 
 test('create, run a command as user, files, kill', async () => {
+  assert.deepEqual(processesOf(hutch.stateDir), []);
   const sbx = await Sandbox.create('base', hutch.opts);
   assert.match(sbx.sandboxId, /^[a-z0-9]{20}$/);
   const r = await sbx.commands.run('id -un; pwd; echo $HOME');
@@ -26,6 +27,7 @@ test('create, run a command as user, files, kill', async () => {
   assert.equal(await sbx.files.read('/home/user/a.txt'), 'hello from the host');
   assert.deepEqual((await sbx.files.list('/home/user')).map((e) => e.name), ['a.txt']);
   assert.equal(await sbx.isRunning(), true);
+  assert.ok(processesOf(hutch.stateDir).length >= 1, 'the leak check must see a live sandbox');
   await sbx.kill();
   assert.equal(await sbx.isRunning(), false);
   await assert.rejects(sbx.commands.run('true'), /not running|not found|502/i);

@@ -3,12 +3,28 @@
 // e2b-compat 1.5 describes for local use).
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { buildDir, freePort } from './envd.mjs';
 
 export const hutchPath = path.join(buildDir, 'bin', 'hutch');
+
+// Pids in the cgroups of the instance that owns stateDir (hutch-<sha256(realpath)[:12]>): what
+// its sandboxes left running.
+export function processesOf(stateDir) {
+  const tag = createHash('sha256').update(fs.realpathSync(stateDir)).digest('hex').slice(0, 12);
+  const pids = [];
+  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').includes(`/hutch-${tag}/`)) pids.push(Number(pid));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
 
 export async function startHutch(extraArgs = []) {
   const port = await freePort();
@@ -49,9 +65,7 @@ export async function startHutch(extraArgs = []) {
         child.kill('SIGTERM');
         await once(child, 'exit');
       }
-      const leftovers = fs.existsSync(path.join(stateDir, 'sandboxes'))
-        ? fs.readdirSync(path.join(stateDir, 'sandboxes'))
-        : [];
+      const leftovers = processesOf(stateDir);
       fs.rmSync(stateDir, { recursive: true, force: true });
       return { code: child.exitCode, leftovers };
     },
