@@ -347,3 +347,48 @@ TEST(row07_shared_layers_stay_unchanged)
     ASSERT_STREQ(res.out, "/usr/lib/os-release:0\n/etc/passwd:0\ntrue-ok\n");
     priv_env_release(&env);
 }
+
+/* 6, 8: the same attacks with the tools an agent would reach for (util-linux, iproute2,
+ * nftables from the host's /usr), as the sandbox's root. Each must fail. */
+TEST(row06_08_with_userland_tools)
+{
+    struct priv_env env;
+    priv_env_init(&env);
+    struct host_state before;
+    host_snapshot(&before);
+    static const char *const attempts[] = {
+        "unshare -UrmC true",
+        "unshare -r true",
+        "unshare -m true",
+        "mount -t tmpfs none /mnt",
+        "mount -t cgroup -o memory cgroup /mnt",
+        "mount --bind /proc /mnt",
+        "umount /proc",
+        "nft list ruleset",
+        "ip link add x type dummy",
+        "ip addr add 10.9.9.9/24 dev lo",
+        "chroot / true && mknod /tmp/d b 8 0",
+        "hostname pwned",
+    };
+    /* A missing tool would make its attempt fail for the wrong reason. */
+    static const char *const tools[] = { "/usr/bin/unshare", "/usr/sbin/nft", "/usr/bin/mount", "/usr/bin/umount",
+                                         "/usr/sbin/chroot", "/usr/bin/mknod", "/usr/bin/hostname" };
+    for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++)
+        if (access(tools[i], X_OK) < 0)
+            SKIP("%s is not installed on this host", tools[i]);
+    if (access("/usr/sbin/ip", X_OK) < 0 && access("/usr/bin/ip", X_OK) < 0)
+        SKIP("ip(8) is not installed on this host");
+    for (size_t i = 0; i < sizeof(attempts) / sizeof(attempts[0]); i++) {
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "%s >/dev/null 2>&1 && echo ESCAPE || echo held", attempts[i]);
+        struct runtime_spec spec;
+        static struct priv_result res;
+        priv_spec_init(&env, &spec, (const char *const[]){ "/bin/sh", "-c", cmd, NULL });
+        priv_run(&env, &spec, &res);
+        ASSERT_OK(res.start_r);
+        if (strcmp(res.out, "held\n") != 0)
+            tap_fail(__FILE__, __LINE__, "`%s`: %s", attempts[i], res.out);
+    }
+    host_check(&before);
+    priv_env_release(&env);
+}

@@ -432,6 +432,10 @@ static int sandbox_create(const struct runtime_config *cfg, const struct runtime
     int sp[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
         return error_set_errno(err, errno, "socketpair");
+    /* Without CLONE_VM the child is a plain copy of this process, and ASan's shadow memory is
+     * copied with it; the child stays single-threaded, calls no allocator (see ns-caps.c and
+     * ns-net.c for why) and ends in execve or _exit, so ASan never needs its runtime (or the
+     * host's filesystem, gone after pivot_root) there. */
     pid_t pid = clone3_pidfd(NS_CLONE_FLAGS, &sb->pidfd, sb->cg->v2_fd, SIGCHLD);
     if (pid == 0) {
         close(sp[0]);
