@@ -66,6 +66,9 @@ struct api_route {
     bool needs_orch; /* answers 503 when the server runs without an orchestrator */
 };
 
+/* The route table (exposed for the test that checks it against the OpenAPI document). */
+size_t api_routes(const struct api_route **ret);
+
 /* Matches path against pattern, filling params with pointers into a copy the caller owns
  * (segments are written into scratch, which must hold strlen(path)+1 bytes). Returns true on a
  * match. Exposed for tests. */

@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "api/api.h"
+#include "api/api-internal.h"
 #include "common/cleanup.h"
 #include "common/http-util.h"
 #include "common/json-util.h"
@@ -45,6 +45,8 @@ struct api_server {
 
 static const struct api_route routes[] = {
     { "GET", "/health", api_health, .public = true },
+    { "GET", "/openapi.json", api_openapi, .public = true },
+    { "GET", "/metrics", api_metrics, .public = true },
     { "POST", "/v2/sandboxes", api_sandbox_create_v2, .needs_orch = true },
     { "POST", "/sandboxes", api_sandbox_create_v1, .needs_orch = true },
     { "GET", "/v2/sandboxes", api_sandbox_list_v2, .needs_orch = true },
@@ -182,6 +184,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                          http_header(conn, "E2b-Sandbox-Port"), http_header(conn, MHD_HTTP_HEADER_HOST),
                          &st->target)) {
         case GW_BAD_ROUTE:
+            gw_count_bad_route(s->gateway);
             return http_queue_error(conn, MHD_HTTP_BAD_REQUEST, "%s", st->target.error);
         case GW_ROUTED:
             st->to_gateway = true;
@@ -364,6 +367,17 @@ int api_server_start(const struct api_config *cfg, struct api_server **ret, stru
 fail:
     api_server_stop(s);
     return r;
+}
+
+struct gw *api_server_gateway(struct api_server *s)
+{
+    return s->gateway;
+}
+
+size_t api_routes(const struct api_route **ret)
+{
+    *ret = routes;
+    return ARRAY_SIZE(routes);
 }
 
 uint16_t api_server_port(const struct api_server *s)

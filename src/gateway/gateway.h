@@ -74,6 +74,17 @@ enum MHD_Result gw_handle(struct gw *gw, const struct gw_target *target, struct 
                           size_t *upload_data_size, void **req_cls);
 void gw_request_completed(void *req_cls);
 
+/* Counters for the server's /metrics. */
+struct gw_metrics {
+    uint64_t requests;    /* routed requests */
+    uint64_t bad_routes;  /* 400: half routed or malformed */
+    uint64_t refused;     /* 403: internal routes */
+    uint64_t unreachable; /* 502: sandbox gone, port closed, upstream failed */
+};
+void gw_get_metrics(struct gw *gw, struct gw_metrics *ret);
+/* Counts a request that gw_route() refused (the caller answers it). */
+void gw_count_bad_route(struct gw *gw);
+
 /* Drops the pooled upstream connections of a sandbox (call when it stops running). */
 void gw_forget_sandbox(struct gw *gw, const char *sandbox_id);
 

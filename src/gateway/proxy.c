@@ -44,6 +44,7 @@ struct pool_entry {
 
 struct gw {
     struct gw_config cfg;
+    _Atomic uint64_t requests, bad_routes, refused, unreachable;
     pthread_mutex_t lock;
     struct pool_entry pool[POOL_MAX_IDLE];
     size_t n_pool;
@@ -95,6 +96,19 @@ void gw_set_connect(struct gw *gw, gw_connect_cb connect, void *userdata)
 {
     gw->cfg.connect = connect;
     gw->cfg.userdata = userdata;
+}
+
+void gw_get_metrics(struct gw *gw, struct gw_metrics *ret)
+{
+    ret->requests = gw->requests;
+    ret->bad_routes = gw->bad_routes;
+    ret->refused = gw->refused;
+    ret->unreachable = gw->unreachable;
+}
+
+void gw_count_bad_route(struct gw *gw)
+{
+    gw->bad_routes++;
 }
 
 void gw_free(struct gw *gw)
@@ -350,6 +364,7 @@ static void setup_easy(struct gw_request *r, struct MHD_Connection *conn, const 
 
 static enum MHD_Result queue_502(struct gw_request *r, struct MHD_Connection *conn)
 {
+    r->gw->unreachable++;
     const char *why;
     char detail[ERROR_MSG_MAX + 64];
     if (r->connect_r == -ENOENT)
@@ -431,8 +446,11 @@ enum MHD_Result gw_handle(struct gw *gw, const struct gw_target *target, struct 
 {
     struct gw_request *r = *req_cls;
     if (!r) {
-        if (gw_path_is_internal(target->port, path))
+        gw->requests++;
+        if (gw_path_is_internal(target->port, path)) {
+            gw->refused++;
             return http_queue_error(conn, MHD_HTTP_FORBIDDEN, "%s is internal to the sandbox", path);
+        }
         r = xcalloc(1, sizeof(*r));
         r->gw = gw;
         r->target = *target;

@@ -71,7 +71,49 @@ struct orch {
     struct store *store;
 
     struct log_collector *logs;
+
+    /* Counters for /metrics, under lock. */
+    uint64_t creates, create_failures, timeouts;
+    uint64_t create_bucket[ORCH_CREATE_BUCKETS + 1]; /* per bucket, not cumulative */
+    usec_t create_usec_sum;
 };
+
+const unsigned orch_create_bucket_ms[ORCH_CREATE_BUCKETS] = { 10,  25,   50,   100,  250,
+                                                              500, 1000, 2500, 5000, 10000 };
+
+static void count_create(struct orch *o, bool ok, usec_t took)
+{
+    size_t b = 0;
+    while (b < ORCH_CREATE_BUCKETS && took > (usec_t)orch_create_bucket_ms[b] * USEC_PER_MSEC)
+        b++;
+    pthread_mutex_lock(&o->lock);
+    if (ok) {
+        o->creates++;
+        o->create_bucket[b]++;
+        o->create_usec_sum += took;
+    } else {
+        o->create_failures++;
+    }
+    pthread_mutex_unlock(&o->lock);
+}
+
+void orch_get_metrics(struct orch *o, struct orch_metrics *ret)
+{
+    *ret = (struct orch_metrics){ 0 };
+    pthread_mutex_lock(&o->lock);
+    ret->running = o->n_sandboxes;
+    ret->creating = o->n_creating;
+    ret->creates = o->creates;
+    ret->create_failures = o->create_failures;
+    ret->timeouts = o->timeouts;
+    uint64_t cum = 0;
+    for (size_t b = 0; b <= ORCH_CREATE_BUCKETS; b++) {
+        cum += o->create_bucket[b];
+        ret->create_bucket[b] = cum;
+    }
+    ret->create_seconds_sum = (double)o->create_usec_sum / (double)USEC_PER_SEC;
+    pthread_mutex_unlock(&o->lock);
+}
 
 static int64_t now_ms(void)
 {
@@ -287,11 +329,13 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
     if (r < 0)
         return r;
 
+    usec_t began = now_usec(CLOCK_MONOTONIC);
     struct sandbox *s = xcalloc(1, sizeof(*s));
     s->slot_fd = -1;
     r = reserve(o, s, err);
     if (r < 0) {
         free(s);
+        count_create(o, false, 0);
         return r;
     }
     s->refs = 1;
@@ -338,6 +382,7 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
         pthread_cond_signal(&o->timer_wake);
     }
     pthread_mutex_unlock(&o->lock);
+    count_create(o, r >= 0, now_usec(CLOCK_MONOTONIC) - began);
     if (r < 0) {
         sandbox_free(o, s); /* the same teardown as a kill */
         return r;
@@ -409,6 +454,7 @@ static void *timer_main(void *arg)
             }
         }
         if (expired) {
+            o->timeouts++;
             pthread_mutex_unlock(&o->lock);
             /* Pause on timeout needs issue 6's pause; until then a timeout kills. */
             struct error_record err = { 0 };

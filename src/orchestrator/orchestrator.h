@@ -94,6 +94,20 @@ int orch_sandbox_logs(struct orch *o, const char *id, int64_t since_ms, size_t l
 /* For the gateway (gw_connect_cb): a new TCP socket in the sandbox's network namespace. */
 int orch_sandbox_socket(void *orch, const char *id, uint16_t port, struct error_record *err);
 
+/* Counters for the server's /metrics. Buckets are upper bounds in milliseconds. */
+#define ORCH_CREATE_BUCKETS 10
+extern const unsigned orch_create_bucket_ms[ORCH_CREATE_BUCKETS];
+struct orch_metrics {
+    uint64_t running;
+    uint64_t creating;
+    uint64_t creates; /* succeeded */
+    uint64_t create_failures;
+    uint64_t timeouts;                               /* sandboxes killed by their timeout */
+    uint64_t create_bucket[ORCH_CREATE_BUCKETS + 1]; /* cumulative counts per bucket; last: +Inf */
+    double create_seconds_sum;
+};
+void orch_get_metrics(struct orch *o, struct orch_metrics *ret);
+
 /* The store, for read-only queries by the API (list, get). The caller holds orch_store_lock. */
 struct store *orch_store_lock(struct orch *o);
 void orch_store_unlock(struct orch *o);

@@ -171,6 +171,26 @@ def test_restart_forgets_sandboxes_of_the_dead_server_and_leaves_nothing(bindir,
         assert srv.stop() == 0, srv.log()
 
 
+def metric(server, name):
+    for line in server.request("GET", "/metrics")[2].decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_metrics_count_creates(server):
+    creates = metric(server, "hutch_sandbox_creates_total")
+    failures = metric(server, "hutch_sandbox_create_failures_total")
+    status, _, sb = call(server, "POST", "/v2/sandboxes", body={"templateID": "base"})
+    assert status == 201
+    assert metric(server, 'hutch_sandboxes{state="running"}') >= 1
+    call(server, "DELETE", f"/sandboxes/{sb['sandboxID']}")
+    assert metric(server, "hutch_sandbox_creates_total") == creates + 1
+    assert metric(server, 'hutch_sandbox_create_seconds_bucket{le="+Inf"}') >= creates + 1
+    call(server, "POST", "/v2/sandboxes", body={"templateID": "nope"})
+    assert metric(server, "hutch_sandbox_create_failures_total") == failures
+
+
 def test_logs_are_envd_output_as_structured_entries(server):
     status, _, sb = call(server, "POST", "/v2/sandboxes", body={"templateID": "base"})
     assert status == 201

@@ -129,3 +129,28 @@ def test_envd_internal_routes_are_never_forwarded(server):
             headers={"E2b-Sandbox-Id": "abc123", "E2b-Sandbox-Port": "49983"})
         assert status == 403, path
         error_body(data, 403)
+
+
+def test_openapi_document_is_served(server):
+    status, headers, data = server.request("GET", "/openapi.json")
+    assert status == 200 and headers["content-type"].startswith("application/json")
+    doc = json.loads(data)
+    assert doc["openapi"].startswith("3.")
+    assert "/v2/sandboxes" in doc["paths"] and "post" in doc["paths"]["/v2/sandboxes"]
+
+
+def test_prometheus_metrics(server):
+    status, headers, data = server.request("GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = data.decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples['hutch_sandboxes{state="running"}'] == 0
+    before = samples["hutch_gateway_unreachable_total"]
+    server.request("GET", "/health", headers={"E2b-Sandbox-Id": "gone", "E2b-Sandbox-Port": "49983"})
+    after = server.request("GET", "/metrics")[2].decode()
+    assert f"hutch_gateway_unreachable_total {int(before) + 1}" in after
+    assert 'hutch_sandbox_create_seconds_bucket{le="+Inf"}' in text
