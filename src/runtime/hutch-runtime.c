@@ -10,6 +10,7 @@
  *
  * `run` uses this terminal's stdin/stdout/stderr and exits with the command's status. With
  * --base, the layers are DIR at / and the host's /usr at /usr (the `host` template). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -200,6 +201,26 @@ static int cmd_run(struct opts *o)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* Removes the temporary base template bench made (files, symlinks and directories only). */
+static void rm_rf_at(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        unlinkat(dirfd, name, 0);
+        return;
+    }
+    DIR *d = fdopendir(fd);
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
+            rm_rf_at(fd, de->d_name);
+    if (d)
+        closedir(d);
+    else
+        close(fd);
+    unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
 static int cmp_usec(const void *a, const void *b)
 {
     usec_t x = *(const usec_t *)a, y = *(const usec_t *)b;
@@ -339,6 +360,8 @@ static int cmd_bench(struct opts *o)
     free(create);
     free(destroy);
     free(kill_destroy);
+    if (!o->base)
+        rm_rf_at(AT_FDCWD, tmp);
     printf("(n = %zu)\n", n);
     return 0;
 }

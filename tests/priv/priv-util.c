@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -42,6 +43,53 @@ static int copy_file(const char *from, int dirfd, const char *name, mode_t mode)
     return n < 0 ? -EIO : 0;
 }
 
+/* Cleanup commands registered by the test, in memory shared with the guard. */
+struct priv_shared {
+    int n;
+    char cmds[8][512];
+};
+static struct priv_shared *shared;
+
+void priv_on_cleanup(const char *cmd)
+{
+    if (shared && shared->n < 8)
+        snprintf(shared->cmds[shared->n++], sizeof(shared->cmds[0]), "%s", cmd);
+}
+
+static int rm_rf_at(int dirfd, const char *name);
+
+/* The test goes on in a child; this process waits for it and then removes whatever it left,
+ * whether it passed or died on a failed assertion: every sandbox under the test cgroup parent
+ * (processes, cgroups, nftables objects), the registered fixtures, the temporary directory. */
+static void guard(struct priv_env *env)
+{
+    shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED)
+        tap_fail(__FILE__, __LINE__, "mmap: %s", strerror(errno));
+    shared->n = 0;
+    fflush(stdout);
+    pid_t child = fork();
+    if (child < 0)
+        tap_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
+    if (child == 0)
+        return;
+    int st;
+    while (waitpid(child, &st, 0) < 0 && errno == EINTR)
+        ;
+    struct runtime_config cfg = { .cgroup_parent = PRIV_CGROUP_PARENT };
+    runtime_ns_cleanup(&cfg);
+    for (int i = 0; i < shared->n; i++)
+        priv_sh(shared->cmds[i]);
+    rm_rf_at(AT_FDCWD, env->dir);
+    fflush(stdout);
+    if (WIFSIGNALED(st)) {
+        printf("# test process killed by signal %d (%s)\n", WTERMSIG(st), strsignal(WTERMSIG(st)));
+        fflush(stdout);
+        _exit(1);
+    }
+    _exit(WEXITSTATUS(st));
+}
+
 void priv_env_init(struct priv_env *env)
 {
     if (geteuid() != 0)
@@ -53,6 +101,7 @@ void priv_env_init(struct priv_env *env)
     if (!mkdtemp(env->dir))
         tap_fail(__FILE__, __LINE__, "mkdtemp: %s", strerror(errno));
     chmod(env->dir, 0755);
+    guard(env);
     snprintf(env->tpl, sizeof(env->tpl), "%s/base", env->dir);
     struct error_record err;
     error_clear(&err);

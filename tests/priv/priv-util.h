@@ -20,8 +20,12 @@ struct priv_env {
     struct runtime_config cfg;
 };
 
-/* Skips the test unless root with the kernel features needed. Builds the template. */
+/* Skips the test unless root with the kernel features needed. Builds the template. The test
+ * continues in a forked child; the calling process waits for it and cleans up after it, even
+ * when an assertion killed it (see priv_on_cleanup). */
 void priv_env_init(struct priv_env *env);
+/* Registers a shell command the guard runs after the test (fixtures outside the runtime). */
+void priv_on_cleanup(const char *cmd);
 void priv_env_release(struct priv_env *env);
 
 /* A spec with sane defaults: the three layers, 256 MiB memory, 64 MiB disk, 256 pids, uid 0,

@@ -57,6 +57,10 @@ static void world_up(void)
              "ip addr add 203.0.113.1/24 dev %s && ip link set %s up && "
              "ip -n %s addr add 203.0.113.2/24 dev wv0 && ip -n %s link set wv0 up && ip -n %s link set lo up",
              world_ns, world_link, world_ns, world_link, world_link, world_ns, world_ns, world_ns);
+    char undo[256];
+    snprintf(undo, sizeof(undo), "ip netns pids %s 2>/dev/null | xargs -r kill -9; ip link del %s 2>/dev/null; "
+             "ip netns del %s 2>/dev/null; true", world_ns, world_link, world_ns);
+    priv_on_cleanup(undo);
     sh(cmd);
     world_server = fork();
     if (world_server == 0) {
