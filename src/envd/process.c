@@ -1,10 +1,11 @@
 /* process.Process: Start, Connect, List, SendInput, StreamInput, SendSignal, Update,
  * CloseStdin (e2b-compat 3.6), over a table of the processes envd started.
  *
- * Invariants (see process.h): fork and table insertion happen under the table lock, and so
- * does waitpid, so no exit status is lost. One pump thread per process reads its output and
- * hands events to each attached subscriber's queue; a full queue blocks the pump (and so the
- * process, through its pipe) for at most SUB_BLOCK_MAX, after which that subscriber is cut off
+ * Invariants (see process.h): waitpid runs under the table lock, and a child reaped before
+ * its insertion leaves its status in early_exits for the spawner, so no exit status is lost.
+ * Children are started vfork-style (spawn()) and make only raw system calls until execve. One pump thread per
+ * process reads its output and hands events to each attached subscriber's queue; a full queue blocks the pump
+ * (and so the process, through its pipe) for at most SUB_BLOCK_MAX, after which that subscriber is cut off
  * with resource_exhausted: a slow client bounds envd's memory instead of growing it. Output
  * while nobody is attached is dropped. A finished process keeps its start and end events for a
  * late Connect; at most RETAIN_MAX of them, for at most RETAIN_USEC. */
@@ -20,7 +21,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#endif
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -551,6 +557,29 @@ static void abandon_locked(struct proc *p)
 
 /* ---- reaping ---- */
 
+/* Exit statuses of children reaped while not in the table, numbered by reap_seq: a child exits
+ * between spawn() and its insertion (or is an orphan that envd as pid 1 adopted). A spawner
+ * claims an entry only if it was recorded after its spawn began: the pid cannot have been
+ * reaped for anyone else since then, because it was the new child's all along. */
+#define EARLY_EXITS 1024
+static struct {
+    pid_t pid;
+    int wstatus;
+    uint64_t seq;
+} early_exits[EARLY_EXITS];
+static uint64_t reap_seq;
+
+static void claim_early_exit_locked(struct proc *p, uint64_t since)
+{
+    for (size_t i = 0; i < EARLY_EXITS; i++)
+        if (early_exits[i].seq > since && early_exits[i].pid == p->pid) {
+            p->exited = true;
+            p->wstatus = early_exits[i].wstatus;
+            early_exits[i].pid = 0;
+            return;
+        }
+}
+
 void envd_process_reap(void)
 {
     lock_table();
@@ -559,13 +588,21 @@ void envd_process_reap(void)
         pid_t pid = waitpid(-1, &st, WNOHANG);
         if (pid <= 0)
             break;
+        bool known = false;
         for (struct proc *p = table; p; p = p->next)
             if (p->pid == pid && !p->exited) {
                 p->exited = true;
                 p->wstatus = st;
                 pthread_cond_broadcast(&table_cond);
+                known = true;
                 break;
             }
+        if (!known) {
+            reap_seq++;
+            early_exits[reap_seq % EARLY_EXITS].pid = pid;
+            early_exits[reap_seq % EARLY_EXITS].wstatus = st;
+            early_exits[reap_seq % EARLY_EXITS].seq = reap_seq;
+        }
     }
     pthread_mutex_unlock(&table_lock);
 }
@@ -759,6 +796,11 @@ struct spawn_plan {
     int pty_slave;
 };
 
+struct spawn_args {
+    const struct spawn_plan *pl;
+    int errpipe;
+};
+
 static void plan_release(struct spawn_plan *pl)
 {
     free(pl->file);
@@ -791,25 +833,47 @@ static char *find_executable(const char *cmd, char **envp)
     return xstrdup(cmd); /* execve reports ENOENT */
 }
 
-/* In the child: only async-signal-safe calls from here to execve. */
-_noreturn_ static void child_exec(const struct spawn_plan *pl, int errpipe)
+/* The kernel's struct sigaction (x86-64 and arm64 alike), for raw rt_sigaction. */
+struct kernel_sigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    uint64_t mask;
+};
+
+/* Child code is not instrumented by ASan: its stack redzones would be written to shadow memory
+ * that envd shares with the child, and outlive the stack. */
+#define CHILD_CODE __attribute__((no_sanitize_address, noinline))
+
+CHILD_CODE static int raw_dup2(int from, int to)
 {
-    int e = 0;
-    sigset_t none;
-    sigemptyset(&none);
-    struct sigaction dfl = { .sa_handler = SIG_DFL };
-    for (int sig = 1; sig < NSIG; sig++)
-        sigaction(sig, &dfl, NULL); /* ignored signals would stay ignored across exec */
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    if (setsid() < 0)
+    if (from == to) /* dup3 refuses this; the fd only needs to lose CLOEXEC */
+        return (int)syscall(SYS_fcntl, to, F_SETFD, 0);
+    return (int)syscall(SYS_dup3, from, to, 0);
+}
+
+/* The child of spawn(): it shares envd's memory until execve (CLONE_VM | CLONE_VFORK), with
+ * envd's thread suspended. So it makes raw system calls only: no libc state, no locks, no
+ * sanitizer interceptors (which could touch state shared with the parent), no allocation. */
+CHILD_CODE static int child_main(void *arg)
+{
+    const struct spawn_args *a = arg;
+    const struct spawn_plan *pl = a->pl;
+    struct kernel_sigaction dfl = { .handler = SIG_DFL };
+    uint64_t none = 0;
+    /* ignored signals would stay ignored across exec; handled ones are reset by it */
+    for (int sig = 1; sig <= 64; sig++)
+        syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(uint64_t));
+    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(uint64_t)) < 0 ||
+        syscall(SYS_setsid) < 0)
         goto fail;
     if (pl->pty_slave >= 0) {
-        if (ioctl(pl->pty_slave, TIOCSCTTY, 0) < 0)
+        if (syscall(SYS_ioctl, pl->pty_slave, TIOCSCTTY, 0) < 0)
             goto fail;
         for (int fd = 0; fd < 3; fd++)
-            if (dup2(pl->pty_slave, fd) < 0)
+            if (raw_dup2(pl->pty_slave, fd) < 0)
                 goto fail;
-    } else if (dup2(pl->in_r, 0) < 0 || dup2(pl->out_w, 1) < 0 || dup2(pl->err_w, 2) < 0) {
+    } else if (raw_dup2(pl->in_r, 0) < 0 || raw_dup2(pl->out_w, 1) < 0 || raw_dup2(pl->err_w, 2) < 0) {
         goto fail;
     }
     if (pl->switch_user) {
@@ -818,18 +882,38 @@ _noreturn_ static void child_exec(const struct spawn_plan *pl, int errpipe)
             syscall(SYS_setresuid, pl->user.uid, pl->user.uid, pl->user.uid) < 0)
             goto fail;
     }
-    if (chdir(pl->cwd) < 0)
+    if (syscall(SYS_chdir, pl->cwd) < 0)
         goto fail;
     /* errpipe is CLOEXEC; everything else but 0, 1, 2 must not leak into the child. */
-    if (errpipe > 3) {
-        syscall(SYS_close_range, 3u, (unsigned)errpipe - 1, 0u);
-    }
-    syscall(SYS_close_range, (unsigned)errpipe + 1, ~0u, 0u);
-    execve(pl->file, pl->argv, pl->envp);
-fail:
-    e = errno;
-    (void)!write(errpipe, &e, sizeof(e));
-    _exit(127);
+    if (a->errpipe > 3)
+        syscall(SYS_close_range, 3u, (unsigned)a->errpipe - 1, 0u);
+    syscall(SYS_close_range, (unsigned)a->errpipe + 1, ~0u, 0u);
+    syscall(SYS_execve, pl->file, pl->argv, pl->envp);
+fail:;
+    int e = errno; /* glibc's syscall() sets it, in the suspended parent thread's TLS */
+    syscall(SYS_write, a->errpipe, &e, sizeof(e));
+    syscall(SYS_exit_group, 127);
+    return 127;
+}
+
+/* Starts the child as vfork does (no copy of envd's address space, no copy-on-write faults
+ * afterwards), with its own stack. Returns the pid or -errno. */
+static pid_t spawn(const struct spawn_plan *pl, int errpipe)
+{
+    const size_t stack_size = 256u << 10;
+    void *stack =
+        mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED)
+        return -errno;
+    struct spawn_args a = { .pl = pl, .errpipe = errpipe };
+    pid_t pid = clone(child_main, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+    int e = errno;
+#ifdef __SANITIZE_ADDRESS__
+    /* Whatever the clone wrapper left in the shadow of the stack must not outlive it. */
+    __asan_unpoison_memory_region(stack, stack_size);
+#endif
+    munmap(stack, stack_size);
+    return pid < 0 ? -e : pid;
 }
 
 static int build_plan(struct connect_call *call, const json_t *req, struct spawn_plan *pl, struct winsize *ws,
@@ -977,19 +1061,22 @@ static int start_stream(struct connect_call *call, json_t *req, const struct con
         connect_error_set(err, CONNECT_RESOURCE_EXHAUSTED, "too many processes");
         goto out;
     }
-    pid_t pid = fork();
-    if (pid == 0)
-        child_exec(&pl, errpipe_w);
+    uint64_t seq = reap_seq;
+    pthread_mutex_unlock(&table_lock);
+
+    /* Not under the table lock: this thread waits here until the child has exec'd. */
+    pid_t pid = spawn(&pl, errpipe_w);
     if (pid < 0) {
-        int e = errno;
-        pthread_mutex_unlock(&table_lock);
         proc_unref(p);
-        connect_error_set(err, CONNECT_INTERNAL, "fork: %s", errno_to_string(e));
+        connect_error_set(err, CONNECT_INTERNAL, "cannot start a process: %s", errno_to_string(-pid));
         goto out;
     }
+    lock_table();
     p->pid = pid;
     p->next = table;
     table = p;
+    /* The reaper may have been quicker than this insertion. */
+    claim_early_exit_locked(p, seq);
     pthread_mutex_unlock(&table_lock);
 
     /* The child's ends belong to it now. */

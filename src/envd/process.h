@@ -1,9 +1,10 @@
 /* envd's process service (process.Process, e2b-compat 3.4 and 3.6) and its process table.
  *
- * Invariants: a child is inserted in the table under the table lock held across fork(), and
- * the reaper waits for children under the same lock, so an exit status is never lost to a
- * race. Each process has one pump thread that reads its output and fans it out to the attached
- * subscribers' bounded queues; the `end` event is sent only after the output pipes drain. */
+ * Invariants: no exit status is lost to a race. The reaper waits for children under the table
+ * lock; a child that it reaps before its spawner has put it in the table is kept in a small
+ * numbered list that the spawner checks on insertion. Each process has one pump thread that
+ * reads its output and fans it out to the attached subscribers' bounded queues; the `end`
+ * event is sent only after the output pipes drain. */
 #pragma once
 
 #include <jansson.h>

@@ -470,8 +470,11 @@ def test_tag_selects_for_connect_and_list(envd):
 def _children(pid: int):
     out = []
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            out += [int(x) for x in f.read().split()]
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except FileNotFoundError:
+            pass  # a thread that just ended
     return out
 
 
