@@ -3,6 +3,9 @@
 // the same `/bin/bash -l -c true` directly from Node: the difference is what envd (and the
 // Connect round trip over loopback) adds. Goal (issue 3): under 1 ms at the median.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { startEnvd } from '../tests/sdk/lib/envd.mjs';
 
 const WARMUP = 20;
@@ -13,10 +16,14 @@ function median(xs) {
   return s[Math.floor(s.length / 2)];
 }
 
+// Both sides get the same empty HOME, so that the machine's own login profile (which may
+// start slow tools) is not part of either figure.
+const HOME = fs.mkdtempSync(path.join(os.tmpdir(), 'hutch-bench-home-'));
+
 function spawnOnce() {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    const c = spawn('/bin/bash', ['-l', '-c', 'true'], { stdio: 'ignore' });
+    const c = spawn('/bin/bash', ['-l', '-c', 'true'], { stdio: 'ignore', env: { ...process.env, HOME } });
     c.on('error', reject);
     c.on('exit', () => resolve(Number(process.hrtime.bigint() - t0) / 1e6));
   });
@@ -29,13 +36,13 @@ async function main() {
     const sdk = [];
     const direct = [];
     for (let i = 0; i < WARMUP; i++) {
-      await sbx.commands.run('true');
+      await sbx.commands.run('true', { envs: { HOME } });
       await spawnOnce();
     }
     // Interleave so that both see the same machine state.
     for (let i = 0; i < RUNS; i++) {
       const t0 = process.hrtime.bigint();
-      await sbx.commands.run('true');
+      await sbx.commands.run('true', { envs: { HOME } });
       sdk.push(Number(process.hrtime.bigint() - t0) / 1e6);
       direct.push(await spawnOnce());
     }
@@ -47,6 +54,7 @@ async function main() {
     row('envd overhead p50 (difference)', a - b, 0, '-', '< 1 ms');
   } finally {
     await envd.stop();
+    fs.rmSync(HOME, { recursive: true, force: true });
   }
 }
 

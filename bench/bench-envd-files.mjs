@@ -3,7 +3,8 @@
 // beside the same transfers against Python's http.server (download) and a plain local file
 // write (upload: the disk's own ceiling). Also envd's idle RSS and its peak RSS (VmHWM) over the
 // transfers. Goals (issue 3): >= 1 GB/s on loopback, peak RSS < 32 MiB, idle RSS < 4 MiB.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,6 +12,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { startEnvd, freePort } from '../tests/sdk/lib/envd.mjs';
 
+const run = promisify(execFile);
 const SIZE = Number(process.env.BENCH_FILE_MIB || 256) * 1024 * 1024;
 
 function statusKiB(pid, field) {
@@ -81,7 +83,22 @@ async function main() {
     if (pyGot !== SIZE) throw new Error('python download size mismatch');
     const pyPeakKiB = statusKiB(py.pid, 'VmHWM');
 
+    // The same transfers with curl, which is no bottleneck itself: envd's own throughput.
+    const curl = async (args) => {
+      const t0 = process.hrtime.bigint();
+      await run('curl', ['-sS', '--fail', '-o', '/dev/null', ...args]);
+      return Number(process.hrtime.bigint() - t0) / 1e9;
+    };
+    const curlDown = await curl([`${envd.url}/files?path=${encodeURIComponent(target)}`]);
+    const curlUp = await curl(['-X', 'POST', '-H', 'Content-Type: application/octet-stream', '-T', src,
+      `${envd.url}/files?path=${encodeURIComponent(path.join(dir, 'up2.bin'))}`]);
+    const curlPy = await curl([`http://127.0.0.1:${port}/src.bin`]);
+    const curlPeak = statusKiB(envd.child.pid, 'VmHWM');
+
     const gbs = (s) => SIZE / s / 1e9;
+    row('download 256 MiB with curl', 'GB/s', gbs(curlDown), gbs(curlPy), 'python3 -m http.server', '>= 1 GB/s');
+    row('upload 256 MiB with curl (octet-stream)', 'GB/s', gbs(curlUp), gbs(localS), 'local file copy', '>= 1 GB/s');
+    row('envd peak RSS after curl transfers', 'MiB', curlPeak / 1024, null, '-', '< 32 MiB');
     row('upload 256 MiB (SDK files.write stream)', 'GB/s', gbs(upS), gbs(localS), 'local file copy', '>= 1 GB/s');
     row('download 256 MiB (SDK files.read stream)', 'GB/s', gbs(downS), gbs(pyS), 'python3 -m http.server', '>= 1 GB/s');
     row('envd peak RSS during transfers', 'MiB', peakKiB / 1024, pyPeakKiB / 1024, 'python3 -m http.server', '< 32 MiB');
