@@ -9,7 +9,11 @@
  *   its return value, never left for the caller to do.
  * - Functions return >= 0 on success and -errno on failure; where the failure has a story (a
  *   step inside the sandbox failed), err (which may be NULL) gets errno + message.
- * - Library code never logs. Calls block; none is safe in a forked child. */
+ * - Library code never logs. Calls block; none is safe in a forked child. Calls on one sandbox
+ *   are not synchronised with each other; different sandboxes may be used from different
+ *   threads at once.
+ * - The ns backend's processes are children of the caller: the caller must not reap children
+ *   it did not start (no waitpid(-1), no SIGCHLD set to SIG_IGN). */
 #pragma once
 
 #include <stdbool.h>

@@ -294,6 +294,32 @@ TEST(exec_into_running_sandbox)
     assert_contains(buf, "Seccomp:\t2\n");
     ASSERT_TRUE(strstr(buf, "pid=1\n") == NULL);
 
+    /* As the sandbox's root: the same reduced bounding set and seccomp as its init. */
+    int p2[2];
+    ASSERT_OK(pipe2(p2, O_CLOEXEC));
+    struct runtime_exec ex_root = {
+        .argv = SH("grep -E '^(CapBnd|CapEff|Seccomp|NoNewPrivs):' /proc/self/status; cat /proc/self/cgroup"),
+        .stdin_fd = -1, .stdout_fd = p2[1], .stderr_fd = p2[1],
+    };
+    pidfd = runtime_ns_ops.exec(sb, &ex_root, &err);
+    ASSERT_OK(pidfd);
+    close(p2[1]);
+    priv_read_all(p2[0], buf, sizeof(buf), 10000);
+    close(p2[0]);
+    ASSERT_OK(waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED));
+    close(pidfd);
+    printf("# %s", buf);
+    assert_contains(buf, "Seccomp:\t2\n");
+    unsigned long long bnd = ~0ull;
+    ASSERT_TRUE(strstr(buf, "CapBnd:") != NULL);
+    sscanf(strstr(buf, "CapBnd:") + 7, "%llx", &bnd);
+    ASSERT_EQ(bnd & ((1ull << 21) | (1ull << 12) | (1ull << 13) | (1ull << 27)), 0); /* SYS_ADMIN, NET_ADMIN, NET_RAW, MKNOD */
+    /* In the sandbox's cgroup namespace its own cgroups are "/"; a process outside them would
+     * see a path with "..". */
+    ASSERT_TRUE(strstr(buf, "/..") == NULL);
+    if (access("/sys/fs/cgroup/memory", F_OK) == 0)
+        assert_contains(buf, ":memory:/\n");
+
     /* A failing exec reports errno + message. */
     ex.argv = (const char *const[]){ "/no/such/binary", NULL };
     ex.stdout_fd = ex.stderr_fd = -1;
