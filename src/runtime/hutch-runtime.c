@@ -163,8 +163,13 @@ static int parse(int argc, char **argv, struct opts *o)
         }
     }
     if (o->base) {
-        o->layers[s->n_layers++] = (struct runtime_layer){ o->base, "/" };
-        o->layers[s->n_layers++] = (struct runtime_layer){ "/usr", "/usr" };
+        /* The base's two layers come first: "/" must be mounted before anything inside it. */
+        if (s->n_layers > 14)
+            return usage();
+        memmove(o->layers + 2, o->layers, s->n_layers * sizeof(o->layers[0]));
+        o->layers[0] = (struct runtime_layer){ o->base, "/" };
+        o->layers[1] = (struct runtime_layer){ "/usr", "/usr" };
+        s->n_layers += 2;
     }
     s->layers = o->layers;
     s->allow_out = o->allow;
