@@ -576,6 +576,7 @@ static void claim_early_exit_locked(struct proc *p, uint64_t since)
             p->exited = true;
             p->wstatus = early_exits[i].wstatus;
             early_exits[i].pid = 0;
+            log_debug("pid %d was reaped before its insertion", (int)p->pid);
             return;
         }
 }

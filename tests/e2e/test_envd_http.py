@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from envd_util import (Envd, b64, end_error, envelope, read_envelope, start_request)
+from envd_util import (Envd, b64, end_error, envelope, parse_envelopes, read_envelope, start_request)
 
 MAX = 4 << 20
 UNAUTHORIZED = ("unauthorized access, please provide a valid access token or method signing "
@@ -307,7 +307,6 @@ def test_stdin_open_when_absent_and_stream_input(envd):
         c.send(b"0\r\n\r\n")
         r = c.getresponse()
         assert r.status == 200
-        from envd_util import parse_envelopes
         assert parse_envelopes(r.read()) == [(0, {}), (2, {})]
     finally:
         c.close()
@@ -562,3 +561,31 @@ def test_start_of_a_missing_program(envd):
     _, _, env = envd.stream("/process.Process/Start", envelope({"process": {"cmd": "true"}, "stdin": False}))
     assert env[-2][1]["event"]["end"]["exited"] is True
     assert envd.healthy()
+
+
+def test_fast_exits_are_never_lost(envd):
+    # /bin/true often exits before envd has put it in its table (the reaper is quicker than the
+    # spawner): every one of these streams must still end with its exit status.
+    errors = []
+
+    def worker():
+        c = envd.conn(10)
+        try:
+            for _ in range(100):
+                c.request("POST", "/process.Process/Start",
+                          body=envelope({"process": {"cmd": "/bin/true"}, "stdin": False}),
+                          headers={"Content-Type": "application/connect+json"})
+                env = parse_envelopes(c.getresponse().read())
+                if env[1:] != [(0, {"event": {"end": {"exited": True, "status": "exit status 0"}}}), (2, {})]:
+                    errors.append(env)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
