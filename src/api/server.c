@@ -352,12 +352,14 @@ int api_server_start(const struct api_config *cfg, struct api_server **ret, stru
     r = bind_listen(cfg->listen ? cfg->listen : API_DEFAULT_LISTEN, &s->listen_fd, &s->port, err);
     if (r < 0)
         goto fail;
-    s->daemon = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-        on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
-        MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
+    s->daemon =
+        MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+                             MHD_ALLOW_UPGRADE,
+                         0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+                         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)API_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
     if (!s->daemon) {
         r = error_set(err, EIO, "could not start the HTTP server");
         goto fail;

@@ -7,7 +7,10 @@
  * drives curl until the upstream's response headers arrive, then queues a response whose
  * content reader drives curl for each piece of the body. Upstream data beyond the download
  * buffer pauses the transfer until the client has taken some. */
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -24,7 +27,7 @@
 #include "common/strutil.h"
 #include "common/time-util.h"
 #include "common/xalloc.h"
-#include "gateway/gateway.h"
+#include "gateway/gateway-internal.h"
 #include "common/banned.h"
 
 #define UPLOAD_BUFFER (1u << 20)
@@ -362,27 +365,50 @@ static void setup_easy(struct gw_request *r, struct MHD_Connection *conn, const 
 
 /* ---- the response ---- */
 
-static enum MHD_Result queue_502(struct gw_request *r, struct MHD_Connection *conn)
+enum MHD_Result gw_queue_502(struct gw *gw, struct MHD_Connection *conn, const struct gw_target *t,
+                             int connect_r, const char *detail)
 {
-    r->gw->unreachable++;
-    const char *why;
-    char detail[ERROR_MSG_MAX + 64];
-    if (r->connect_r == -ENOENT)
-        why = "sandbox not found";
-    else if (r->connect_r == 0 && r->result == CURLE_COULDNT_CONNECT)
-        why = "port is not open in the sandbox";
-    else if (r->connect_r < 0) {
-        snprintf(detail, sizeof(detail), "cannot reach the sandbox: %s", r->connect_err.msg);
-        why = detail;
-    } else {
-        snprintf(detail, sizeof(detail), "upstream error: %s", curl_easy_strerror(r->result));
-        why = detail;
-    }
-    json_t *body =
-        json_pack("{s:s, s:s, s:i}", "sandboxId", r->target.sandbox_id, "message", why, "code", 502);
+    gw->unreachable++;
+    const char *why = connect_r == -ENOENT         ? "sandbox not found"
+                      : connect_r == -ECONNREFUSED ? "port is not open in the sandbox"
+                                                   : detail;
+    json_t *body = json_pack("{s:s, s:s, s:i}", "sandboxId", t->sandbox_id, "message", why, "code", 502);
     enum MHD_Result ret = http_queue_json(conn, MHD_HTTP_BAD_GATEWAY, body);
     json_decref(body);
     return ret;
+}
+
+static enum MHD_Result queue_502(struct gw_request *r, struct MHD_Connection *conn)
+{
+    char detail[ERROR_MSG_MAX + 64];
+    int connect_r = r->connect_r;
+    if (connect_r < 0)
+        snprintf(detail, sizeof(detail), "cannot reach the sandbox: %s", r->connect_err.msg);
+    else if (r->result == CURLE_COULDNT_CONNECT)
+        connect_r = -ECONNREFUSED;
+    else
+        snprintf(detail, sizeof(detail), "upstream error: %s", curl_easy_strerror(r->result));
+    return gw_queue_502(r->gw, conn, &r->target, connect_r, detail);
+}
+
+int gw_open_upstream(struct gw *gw, const struct gw_target *t, struct error_record *err)
+{
+    int fd = gw->cfg.connect(gw->cfg.userdata, t->sandbox_id, t->port, err);
+    if (fd < 0)
+        return fd;
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = htons(t->port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int r;
+    do
+        r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        r = -errno;
+        close(fd);
+        return r == -ECONNREFUSED ? r : error_set_errno(err, -r, "connecting to port %u", (unsigned)t->port);
+    }
+    return fd;
 }
 
 static ssize_t read_body(void *cls, uint64_t pos, char *dst, size_t max)
@@ -451,6 +477,8 @@ enum MHD_Result gw_handle(struct gw *gw, const struct gw_target *target, struct 
             gw->refused++;
             return http_queue_error(conn, MHD_HTTP_FORBIDDEN, "%s is internal to the sandbox", path);
         }
+        if (http_header(conn, MHD_HTTP_HEADER_UPGRADE))
+            return gw_upgrade(gw, target, conn, raw_uri, method);
         r = xcalloc(1, sizeof(*r));
         r->gw = gw;
         r->target = *target;
