@@ -1,5 +1,6 @@
 """The sandbox endpoints of hutch serve with raw HTTP: validation, errors, framing, cleanup."""
 import hashlib
+import time
 import json
 import os
 
@@ -224,3 +225,52 @@ def test_pause_is_a_clear_501_and_unknown_sandbox_404(server):
     finally:
         call(server, "DELETE", f"/sandboxes/{sb['sandboxID']}")
     assert call(server, "POST", "/sandboxes/nosuch/pause", body={})[0] == 404
+
+
+def test_kill_9_during_creates_and_streams_leaves_nothing(bindir, tmp_path, free_port):
+    import http.client
+    import struct
+    import threading
+    srv = HutchServer(bindir, tmp_path / "state", free_port).start()
+    srv.key = srv.create_key()
+    status, _, sb = call(srv, "POST", "/v2/sandboxes", body={"templateID": "base"})
+    assert status == 201
+    # A command streaming output through the gateway while the server dies.
+    payload = json.dumps({"process": {"cmd": "/bin/bash", "args": ["-c", "while :; do echo tick; sleep 0.01; done"]},
+                          "stdin": False}).encode()
+    stream = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    stream.request("POST", "/process.Process/Start", body=struct.pack(">BI", 0, len(payload)) + payload, headers={
+        "E2b-Sandbox-Id": sb["sandboxID"], "E2b-Sandbox-Port": "49983", "X-Access-Token": sb["envdAccessToken"],
+        "Content-Type": "application/connect+json", "Connect-Protocol-Version": "1"})
+    resp = stream.getresponse()
+    assert resp.status == 200
+    resp.read(64)
+    # Creates in flight.
+    results = []
+
+    def create():
+        try:
+            results.append(call(srv, "POST", "/v2/sandboxes", body={"templateID": "base"})[0])
+        except OSError as e:
+            results.append(e)
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.03)
+    srv.proc.kill()
+    srv.proc.wait()
+    for t in threads:
+        t.join(timeout=30)
+    stream.close()
+    assert processes_in_cgroups_of(tmp_path / "state") != []  # the dead server's sandboxes linger...
+    srv.start()
+    try:
+        assert processes_in_cgroups_of(tmp_path / "state") == []  # ...until the restart removes them
+        status, _, listed = call(srv, "GET", "/v2/sandboxes")
+        assert status == 200 and listed == []
+        status, _, sb2 = call(srv, "POST", "/v2/sandboxes", body={"templateID": "base"})
+        assert status == 201
+        call(srv, "DELETE", f"/sandboxes/{sb2['sandboxID']}")
+    finally:
+        assert srv.stop() == 0, srv.log()
+    assert processes_in_cgroups_of(tmp_path / "state") == []

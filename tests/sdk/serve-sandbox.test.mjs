@@ -166,3 +166,26 @@ test('signed upload and download URLs work without any sandbox header', async ()
     await sbx.kill();
   }
 });
+
+test('many sandboxes at once: concurrent creates, each its own', async () => {
+  const made = await Promise.all(Array.from({ length: 12 }, () => Sandbox.create('base', hutch.opts)));
+  try {
+    assert.equal(new Set(made.map((s) => s.sandboxId)).size, 12);
+    const outs = await Promise.all(made.map((s) => s.commands.run('hostname; cat /proc/sys/kernel/random/boot_id')));
+    const hostnames = outs.map((r) => r.stdout.split('\n')[0]);
+    assert.deepEqual(hostnames, made.map((s) => s.sandboxId));
+    const listed = await Sandbox.list({ ...hutch.opts, limit: 100 }).nextItems();
+    for (const s of made) assert.ok(listed.some((l) => l.sandboxId === s.sandboxId));
+  } finally {
+    await Promise.all(made.map((s) => s.kill()));
+  }
+  for (const s of made) assert.equal(await s.isRunning(), false);
+});
+
+test('a stream in flight ends cleanly when its sandbox is killed', async () => {
+  const sbx = await Sandbox.create('base', hutch.opts);
+  const h = await sbx.commands.run('sleep 30', { background: true });
+  await Sandbox.kill(sbx.sandboxId, hutch.opts);
+  await assert.rejects(h.wait());
+  assert.equal(await sbx.isRunning(), false);
+});
