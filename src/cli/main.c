@@ -1,5 +1,6 @@
 /* hutch: the command-line entry point. Subcommands are dispatched from a table; each lives in
- * its own file as the CLI grows (serve, key, sandbox, exec, shell, template). */
+ * its own file (serve, key, sandbox, exec and shell, cp, logs); the client commands use
+ * libhutch, like any other program would. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,11 @@ static const struct command {
 } commands[] = {
     { "serve", cmd_serve, "serve the E2B-compatible API" },
     { "key", cmd_key, "create, list and revoke API keys" },
+    { "sandbox", cmd_sandbox, "create, list, inspect, kill, pause and resume sandboxes" },
+    { "exec", cmd_exec, "run a command in a sandbox" },
+    { "shell", cmd_shell, "open an interactive terminal in a sandbox" },
+    { "cp", cmd_cp, "copy a file into or out of a sandbox" },
+    { "logs", cmd_logs, "print a sandbox's log" },
     { "version", cmd_version, "print the version and exit" },
     { "help", cmd_help, "show this help" },
 };
