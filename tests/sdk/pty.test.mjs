@@ -115,3 +115,11 @@ test('Ctrl-D ends the shell', async () => {
   const r = await h.wait();
   assert.equal(r.exitCode, 0);
 });
+
+test('a pty runs as the requested user, owning its terminal', async () => {
+  const { h, waitFor } = await openPty({ user: 'nobody', cwd: '/' });
+  await sbx.pty.sendInput(h.pid, enc('echo "who=$(id -un) owner=$(stat -c %U $(tty))"\n'));
+  await waitFor(/who=nobody owner=nobody/);
+  await sbx.pty.sendInput(h.pid, enc('exit\n'));
+  assert.equal((await h.wait()).exitCode, 0);
+});
