@@ -94,6 +94,13 @@ static enum MHD_Result create(struct api_request *req, uint32_t default_timeout)
         r = get_bool(body, "allow_internet_access", true, &c.allow_internet_access, &err);
     if (r >= 0)
         r = get_bool(body, "autoPause", false, &c.auto_pause, &err);
+    /* hutch's extension: per-sandbox resources, within the server's maximums. */
+    if (r >= 0)
+        r = get_uint(body, "cpuCount", 1, 1024, &c.limits.cpu_count, &err);
+    if (r >= 0)
+        r = get_uint(body, "memoryMB", 1, 1 << 22, &c.limits.memory_mb, &err);
+    if (r >= 0)
+        r = get_uint(body, "diskSizeMB", 1, 1 << 24, &c.limits.disk_mb, &err);
     if (r < 0)
         return api_queue_failure(req, r, &err);
     c.metadata = json_object_get(body, "metadata");

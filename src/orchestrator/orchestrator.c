@@ -322,6 +322,15 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
     if (timeout > max_timeout)
         return error_set(err, EINVAL, "timeout %u s is above this server's maximum of %u s", timeout,
                          max_timeout);
+    const struct orch_limits *max = &o->cfg.maximums;
+    if (req->limits.cpu_count > max->cpu_count || req->limits.memory_mb > max->memory_mb ||
+        req->limits.disk_mb > max->disk_mb)
+        return error_set(err, EINVAL,
+                         "limits above this server's maximums (%u vCPUs, %u MiB memory, %u MiB disk)",
+                         max->cpu_count, max->memory_mb, max->disk_mb);
+    if ((req->limits.memory_mb && req->limits.memory_mb < 64) ||
+        (req->limits.disk_mb && req->limits.disk_mb < 16))
+        return error_set(err, EINVAL, "memoryMB must be at least 64 and diskSizeMB at least 16");
     int r = check_string_map(req->metadata, "metadata", err);
     if (r < 0)
         return r;
@@ -340,6 +349,12 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
     }
     s->refs = 1;
     s->limits = o->cfg.defaults;
+    if (req->limits.cpu_count)
+        s->limits.cpu_count = req->limits.cpu_count;
+    if (req->limits.memory_mb)
+        s->limits.memory_mb = req->limits.memory_mb;
+    if (req->limits.disk_mb)
+        s->limits.disk_mb = req->limits.disk_mb;
     str_copy(s->template_id, sizeof(s->template_id), tpl);
     s->pause_on_timeout = req->auto_pause;
     if (random_id(s->id) < 0 || random_hex(s->token, 32) < 0)
@@ -653,7 +668,17 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
     if (!o->cfg.runtime_config.run_dir)
         o->cfg.runtime_config.run_dir = o->run_dir;
     if (!o->cfg.defaults.cpu_count)
-        o->cfg.defaults = (struct orch_limits){ .cpu_count = 2, .memory_mb = 512, .disk_mb = 1024 };
+        o->cfg.defaults.cpu_count = 2;
+    if (!o->cfg.defaults.memory_mb)
+        o->cfg.defaults.memory_mb = 512;
+    if (!o->cfg.defaults.disk_mb)
+        o->cfg.defaults.disk_mb = 1024;
+    if (!o->cfg.maximums.cpu_count)
+        o->cfg.maximums.cpu_count = MAX(8u, o->cfg.defaults.cpu_count);
+    if (!o->cfg.maximums.memory_mb)
+        o->cfg.maximums.memory_mb = MAX(8192u, o->cfg.defaults.memory_mb);
+    if (!o->cfg.maximums.disk_mb)
+        o->cfg.maximums.disk_mb = MAX(20480u, o->cfg.defaults.disk_mb);
     o->state_dir = xstrdup(cfg->state_dir);
     pthread_mutex_init(&o->lock, NULL);
     pthread_mutex_init(&o->store_lock, NULL);

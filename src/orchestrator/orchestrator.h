@@ -38,6 +38,7 @@ struct orch_config {
     uint32_t default_timeout_s;  /* 0: 300, as E2B */
     uint32_t max_timeout_s;      /* 0: 24 h */
     struct orch_limits defaults; /* zeros: E2B's 2 vCPUs, 512 MiB, 1 GiB */
+    struct orch_limits maximums; /* what a request may ask for; zeros: 8 vCPUs, 8 GiB, 20 GiB */
     uint32_t max_sandboxes;      /* 0: 256 */
     /* Called (on any thread) when a sandbox stops running, so that the gateway drops its
      * pooled connections into it (they would keep its network namespace alive). */
@@ -60,6 +61,7 @@ struct orch_create {
     const json_t *env_vars;     /* object of strings, or NULL */
     bool allow_internet_access; /* (online networking: not available yet; see docs) */
     bool auto_pause;
+    struct orch_limits limits; /* zeros: the server's defaults; each within the maximums */
 };
 
 /* Creates a sandbox; on success *ret is the `Sandbox` JSON of the API (a new reference). */

@@ -274,3 +274,20 @@ def test_kill_9_during_creates_and_streams_leaves_nothing(bindir, tmp_path, free
     finally:
         assert srv.stop() == 0, srv.log()
     assert processes_in_cgroups_of(tmp_path / "state") == []
+
+
+def test_per_request_limits_within_the_maximums(server):
+    status, _, sb = call(server, "POST", "/v2/sandboxes",
+                         body={"templateID": "base", "cpuCount": 1, "memoryMB": 256, "diskSizeMB": 64})
+    assert status == 201, sb
+    try:
+        status, _, info = call(server, "GET", f"/sandboxes/{sb['sandboxID']}")
+        assert (info["cpuCount"], info["memoryMB"], info["diskSizeMB"]) == (1, 256, 64)
+        status, _, m = call(server, "GET", f"/sandboxes/{sb['sandboxID']}/metrics")
+        assert m[0]["memTotal"] == 256 << 20 and m[0]["diskTotal"] == 64 << 20
+    finally:
+        call(server, "DELETE", f"/sandboxes/{sb['sandboxID']}")
+    for body in ({"cpuCount": 9999}, {"memoryMB": 1 << 21}, {"diskSizeMB": 1 << 23}, {"memoryMB": 8},
+                 {"cpuCount": 0}, {"memoryMB": "512"}):
+        status, _, err = call(server, "POST", "/v2/sandboxes", body={"templateID": "base", **body})
+        assert status == 400, body
