@@ -47,6 +47,13 @@
 
 static int failures;
 
+/* readlink into buf (size bytes), NUL-terminated; "" when it fails. */
+static void read_link(const char *path, char *buf, size_t size)
+{
+    ssize_t n = readlink(path, buf, size - 1);
+    buf[n > 0 ? n : 0] = '\0';
+}
+
 /* Records an attack step that must not succeed. */
 static void expect_fail(const char *what, long r)
 {
@@ -231,7 +238,7 @@ static _Noreturn void cmd_ticker(void)
 static int atk_proc_exe(void)
 {
     char self_ns[64] = "";
-    readlink("/proc/self/ns/pid", self_ns, sizeof(self_ns) - 1);
+    read_link("/proc/self/ns/pid", self_ns, sizeof(self_ns));
     DIR *d = opendir("/proc");
     struct dirent *de;
     int pids = 0;
@@ -241,7 +248,7 @@ static int atk_proc_exe(void)
         pids++;
         char path[300], ns[64] = "";
         snprintf(path, sizeof(path), "/proc/%s/ns/pid", de->d_name);
-        readlink(path, ns, sizeof(ns) - 1);
+        read_link(path, ns, sizeof(ns));
         if (ns[0] && strcmp(ns, self_ns) != 0) {
             printf("ESCAPE: pid %s is in another pid namespace\n", de->d_name);
             failures++;
@@ -267,7 +274,7 @@ static int atk_fds(void)
         if (fcntl(fd, F_GETFD) >= 0) {
             char path[64], target[256] = "";
             snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-            readlink(path, target, sizeof(target) - 1);
+            read_link(path, target, sizeof(target));
             printf("ESCAPE: fd %d is open (%s)\n", fd, target);
             failures++;
         }

@@ -17,6 +17,12 @@
 
 #include "common/banned.h"
 
+/* readlink into buf (size bytes), NUL-terminated; "" when it fails. */
+static void read_link(const char *path, char *buf, size_t size)
+{
+    ssize_t n = readlink(path, buf, size - 1);
+    buf[n > 0 ? n : 0] = '\0';
+}
 #define SH(...) ((const char *const[]){ "/bin/sh", "-c", __VA_ARGS__, NULL })
 
 TEST(true_exit_code)
@@ -54,8 +60,8 @@ TEST(namespaces_separate)
     struct runtime_spec spec;
     static struct priv_result res;
     char host_ipc[64] = "", host_uts[64] = "";
-    readlink("/proc/self/ns/ipc", host_ipc, sizeof(host_ipc) - 1);
-    readlink("/proc/self/ns/uts", host_uts, sizeof(host_uts) - 1);
+    read_link("/proc/self/ns/ipc", host_ipc, sizeof(host_ipc));
+    read_link("/proc/self/ns/uts", host_uts, sizeof(host_uts));
     priv_spec_init(&env, &spec, SH("echo pid=$$; echo host=$(cat /proc/sys/kernel/hostname); "
                                    "echo ifaces=$(grep -c : /proc/net/dev); grep lo: /proc/net/dev >/dev/null && echo lo=yes; "
                                    "echo ipc=$(readlink /proc/self/ns/ipc); echo uts=$(readlink /proc/self/ns/uts); "
@@ -232,12 +238,12 @@ TEST(connect_to_server_inside_offline_sandbox)
     static char buf[4096];
     ASSERT_TRUE(priv_read_until(p[0], "ready\n", buf, sizeof(buf), 10000));
     char host_net[64] = "", after[64] = "";
-    readlink("/proc/thread-self/ns/net", host_net, sizeof(host_net) - 1);
+    read_link("/proc/thread-self/ns/net", host_net, sizeof(host_net));
     int fd = runtime_ns_ops.connect(sb, 8080, &err);
     if (fd < 0)
         printf("# %s\n", err.msg);
     ASSERT_OK(fd);
-    readlink("/proc/thread-self/ns/net", after, sizeof(after) - 1);
+    read_link("/proc/thread-self/ns/net", after, sizeof(after));
     ASSERT_STREQ(after, host_net);
     size_t n = priv_read_all(fd, buf, sizeof(buf), 5000);
     ASSERT_TRUE(n > 0);

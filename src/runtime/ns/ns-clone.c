@@ -114,6 +114,8 @@ static int send_msg(int sock, uint32_t type, const struct error_record *err, con
         mh.msg_control = u.buf;
         mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
         struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        if (!c)
+            return -EINVAL;
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
         c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
