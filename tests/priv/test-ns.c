@@ -471,6 +471,10 @@ TEST(hostile_template_redirects_nothing)
     ASSERT_OK(symlink(canary, path));
     snprintf(path, sizeof(path), "%s/dev/shm", env.tpl);
     ASSERT_OK(symlink("/etc", path));
+    snprintf(path, sizeof(path), "%s/dev/pts", env.tpl);
+    ASSERT_OK(symlink("/etc", path));
+    snprintf(path, sizeof(path), "%s/dev/console", env.tpl);
+    ASSERT_OK(symlink(canary, path));
     snprintf(path, sizeof(path), "%s/proc/planted", env.tpl);
     write_text(path, "planted\n");
     snprintf(path, sizeof(path), "%s/proc/sys", env.tpl);
@@ -480,7 +484,8 @@ TEST(hostile_template_redirects_nothing)
     static struct priv_result res;
     priv_spec_init(&env, &spec, SH("echo pwned > /dev/null; echo pwned > /dev/shm/x; echo pwned > /tmp/x; "
                                    "stat -c '%F %t:%T' /dev/null; ls /proc/planted 2>&1; "
-                                   "cat /proc/1/comm; ls /x /etc/x 2>&1; echo done"));
+                                   "cat /proc/1/comm; ls /x /etc/x 2>&1; stat -f -c 'pts=%T' /dev/pts; "
+                                   "echo pwned > /dev/pts/x; echo pwned > /dev/console; ls /etc/x 2>&1; echo done"));
     priv_run(&env, &spec, &res);
     if (res.create_r < 0 || res.start_r < 0)
         printf("# %s\n", res.err.msg);
@@ -488,6 +493,7 @@ TEST(hostile_template_redirects_nothing)
     ASSERT_OK(res.start_r);
     printf("# %s", res.out);
     assert_contains(res.out, "character special file 1:3\n");
+    assert_contains(res.out, "pts=devpts\n");
     assert_contains(res.out, "No such file");
     assert_contains(res.out, "done\n");
     char buf[256];
