@@ -530,12 +530,20 @@ static void *pump_main(void *arg)
     json_t *end = json_incref(p->end_event);
     deliver_locked(p, end, true);
     json_decref(end);
+    pthread_mutex_unlock(&table_lock);
+
+    /* A retained process keeps no descriptors. Not under the table lock: an input write may
+     * hold in_lock for a while. The pump's reference keeps p alive. */
     pthread_mutex_lock(&p->in_lock);
     if (p->in_fd != p->pty_fd)
-        p->in_fd = safe_close(p->in_fd);
-    else
-        p->in_fd = -1;
+        safe_close(p->in_fd);
+    p->in_fd = -1;
+    p->pty_fd = safe_close(p->pty_fd);
     pthread_mutex_unlock(&p->in_lock);
+    p->out_fd = safe_close(p->out_fd);
+    p->err_fd = safe_close(p->err_fd);
+
+    lock_table();
     prune_locked();
     proc_unref_locked(p);
     pthread_mutex_unlock(&table_lock);
