@@ -462,7 +462,8 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn, struct request 
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     s->fd = ci ? ci->connect_fd : -1;
 
-    /* MHD calls stream_free exactly once, also when creating or queueing fails. */
+    /* Once the response exists, MHD calls stream_free exactly once (when it is destroyed, also
+     * if queueing fails); before that, this function does. */
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE, stream_reader, s, stream_free);
     if (!r) {
@@ -507,7 +508,6 @@ static enum MHD_Result first_call(struct MHD_Connection *conn, const struct conn
         return queue_unary_error(conn, &err, MHD_HTTP_NOT_FOUND);
     }
     if (!streq(http_method, "POST")) {
-        connect_error_set(&err, CONNECT_UNIMPLEMENTED, "HTTP method %.16s is not supported", http_method);
         struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
         if (!r)
             return MHD_NO;
@@ -590,7 +590,8 @@ static void client_stream_feed(struct request *req)
             req->failed = true;
         json_decref(msg);
     }
-    buf_consume(&req->body, off);
+    if (off > 0)
+        buf_consume(&req->body, off);
 }
 
 static enum MHD_Result final_call(struct MHD_Connection *conn, struct request *req)
