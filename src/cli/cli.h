@@ -63,7 +63,8 @@ int cli_write_all(int fd, const void *data, size_t len);
  * a pty sized like the local terminal and resized on SIGWINCH, raw mode when opts->pty and
  * stdin is a terminal (restored on every exit path). SIGINT/SIGTERM/SIGHUP terminate the remote
  * process (SIGTERM, then SIGKILL on a second one). Returns the exit status for hutch to exit
- * with: the process's (128+N when killed by signal N), or 1 after printing the failure. */
+ * with: the process's (128+N when killed by signal N), 124 when opts->timeout_ms ran out (as
+ * timeout(1)), or 1 after printing the failure. */
 int cli_run_remote(struct hutch_client *client, const char *cmd, const char *sandbox_id,
                    const char *const *argv, struct hutch_exec_options *opts, bool forward_stdin);
 

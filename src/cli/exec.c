@@ -14,13 +14,14 @@
 
 static void usage_exec(FILE *f)
 {
-    fprintf(f, "Usage: hutch exec ID [--user U] [--cwd DIR] [--env K=V]... [--timeout S] [-i] [-t] -- CMD "
-               "[ARG]...\n\n"
-               "Runs CMD (looked up in PATH) in sandbox ID, streams its stdout and stderr to hutch's as\n"
-               "they come, and exits with its exit status (128+N when signal N killed it).\n"
-               "  -i, --stdin    forward hutch's stdin to the command (closed at its end)\n"
-               "  -t, --tty      run on a pseudo-terminal (output arrives on stdout)\n"
-               "  --timeout S    kill the command after S seconds\n" CLI_CONN_USAGE);
+    fprintf(f,
+            "Usage: hutch exec ID [--user U] [--cwd DIR] [--env K=V]... [--timeout S] [-i] [-t] -- CMD "
+            "[ARG]...\n\n"
+            "Runs CMD (looked up in PATH) in sandbox ID, streams its stdout and stderr to hutch's as\n"
+            "they come, and exits with its exit status (128+N when signal N killed it).\n"
+            "  -i, --stdin    forward hutch's stdin to the command (closed at its end)\n"
+            "  -t, --tty      run on a pseudo-terminal (output arrives on stdout)\n"
+            "  --timeout S    kill the command after S seconds (hutch then exits with 124)\n" CLI_CONN_USAGE);
 }
 
 static void usage_shell(FILE *f)

@@ -256,6 +256,11 @@ int cli_run_remote(struct hutch_client *client, const char *cmd, const char *san
     hutch_client_free(control);
     close(notify[0]);
     close(notify[1]);
+    if (r.code == HUTCH_E_TIMEOUT && opts->timeout_ms) {
+        /* As timeout(1) reports it. */
+        cli_fail(client, cmd, r.code);
+        return 124;
+    }
     if (r.code != HUTCH_OK)
         return cli_fail(client, cmd, r.code);
     (void)exit_signal;
