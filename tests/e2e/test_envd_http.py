@@ -488,7 +488,8 @@ def _state(pid: int) -> str:
 def test_pid1_reaps_orphans_and_shuts_down_on_sigterm():
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare(1) for a pid namespace")
-    e = Envd(prefix=["unshare", "--fork", "--pid", "--mount-proc"])
+    # --kill-child: if the test stops unshare, envd (pid 1 inside) gets SIGTERM too.
+    e = Envd(prefix=["unshare", "--fork", "--pid", "--mount-proc", "--kill-child=SIGTERM"])
     try:
         (host_envd,) = _children(e.proc.pid)
         # Each subshell exits at once, leaving its sleep to be reparented to envd (pid 1).
