@@ -93,6 +93,8 @@ struct runtime_config {
     const char *cgroup_parent; /* name of the cgroup under the caller's own one; default hutch */
     const char *net_pool;      /* IPv4 CIDR of sandbox links, a /30 per slot; default
                                 * 10.200.0.0/16; must not overlap any host address */
+    int cgroup_version;        /* 0 = detect (v2 when it has the memory and pids controllers,
+                                * else v1); 1 or 2 to force one (tests, hybrid hosts) */
 };
 
 struct runtime_sandbox;

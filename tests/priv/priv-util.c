@@ -76,7 +76,9 @@ static void guard(struct priv_env *env)
     int st;
     while (waitpid(child, &st, 0) < 0 && errno == EINTR)
         ;
-    struct runtime_config cfg = { .cgroup_parent = PRIV_CGROUP_PARENT };
+    struct runtime_config cfg = { .cgroup_parent = PRIV_CGROUP_PARENT, .cgroup_version = 1 };
+    runtime_ns_cleanup(&cfg);
+    cfg.cgroup_version = 2;
     runtime_ns_cleanup(&cfg);
     for (int i = 0; i < shared->n; i++)
         priv_sh(shared->cmds[i]);

@@ -581,9 +581,14 @@ const struct ns_cgroup_ops ns_cgroup_v2_ops = {
 
 /* ---- common ---- */
 
-const struct ns_cgroup_ops *ns_cgroup_detect(void)
+const struct ns_cgroup_ops *ns_cgroup_detect(int version)
 {
     char mnt[64], own[256], dir[320], buf[512];
+    struct statfs sfs;
+    if (version == 2)
+        return v2_mount(mnt, sizeof(mnt)) == 0 ? &ns_cgroup_v2_ops : NULL;
+    if (version == 1)
+        return statfs(CG_ROOT "/memory", &sfs) == 0 && sfs.f_type == CGROUP_SUPER_MAGIC ? &ns_cgroup_v1_ops : NULL;
     if (v2_mount(mnt, sizeof(mnt)) == 0) {
         if (own_cgroup(NULL, own, sizeof(own)) < 0)
             own[0] = '\0';
@@ -604,7 +609,6 @@ const struct ns_cgroup_ops *ns_cgroup_detect(void)
                 return &ns_cgroup_v2_ops;
         }
     }
-    struct statfs sfs;
     if (statfs(CG_ROOT "/memory", &sfs) == 0 && sfs.f_type == CGROUP_SUPER_MAGIC)
         return &ns_cgroup_v1_ops;
     return NULL;

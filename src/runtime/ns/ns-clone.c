@@ -423,7 +423,7 @@ static int sandbox_create(const struct runtime_config *cfg, const struct runtime
     int r = ns_plan_new(cfg, spec, &sb->plan, err);
     if (r < 0)
         return r;
-    const struct ns_cgroup_ops *ops = ns_cgroup_detect();
+    const struct ns_cgroup_ops *ops = ns_cgroup_detect(cfg ? cfg->cgroup_version : 0);
     if (!ops)
         return error_set(err, EOPNOTSUPP, "no usable cgroup hierarchy");
     const char *parent = cfg && cfg->cgroup_parent ? cfg->cgroup_parent : "hutch";
@@ -808,7 +808,7 @@ static void cleanup_net(const char *name, void *userdata)
 
 int runtime_ns_cleanup(const struct runtime_config *cfg)
 {
-    const struct ns_cgroup_ops *ops = ns_cgroup_detect();
+    const struct ns_cgroup_ops *ops = ns_cgroup_detect(cfg ? cfg->cgroup_version : 0);
     if (!ops)
         return -EOPNOTSUPP;
     const char *parent = cfg && cfg->cgroup_parent ? cfg->cgroup_parent : "hutch";

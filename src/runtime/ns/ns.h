@@ -136,8 +136,9 @@ struct ns_cgroup {
     int v2_fd; /* v2: O_PATH of the sandbox cgroup (for CLONE_INTO_CGROUP); else -1 */
 };
 
-/* Picks v2 when the caller's v2 cgroup has the memory and pids controllers, v1 otherwise. */
-const struct ns_cgroup_ops *ns_cgroup_detect(void);
+/* Picks v2 when the caller's v2 cgroup has the memory and pids controllers, v1 otherwise;
+ * version 1 or 2 forces one (NULL when that hierarchy is not mounted). */
+const struct ns_cgroup_ops *ns_cgroup_detect(int version);
 int ns_cgroup_new(const struct ns_cgroup_ops *ops, const char *parent, const char *name,
                   const struct runtime_limits *l, struct ns_cgroup **ret);
 /* Kills the tree, waits for it to empty, removes the cgroup, frees cg (NULL accepted). */
