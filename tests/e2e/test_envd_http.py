@@ -590,3 +590,34 @@ def test_fast_exits_are_never_lost(envd):
     for t in threads:
         t.join(120)
     assert errors == []
+
+
+def test_input_and_pty_calls_on_the_wrong_kind_of_process(envd):
+    s = StartStream(envd, start_request("cat", stdin=True))
+    sel = {"process": {"pid": s.pid}}
+    # a resize needs a pty; pty input needs a pty
+    status, body = envd.unary("/process.Process/Update", {**sel, "pty": {"size": {"cols": 10, "rows": 5}}})
+    assert status == 400 and body["code"] == "failed_precondition"
+    status, body = envd.unary("/process.Process/SendInput", {**sel, "input": {"pty": b64(b"x")}})
+    assert status == 400 and body["code"] == "failed_precondition"
+    # after CloseStdin, input is refused and cat ends
+    assert envd.unary("/process.Process/SendInput", {**sel, "input": {"stdin": b64(b"last\n")}})[0] == 200
+    assert envd.unary("/process.Process/CloseStdin", sel)[0] == 200
+    status, body = envd.unary("/process.Process/SendInput", {**sel, "input": {"stdin": b64(b"more")}})
+    assert status in (400, 404) and body["code"] in ("failed_precondition", "not_found")
+    rest = s.rest()
+    s.close()
+    out = b"".join(base64.b64decode(o["event"]["data"]["stdout"]) for f, o in rest if "data" in o.get("event", {}))
+    assert out == b"last\n"
+    assert rest[-2][1]["event"]["end"]["status"] == "exit status 0"
+
+    p = StartStream(envd, {"process": {"cmd": "/bin/sh"}, "pty": {"size": {"cols": 50, "rows": 7}}})
+    sel = {"process": {"pid": p.pid}}
+    status, body = envd.unary("/process.Process/CloseStdin", sel)
+    assert status == 400 and body["code"] == "failed_precondition"
+    assert envd.unary("/process.Process/SendInput", {**sel, "input": {"pty": b64(b"stty size; exit 4\n")}})[0] == 200
+    rest = p.rest()
+    p.close()
+    out = b"".join(base64.b64decode(o["event"]["data"]["pty"]) for f, o in rest if "data" in o.get("event", {}))
+    assert b"7 50" in out
+    assert rest[-2][1]["event"]["end"]["exitCode"] == 4
