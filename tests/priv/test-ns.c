@@ -875,3 +875,25 @@ TEST(sandbox_on_cgroup_v2)
     close(p[0]);
     priv_env_release(&env);
 }
+
+TEST(duplicate_id_leaves_the_first_sandbox_alone)
+{
+    struct priv_env env;
+    priv_env_init(&env);
+    struct runtime_spec a, b;
+    priv_spec_init(&env, &a, (const char *const[]){ "/bin/sleep", "1000", NULL });
+    struct runtime_sandbox *sa = NULL, *sb = NULL;
+    struct error_record err;
+    ASSERT_OK(runtime_ns_ops.create(&env.cfg, &a, &sa, &err));
+    ASSERT_OK(runtime_ns_ops.start(sa, &err));
+    priv_spec_init(&env, &b, (const char *const[]){ "/bin/true", NULL });
+    b.id = a.id;
+    error_clear(&err);
+    ASSERT_EQ(runtime_ns_ops.create(&env.cfg, &b, &sb, &err), -EEXIST);
+    printf("# %s\n", err.msg);
+    ASSERT_TRUE(priv_cgroup_exists(a.id));
+    ASSERT_EQ(runtime_ns_ops.wait(sa, 0), -ETIMEDOUT); /* still running */
+    ASSERT_OK(runtime_ns_ops.destroy(sa));
+    ASSERT_FALSE(priv_cgroup_exists(a.id));
+    priv_env_release(&env);
+}

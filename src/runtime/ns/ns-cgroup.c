@@ -237,6 +237,7 @@ static int v1_create(struct ns_cgroup *cg, const struct runtime_limits *l)
             return r;
         if (mkdir(cg->dirs[c], 0755) < 0)
             return -errno;
+        cg->made[c] = true;
     }
     char v[64];
     if (l->memory_bytes) {
@@ -482,6 +483,7 @@ static int v2_create(struct ns_cgroup *cg, const struct runtime_limits *l)
     }
     if (mkdir(cg->dirs[0], 0755) < 0)
         return -errno;
+    cg->made[0] = true;
     char v[64];
     if (l->memory_bytes) {
         snprintf(v, sizeof(v), "%" PRIu64, l->memory_bytes + l->disk_bytes);
@@ -627,7 +629,13 @@ int ns_cgroup_new(const struct ns_cgroup_ops *ops, const char *parent, const cha
     }
     r = ops->create(cg, l);
     if (r < 0) {
-        ns_cgroup_destroy(cg);
+        /* Only what this call made, and it holds no process yet: a directory that existed
+         * (another sandbox with this id) is not ours to kill or remove. */
+        for (int c = 0; c < NS_CG_MAX; c++)
+            if (cg->made[c])
+                rmdir(cg->dirs[c]);
+        safe_close(cg->v2_fd);
+        free(cg);
         return r;
     }
     *ret = cg;

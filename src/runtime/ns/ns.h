@@ -134,6 +134,7 @@ struct ns_cgroup {
      * absent); v2: dirs[0] only. */
     char dirs[NS_CG_MAX][256];
     int v2_fd; /* v2: O_PATH of the sandbox cgroup (for CLONE_INTO_CGROUP); else -1 */
+    bool made[NS_CG_MAX]; /* directories this object created (a failed create removes only these) */
 };
 
 /* Picks v2 when the caller's v2 cgroup has the memory and pids controllers, v1 otherwise;
