@@ -361,3 +361,10 @@ def test_libhutch_exports_only_hutch_symbols():
     p = subprocess.run([str(ROOT / "tests" / "client" / "check-exports.py"), str(lib)], capture_output=True,
                        text=True, timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_libhutch_unit_tests():
+    # tests/run's unit suite reads BUILD/tests/unit only; libhutch's units live beside its e2e program
+    exe = build_dir() / "tests" / "client" / "test-client-units"
+    p = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "not ok" not in p.stdout, p.stdout + p.stderr
