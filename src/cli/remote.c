@@ -66,10 +66,16 @@ struct runner {
     int exit_code;
 };
 
+static volatile sig_atomic_t output_closed;
+
 static int to_fd(int fd, const void *data, size_t len)
 {
-    /* A closed stdout (hutch exec ... | head) ends the output, not hutch. */
-    cli_write_all(fd, data, len);
+    /* Whoever reads our output has gone (hutch exec ... | head): stop, as a local command
+     * would on SIGPIPE. */
+    if (cli_write_all(fd, data, len) == -EPIPE) {
+        output_closed = 1;
+        return 1;
+    }
     return 0;
 }
 
@@ -256,6 +262,10 @@ int cli_run_remote(struct hutch_client *client, const char *cmd, const char *san
     hutch_client_free(control);
     close(notify[0]);
     close(notify[1]);
+    if (r.code == HUTCH_E_ABORTED && output_closed) {
+        hutch_process_signal(client, sandbox_id, r.pid, SIGKILL);
+        return 128 + SIGPIPE;
+    }
     if (r.code == HUTCH_E_TIMEOUT && opts->timeout_ms) {
         /* As timeout(1) reports it. */
         cli_fail(client, cmd, r.code);

@@ -150,6 +150,14 @@ def test_exec_streams_output_as_it_comes(server, sandbox):
     assert proc.wait(timeout=10) == 0
 
 
+def test_exec_stops_when_its_reader_goes(server, sandbox):
+    p = subprocess.run(f'"{build_dir() / "bin" / "hutch"}" exec {sandbox} -- yes | head -n 2', shell=True,
+                       capture_output=True, text=True, env=env_for(server), timeout=30)
+    assert p.stdout == "y\ny\n"
+    p = hutch(server, "exec", sandbox, "--", "sh", "-c", "pgrep -x yes || echo none")
+    assert p.stdout == "none\n"
+
+
 def test_exec_forwards_stdin_and_timeout(server, sandbox):
     data = "".join(f"line {i}\n" for i in range(2000))
     p = hutch(server, "exec", "-i", sandbox, "--", "sh", "-c", "cat | wc -l", input=data)
