@@ -226,6 +226,17 @@ TEST(online_neighbours_and_teardown)
             *c = '_';
     ASSERT_TRUE(nft_has(chain));
 
+    /* A second sandbox on A's slot fails (its veth name is taken) and leaves A's veth and
+     * chain alone. */
+    struct runtime_spec dup;
+    priv_spec_init(&env, &dup, (const char *const[]){ "/bin/true", NULL });
+    dup.net = RUNTIME_NET_ONLINE;
+    dup.slot = a.slot;
+    struct runtime_sandbox *sdup = NULL;
+    ASSERT_EQ(runtime_ns_ops.create(&env.cfg, &dup, &sdup, &err), -EEXIST);
+    ASSERT_TRUE(if_nametoindex(veth) > 0);
+    ASSERT_TRUE(nft_has(chain));
+
     /* B, online, cannot reach A's listener on A's address. */
     struct runtime_spec b;
     static struct priv_result res;

@@ -79,7 +79,8 @@ struct runtime_sandbox {
     int netns_fd;
     bool started;
     bool reaped;
-    bool net_added; /* online: veth/nftables objects may exist */
+    bool net_added; /* online: nftables objects may exist */
+    bool veth_made; /* online: the host veth is ours */
     bool frozen;
     int status;
 };
@@ -463,7 +464,7 @@ static int sandbox_create(const struct runtime_config *cfg, const struct runtime
         return error_set_errno(err, sb->netns_fd, "open the sandbox's network namespace");
     if (sb->plan->net == RUNTIME_NET_ONLINE) {
         sb->net_added = true;
-        if ((r = ns_net_sandbox_add(sb->plan, sb->netns_fd, err)) < 0)
+        if ((r = ns_net_sandbox_add(sb->plan, sb->netns_fd, &sb->veth_made, err)) < 0)
             return r;
     }
     if ((r = send_layers(sb, err)) < 0)
@@ -538,7 +539,7 @@ static int sandbox_destroy(struct runtime_sandbox *sb)
             ret = r;
     }
     if (sb->net_added) {
-        int r = ns_net_sandbox_del(sb->plan->id, sb->plan->veth);
+        int r = ns_net_sandbox_del(sb->plan->id, sb->veth_made ? sb->plan->veth : NULL);
         if (r < 0 && ret == 0)
             ret = r;
     }

@@ -296,7 +296,8 @@ static int link_del(struct nl *nl, const char *name)
     return nl_talk(nl, nlh);
 }
 
-int ns_net_sandbox_add(const struct ns_plan *plan, int netns_fd, struct error_record *err)
+int ns_net_sandbox_add(const struct ns_plan *plan, int netns_fd, bool *ret_veth_made,
+                       struct error_record *err)
 {
     struct nl nl;
     int r = nl_open(&nl);
@@ -304,9 +305,11 @@ int ns_net_sandbox_add(const struct ns_plan *plan, int netns_fd, struct error_re
         return error_set_errno(err, r, "netlink socket");
     r = veth_create(&nl, plan->veth, netns_fd);
     if (r < 0) {
+        /* EEXIST: another live sandbox has this slot; its veth is not ours to touch. */
         error_set_errno(err, r, "create veth %s", plan->veth);
         goto out;
     }
+    *ret_veth_made = true;
     int index = (int)if_nametoindex(plan->veth);
     if (index <= 0) {
         r = error_set_errno(err, errno, "veth %s", plan->veth);

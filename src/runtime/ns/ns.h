@@ -87,9 +87,12 @@ int ns_net_cidrs(const char *const *in, char ***ret, struct error_record *err);
 /* parent, plan time: the slot's /30 out of the pool, checked against the host's addresses. */
 int ns_net_plan_addresses(const struct runtime_config *cfg, unsigned slot, struct ns_plan *plan,
                           struct error_record *err);
-/* parent: veth pair (peer eth0 into netns_fd), host address, nftables sets and chain. */
-int ns_net_sandbox_add(const struct ns_plan *plan, int netns_fd, struct error_record *err);
-/* parent: removes the nftables objects of sandbox id and the veth (if still there). */
+/* parent: veth pair (peer eth0 into netns_fd), host address, nftables sets and chain.
+ * *ret_veth_made is set once the veth exists (so that a failed add removes only its own). */
+int ns_net_sandbox_add(const struct ns_plan *plan, int netns_fd, bool *ret_veth_made,
+                       struct error_record *err);
+/* parent: removes the nftables objects of sandbox id and, when veth is not NULL, that veth (if
+ * still there). */
 int ns_net_sandbox_del(const char *id, const char *veth);
 
 /* ns-nft.c: one table "inet hutch" (libnftables, loaded with dlopen: no process spawned, no
