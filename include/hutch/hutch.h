@@ -94,9 +94,10 @@ HUTCH_EXPORT void hutch_client_free(struct hutch_client *client);
 /* Overrides the base URL of sandbox traffic (NULL restores the default above). */
 HUTCH_EXPORT enum hutch_code hutch_client_set_sandbox_url(struct hutch_client *client, const char *url);
 
-/* Sets the limit on each control-plane request and on establishing a process stream, in
- * milliseconds (default 60000; 0: no limit). Process streams and file transfers themselves
- * have no overall limit (see hutch_exec_options.timeout_ms). */
+/* Sets the limit on each control-plane request and each unary process call (input, signal,
+ * resize), in milliseconds (default 60000; 0: no limit). Process streams and file transfers
+ * have no overall limit (see hutch_exec_options.timeout_ms); they fail with HUTCH_E_TIMEOUT
+ * when nothing at all arrives for two minutes (a live stream gets keepalives). */
 HUTCH_EXPORT void hutch_client_set_timeout(struct hutch_client *client, unsigned timeout_ms);
 
 /* The base URLs in use (owned by the client, valid until the next set_* call or free). */

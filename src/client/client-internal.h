@@ -61,6 +61,9 @@ enum hutch_code client_code_from_curl(CURLcode r);
 enum hutch_code client_fail_http(struct hutch_client *c, long status, const char *body, size_t len,
                                  const char *what);
 
+/* True for a plausible sandbox id: 1..128 letters, digits, '-' and '_'. */
+bool client_id_valid(const char *id);
+
 /* The sandbox-traffic base URL. */
 const char *client_sandbox_base(const struct hutch_client *c);
 
@@ -80,8 +83,8 @@ enum hutch_code client_api_request(struct hutch_client *c, const char *method, c
  * (connect timeout, no signals, error buffer). */
 CURL *client_curl(struct hutch_client *c);
 
-/* The envd headers for sandbox_id: routing headers, the access token (fetched with
- * GET /sandboxes/{id} unless cached), and Basic auth for user when not NULL. Appends to
+/* The envd headers for sandbox_id (HUTCH_E_INVALID for a malformed id): routing headers, the access token
+ * (fetched with GET /sandboxes/{id} unless cached), and Basic auth for user when not NULL. Appends to
  * *headers. */
 enum hutch_code client_envd_headers(struct hutch_client *c, const char *sandbox_id, const char *user,
                                     struct curl_slist **headers);

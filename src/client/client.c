@@ -471,9 +471,24 @@ static const struct token_entry *token_lookup(const struct hutch_client *c, cons
     return NULL;
 }
 
+bool client_id_valid(const char *id)
+{
+    /* Sandbox ids are short and alphanumeric; refusing anything else keeps ids from breaking
+     * the paths and headers they go into. */
+    if (!id || !*id || strlen(id) > 128)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+              *p == '_'))
+            return false;
+    return true;
+}
+
 enum hutch_code client_envd_headers(struct hutch_client *c, const char *sandbox_id, const char *user,
                                     struct curl_slist **headers)
 {
+    if (!client_id_valid(sandbox_id))
+        return client_fail(c, HUTCH_E_INVALID, "invalid sandbox id '%s'", sandbox_id ? sandbox_id : "(null)");
     const struct token_entry *e = token_lookup(c, sandbox_id);
     if (!e) {
         struct hutch_sandbox_info info = { 0 };

@@ -101,22 +101,9 @@ HUTCH_EXPORT void hutch_sandbox_info_array_free(struct hutch_sandbox_info *items
     free(items);
 }
 
-static bool valid_id(const char *id)
-{
-    /* Sandbox ids are short and alphanumeric; refusing anything else keeps ids out of paths
-     * and headers they could break. */
-    if (!id || !*id || strlen(id) > 128)
-        return false;
-    for (const char *p = id; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-              *p == '_'))
-            return false;
-    return true;
-}
-
 #define CHECK_ID(c, id)                                                                                      \
     do {                                                                                                     \
-        if (!valid_id(id))                                                                                   \
+        if (!client_id_valid(id))                                                                            \
             return client_fail((c), HUTCH_E_INVALID, "invalid sandbox id '%s'", (id) ? (id) : "(null)");     \
     } while (0)
 

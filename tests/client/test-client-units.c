@@ -184,3 +184,15 @@ TEST(client_defaults_and_last_message)
     hutch_client_free(c);
     hutch_client_free(NULL);
 }
+
+TEST(malformed_ids_never_reach_a_request)
+{
+    struct hutch_client *c = hutch_client_new("http://127.0.0.1:1", "e2b_1");
+    const char *argv[] = { "true", NULL };
+    ASSERT_EQ(hutch_exec(c, "a\r\nX-Evil: 1", argv, NULL, NULL), HUTCH_E_INVALID);
+    ASSERT_EQ(hutch_process_signal(c, "a b", 1, 15), HUTCH_E_INVALID);
+    ASSERT_EQ(hutch_file_upload(c, "../x", "/dev/null", "/tmp/x", NULL), HUTCH_E_INVALID);
+    ASSERT_EQ(hutch_sandbox_info(c, "", NULL), HUTCH_E_INVALID);
+    ASSERT_TRUE(strstr(hutch_client_last_message(c), "invalid sandbox id") != NULL);
+    hutch_client_free(c);
+}
