@@ -208,6 +208,8 @@ static int fd_above_stdio(int fd)
 
 static int setup_stdio(const int stdio[3], struct error_record *err)
 {
+    /* Every sandbox process starts with the same umask, whatever the caller's is. */
+    umask(022);
     int tmp[3];
     int null_fd = -1;
     for (int i = 0; i < 3; i++) {
