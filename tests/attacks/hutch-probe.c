@@ -187,6 +187,24 @@ static int cmd_exhaust(const char *what)
     return (e == ENOSPC || e == EMFILE || e == ENFILE) ? 0 : 1;
 }
 
+/* A neighbour's view of the machine: n sleeps of 1 ms, and how late the wakeups were. */
+static int cmd_latency(int n)
+{
+    long worst = 0, total = 0;
+    for (int i = 0; i < n; i++) {
+        struct timespec a, b, d = { 0, 1000 * 1000 };
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        nanosleep(&d, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        long late = (b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000 - 1000;
+        total += late;
+        if (late > worst)
+            worst = late;
+    }
+    printf("latency: %d sleeps of 1 ms, mean %ld us late, worst %ld us late\n", n, n ? total / n : 0, worst);
+    return 0;
+}
+
 static _Noreturn void cmd_membomb(void)
 {
     for (size_t total = 0;; total += 1 << 20) {
@@ -614,6 +632,8 @@ int main(int argc, char **argv)
         cmd_ticker();
     if (!strcmp(c, "connect") && argc > 3)
         return cmd_connect(argv[2], (int)strtol(argv[3], NULL, 10));
+    if (!strcmp(c, "latency"))
+        return cmd_latency(argc > 2 ? (int)strtol(argv[2], NULL, 10) : 200);
     if (!strcmp(c, "exhaust") && argc > 2)
         return cmd_exhaust(argv[2]);
     if (!strcmp(c, "ipc"))
