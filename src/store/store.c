@@ -98,7 +98,7 @@ static int migrate(struct store *s, struct error_record *err)
     int r = exec_sql(s, "BEGIN IMMEDIATE", err);
     if (r < 0)
         return r;
-    int version;
+    int version = 0;
     r = user_version(s, &version, err);
     if (r < 0)
         goto fail;

@@ -80,8 +80,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s", argv[1], names[i]);
-        uint8_t *data;
-        size_t len;
+        uint8_t *data = NULL;
+        size_t len = 0;
         int r = read_file(path, &data, &len);
         if (r < 0) {
             printf("not ok %zu - %s # read: %s\n", i + 1, names[i], strerror(-r));
