@@ -61,8 +61,9 @@ int cli_write_all(int fd, const void *data, size_t len);
 /* Runs a process in a sandbox with the terminal attached: output to stdout/stderr as it comes,
  * local stdin forwarded when forward_stdin (at its end: stdin closed, or Ctrl-D on a pty),
  * a pty sized like the local terminal and resized on SIGWINCH, raw mode when opts->pty and
- * stdin is a terminal (restored on every exit path). SIGINT/SIGTERM/SIGHUP terminate the remote
- * process (SIGTERM, then SIGKILL on a second one). Returns the exit status for hutch to exit
+ * stdin is a terminal (restored on every exit path). SIGINT/SIGTERM/SIGHUP end the remote
+ * process: SIGTERM, then SIGKILL on a second one; on a pty SIGKILL at once, and hutch then
+ * exits with 128 + the signal it got. Returns the exit status for hutch to exit
  * with: the process's (128+N when killed by signal N), 124 when opts->timeout_ms ran out (as
  * timeout(1)), or 1 after printing the failure. */
 int cli_run_remote(struct hutch_client *client, const char *cmd, const char *sandbox_id,

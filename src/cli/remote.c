@@ -233,7 +233,9 @@ int cli_run_remote(struct hutch_client *client, const char *cmd, const char *san
                     restore_terminal();
                     _exit(128 + sig);
                 }
-                hutch_process_signal(control, sandbox_id, r.pid, ++signals_seen > 1 ? SIGKILL : SIGTERM);
+                /* An interactive shell ignores SIGTERM, and the SDK ends a pty with SIGKILL. */
+                hutch_process_signal(control, sandbox_id, r.pid,
+                                     ++signals_seen > 1 || opts->pty ? SIGKILL : SIGTERM);
             }
         }
         if (fds[2].revents && !ended) {
@@ -273,6 +275,8 @@ int cli_run_remote(struct hutch_client *client, const char *cmd, const char *san
     }
     if (r.code != HUTCH_OK)
         return cli_fail(client, cmd, r.code);
-    (void)exit_signal;
+    /* Killed on our behalf: report the signal we got, as if it had killed hutch. */
+    if (exit_signal && opts->pty)
+        return 128 + exit_signal;
     return r.exit_code & 0xff;
 }

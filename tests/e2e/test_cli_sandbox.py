@@ -297,14 +297,23 @@ def test_shell_with_piped_stdin(server, sandbox):
     assert "piped-42" in p.stdout
 
 
-def test_shell_terminates_on_sigterm_and_restores_nothing_broken(server, sandbox):
-    proc = subprocess.Popen([str(build_dir() / "bin" / "hutch"), "shell", sandbox, "--", "sleep", "60"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env_for(server))
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=15) == 128 + signal.SIGTERM
-    proc.stdin.close()
-    proc.stdout.close()
+def test_shell_ends_on_sigterm_and_sighup(server, sandbox):
+    # an interactive bash ignores SIGTERM: hutch must still end it, and itself
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        proc = subprocess.Popen([str(build_dir() / "bin" / "hutch"), "shell", sandbox],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env_for(server))
+        proc.stdin.write(b"echo ready\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 15
+        seen = b""
+        while b"ready\r\n" not in seen and time.monotonic() < deadline:
+            seen += os.read(proc.stdout.fileno(), 4096)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=15) == 128 + sig
+        proc.stdin.close()
+        proc.stdout.close()
+    p = hutch(server, "exec", sandbox, "--", "sh", "-c", "pgrep -x bash || echo none")
+    assert p.stdout == "none\n"
 
 
 def test_pause_and_resume_are_clear(server, sandbox):
