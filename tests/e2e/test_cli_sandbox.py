@@ -118,6 +118,28 @@ def test_lifecycle_with_tables_and_json(server):
     assert sid not in hutch(server, "sandbox", "list").stdout
 
 
+def test_list_follows_pagination(server):
+    # the server pages by 100; the CLI must follow X-Next-Token to the end
+    made = []
+    try:
+        for _ in range(103):
+            status, _, body = server.request("POST", "/v2/sandboxes",
+                                             body={"templateID": "base", "timeout": 120,
+                                                   "metadata": {"page": "test"}},
+                                             headers={"X-API-KEY": server.key})
+            assert status == 201, body
+            made.append(json.loads(body)["sandboxID"])
+            server.made.append(made[-1])
+        p = hutch(server, "sandbox", "list", "--json", "--metadata", "page=test")
+        assert p.returncode == 0, p.stderr
+        assert sorted(s["sandboxID"] for s in json.loads(p.stdout)) == sorted(made)
+        p = hutch(server, "sandbox", "list", "--metadata", "page=test")
+        assert len(p.stdout.splitlines()) == 1 + len(made)
+    finally:
+        p = hutch(server, "sandbox", "kill", *made)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == len(made)
+
+
 def test_exec_separates_streams_and_returns_exit_codes(server, sandbox):
     p = hutch(server, "exec", sandbox, "--", "sh", "-c", "echo out; echo err >&2; echo $GREETING; exit 3")
     assert p.returncode == 3
