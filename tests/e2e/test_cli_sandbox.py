@@ -384,6 +384,18 @@ def test_missing_or_wrong_key_and_no_server(server):
     assert p.returncode == 0, p.stderr
 
 
+def test_sandbox_traffic_follows_e2b_sandbox_url(server, sandbox):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    env = env_for(server, E2B_SANDBOX_URL=f"http://127.0.0.1:{dead}")
+    assert hutch(server, "sandbox", "info", sandbox, env=env).returncode == 0
+    p = hutch(server, "exec", sandbox, "--", "true", env=env)
+    assert p.returncode == 1 and f"127.0.0.1:{dead}" in p.stderr
+    env = env_for(server, E2B_SANDBOX_URL=f"http://127.0.0.1:{server.port}/")
+    assert hutch(server, "exec", sandbox, "--", "true", env=env).returncode == 0
+
+
 def test_libhutch_program(server, tmp_path):
     exe = build_dir() / "tests" / "client" / "libhutch-e2e"
     p = subprocess.run([str(exe), str(tmp_path)], capture_output=True, text=True, env=env_for(server),
