@@ -250,6 +250,34 @@ def test_logs(server, sandbox):
     assert hutch(server, "logs", sandbox, "--limit", "0").returncode == 2
 
 
+def test_logs_follow_until_the_sandbox_ends(server, tmp_path):
+    sid = create(server)
+    proc = subprocess.Popen([str(build_dir() / "bin" / "hutch"), "logs", "--follow", sid],
+                            stdout=subprocess.PIPE, text=True, env=env_for(server))
+    try:
+        assert "listening on 127.0.0.1:49983" in proc.stdout.readline()
+        # a refused upload is one new line in envd's log
+        (tmp_path / "f").write_text("x")
+        assert hutch(server, "cp", str(tmp_path / "f"), f"{sid}:/tmp").returncode == 1
+        deadline = time.monotonic() + 15
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "POST /files" in line:
+                break
+        assert "POST /files" in lines[-1], lines
+        assert hutch(server, "sandbox", "kill", sid).returncode == 0
+        assert proc.wait(timeout=15) == 0
+        rest = proc.stdout.read()
+        everything = "".join(lines) + rest
+        assert everything.count("POST /files") == 1, everything
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
 def read_until(fd, needle, timeout=15):
     buf = b""
     end = time.monotonic() + timeout
