@@ -47,15 +47,18 @@ static const struct {
     const char *path;
     mode_t mode;
 } dirs[] = {
-    { "usr", 0755 },  { "etc", 0755 },  { "proc", 0555 }, { "sys", 0555 },   { "dev", 0755 },
-    { "tmp", 01777 }, { "root", 0700 }, { "home", 0755 }, { "home/user", 0755 },
-    { "var", 0755 },  { "var/tmp", 01777 }, { "var/lib", 0755 }, { "var/log", 0755 },
-    { "var/cache", 0755 }, { "run", 0755 }, { "mnt", 0755 }, { "opt", 0755 }, { "srv", 0755 },
-    { "media", 0755 }, { "etc/profile.d", 0755 },
+    { "usr", 0755 },       { "etc", 0755 },       { "proc", 0555 },     { "sys", 0555 },
+    { "dev", 0755 },       { "tmp", 01777 },      { "root", 0700 },     { "home", 0755 },
+    { "home/user", 0755 }, { "var", 0755 },       { "var/tmp", 01777 }, { "var/lib", 0755 },
+    { "var/log", 0755 },   { "var/cache", 0755 }, { "run", 0755 },      { "mnt", 0755 },
+    { "opt", 0755 },       { "srv", 0755 },       { "media", 0755 },    { "etc/profile.d", 0755 },
 };
 
 static const char *const usr_links[][2] = {
-    { "usr/bin", "bin" }, { "usr/lib", "lib" }, { "usr/lib64", "lib64" }, { "usr/sbin", "sbin" },
+    { "usr/bin", "bin" },
+    { "usr/lib", "lib" },
+    { "usr/lib64", "lib64" },
+    { "usr/sbin", "sbin" },
 };
 
 static int write_all(int fd, const char *s, size_t len)
@@ -129,8 +132,8 @@ int runtime_base_template_build(const char *dir, struct error_record *err)
     if (symlinkat("../usr/lib/os-release", root, "etc/os-release") < 0)
         return error_set_errno(err, errno, "symlink etc/os-release");
     for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-        _cleanup_close_ int fd = openat(root, files[i].path,
-                                        O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, files[i].mode);
+        _cleanup_close_ int fd =
+            openat(root, files[i].path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, files[i].mode);
         if (fd < 0)
             return error_set_errno(err, errno, "create %s", files[i].path);
         int r = write_all(fd, files[i].content, strlen(files[i].content));

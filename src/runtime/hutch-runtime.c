@@ -64,15 +64,24 @@ struct opts {
 static int parse(int argc, char **argv, struct opts *o)
 {
     static const struct option longopts[] = {
-        { "base", required_argument, NULL, 'b' },   { "layer", required_argument, NULL, 'l' },
-        { "memory", required_argument, NULL, 'm' }, { "disk", required_argument, NULL, 'd' },
-        { "pids", required_argument, NULL, 'p' },   { "cpu", required_argument, NULL, 'c' },
-        { "uid", required_argument, NULL, 'u' },    { "gid", required_argument, NULL, 'g' },
-        { "cwd", required_argument, NULL, 'w' },    { "hostname", required_argument, NULL, 'h' },
-        { "online", no_argument, NULL, 'o' },       { "allow", required_argument, NULL, 'A' },
-        { "deny", required_argument, NULL, 'D' },   { "no-internet", no_argument, NULL, 'N' },
-        { "setuid", no_argument, NULL, 's' },       { "slot", required_argument, NULL, 'S' },
-        { "id", required_argument, NULL, 'i' },     { "count", required_argument, NULL, 'n' },
+        { "base", required_argument, NULL, 'b' },
+        { "layer", required_argument, NULL, 'l' },
+        { "memory", required_argument, NULL, 'm' },
+        { "disk", required_argument, NULL, 'd' },
+        { "pids", required_argument, NULL, 'p' },
+        { "cpu", required_argument, NULL, 'c' },
+        { "uid", required_argument, NULL, 'u' },
+        { "gid", required_argument, NULL, 'g' },
+        { "cwd", required_argument, NULL, 'w' },
+        { "hostname", required_argument, NULL, 'h' },
+        { "online", no_argument, NULL, 'o' },
+        { "allow", required_argument, NULL, 'A' },
+        { "deny", required_argument, NULL, 'D' },
+        { "no-internet", no_argument, NULL, 'N' },
+        { "setuid", no_argument, NULL, 's' },
+        { "slot", required_argument, NULL, 'S' },
+        { "id", required_argument, NULL, 'i' },
+        { "count", required_argument, NULL, 'n' },
         {},
     };
     struct runtime_spec *s = &o->spec;
@@ -316,10 +325,10 @@ static int cmd_bench(struct opts *o)
         if (pid == 0) {
             dup2(p[1], 1);
             execl("/usr/bin/bwrap", "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-                  "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib",
-                  "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
-                  "--ro-bind", base, "/base", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                  "/bin/echo", "ok", (char *)NULL);
+                  "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                  "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin", "--ro-bind", base,
+                  "/base", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/bin/echo", "ok",
+                  (char *)NULL);
             _exit(127);
         }
         close(p[1]);

@@ -59,14 +59,14 @@ struct runtime_spec {
     const char *const *allow_out;
     const char *const *deny_out;
     bool deny_internet;
-    const char *hostname;     /* NULL = id */
-    const char *const *argv;  /* the sandbox's first process (envd in production); argv[0] is a
-                               * path inside the sandbox or a name searched in its PATH */
-    const char *const *env;   /* "K=V" entries, NULL-terminated; NULL = a minimal PATH only */
-    const char *cwd;          /* inside the sandbox; NULL = "/" */
-    uid_t uid;                /* inside the sandbox, 0..65535 */
+    const char *hostname;    /* NULL = id */
+    const char *const *argv; /* the sandbox's first process (envd in production); argv[0] is a
+                              * path inside the sandbox or a name searched in its PATH */
+    const char *const *env;  /* "K=V" entries, NULL-terminated; NULL = a minimal PATH only */
+    const char *cwd;         /* inside the sandbox; NULL = "/" */
+    uid_t uid;               /* inside the sandbox, 0..65535 */
     gid_t gid;
-    bool allow_setuid;        /* template lets `user` sudo: no no_new_privs, setuid honoured */
+    bool allow_setuid;                  /* template lets `user` sudo: no no_new_privs, setuid honoured */
     int stdin_fd, stdout_fd, stderr_fd; /* dup'ed into the sandbox; -1 = /dev/null */
 };
 

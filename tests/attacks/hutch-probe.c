@@ -96,7 +96,8 @@ static int cmd_listen(int port)
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(s, 4) < 0) {
         printf("listen: %s\n", strerror(errno));
@@ -306,7 +307,7 @@ static int atk_mknod(void)
 {
     expect_fail("mknod /tmp/sda b 8 0", mknod("/tmp/sda", S_IFBLK | 0600, makedev(8, 0)));
     expect_fail("mknod /tmp/mem c 1 1", mknod("/tmp/mem", S_IFCHR | 0600, makedev(1, 1)));
-    static const char *const devs[] = { "/dev/kvm", "/dev/mem", "/dev/fuse", "/dev/net/tun",
+    static const char *const devs[] = { "/dev/kvm", "/dev/mem",  "/dev/fuse",        "/dev/net/tun",
                                         "/dev/vda", "/dev/kmsg", "/dev/loop-control" };
     for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++)
         expect_fail(devs[i], open(devs[i], O_RDWR | O_CLOEXEC));
@@ -377,7 +378,8 @@ static int atk_io_uring(void)
 
 static int atk_keyring(void)
 {
-    expect_fail("keyctl(GET_KEYRING_ID)", syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0));
+    expect_fail("keyctl(GET_KEYRING_ID)",
+                syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0));
     expect_fail("add_key", syscall(SYS_add_key, "user", "hutch", "x", 1, KEY_SPEC_SESSION_KEYRING));
     expect_fail("request_key", syscall(SYS_request_key, "user", "hutch", NULL, 0));
     return failures != 0;
@@ -406,7 +408,8 @@ static int atk_tiocsti(void)
     expect_fail("ioctl(TIOCSTI | 1<<32)", syscall(SYS_ioctl, s, (unsigned long)TIOCSTI | (1ul << 32), &c));
     char sub = 2;
     expect_fail("ioctl(TIOCLINUX)", syscall(SYS_ioctl, s, TIOCLINUX, &sub));
-    expect_fail("ioctl(TIOCLINUX | 1<<32)", syscall(SYS_ioctl, s, (unsigned long)TIOCLINUX | (1ul << 32), &sub));
+    expect_fail("ioctl(TIOCLINUX | 1<<32)",
+                syscall(SYS_ioctl, s, (unsigned long)TIOCLINUX | (1ul << 32), &sub));
     /* Other terminal ioctls still work. */
     struct termios t;
     expect("tcgetattr on the pty works", tcgetattr(s, &t) == 0);
@@ -465,10 +468,13 @@ static int atk_proc_writes(void)
 
 static int atk_info_leaks(void)
 {
-    static const char *const files[] = { "/proc/kcore", "/proc/keys", "/proc/timer_list",
-                                          "/proc/sched_debug", "/proc/kmsg",
-                                          "/sys/class/powercap/intel-rapl:0/energy_uj",
-                                          "/sys/firmware/dmi/tables/DMI" };
+    static const char *const files[] = { "/proc/kcore",
+                                         "/proc/keys",
+                                         "/proc/timer_list",
+                                         "/proc/sched_debug",
+                                         "/proc/kmsg",
+                                         "/sys/class/powercap/intel-rapl:0/energy_uj",
+                                         "/sys/firmware/dmi/tables/DMI" };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         int fd = open(files[i], O_RDONLY | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) {
@@ -578,7 +584,8 @@ static int atk_network(void)
     if (f)
         fclose(f);
     expect("only lo exists", ifaces == 1 && lo);
-    static const char *const addrs[] = { "169.254.169.254", "10.0.0.1", "192.168.0.1", "172.17.0.1", "8.8.8.8" };
+    static const char *const addrs[] = { "169.254.169.254", "10.0.0.1", "192.168.0.1", "172.17.0.1",
+                                         "8.8.8.8" };
     for (size_t i = 0; i < sizeof(addrs) / sizeof(addrs[0]); i++) {
         int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(80) };
@@ -612,7 +619,8 @@ static int cmd_ipc(const char *mode)
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     memcpy(sa.sun_path + 1, "hutch-ipc", 9);
-    expect_fail("connect to the neighbour's abstract socket", connect(s, (struct sockaddr *)&sa, sizeof(sa_family_t) + 10));
+    expect_fail("connect to the neighbour's abstract socket",
+                connect(s, (struct sockaddr *)&sa, sizeof(sa_family_t) + 10));
     return failures != 0;
 }
 
@@ -642,12 +650,22 @@ int main(int argc, char **argv)
         const char *name;
         int (*fn)(void);
     } attacks[] = {
-        { "proc-exe", atk_proc_exe },   { "fds", atk_fds },           { "mknod", atk_mknod },
-        { "mount", atk_mount },         { "userns", atk_userns },     { "sockets", atk_sockets },
-        { "io-uring", atk_io_uring },   { "keyring", atk_keyring },   { "tiocsti", atk_tiocsti },
-        { "abi", atk_abi },             { "proc-writes", atk_proc_writes },
-        { "info-leaks", atk_info_leaks }, { "ptrace", atk_ptrace },   { "core", atk_core },
-        { "privs", atk_privs },         { "network", atk_network },
+        { "proc-exe", atk_proc_exe },
+        { "fds", atk_fds },
+        { "mknod", atk_mknod },
+        { "mount", atk_mount },
+        { "userns", atk_userns },
+        { "sockets", atk_sockets },
+        { "io-uring", atk_io_uring },
+        { "keyring", atk_keyring },
+        { "tiocsti", atk_tiocsti },
+        { "abi", atk_abi },
+        { "proc-writes", atk_proc_writes },
+        { "info-leaks", atk_info_leaks },
+        { "ptrace", atk_ptrace },
+        { "core", atk_core },
+        { "privs", atk_privs },
+        { "network", atk_network },
     };
     if (!strcmp(c, "all")) {
         for (size_t i = 0; i < sizeof(attacks) / sizeof(attacks[0]); i++) {

@@ -68,8 +68,11 @@ static void neighbour_check(struct runtime_sandbox *sb)
 {
     ASSERT_EQ(runtime_ns_ops.wait(sb, 0), -ETIMEDOUT); /* still running */
     struct runtime_exec ex = {
-        .argv = (const char *const[]){ "/bin/sh", "-c", "test \"$(cat /proc/1/comm)\" = sleep && test -w /tmp", NULL },
-        .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1,
+        .argv = (const char *const[]){ "/bin/sh", "-c",
+                                       "test \"$(cat /proc/1/comm)\" = sleep && test -w /tmp", NULL },
+        .stdin_fd = -1,
+        .stdout_fd = -1,
+        .stderr_fd = -1,
     };
     struct error_record err;
     int pidfd = runtime_ns_ops.exec(sb, &ex, &err);
@@ -120,10 +123,19 @@ static void run_attack(const char *name, uid_t uid, bool allow_setuid)
     priv_env_release(&env);
 }
 
-#define ATTACK(test, probe)                                                                        \
-    TEST(test##_as_root) { run_attack(probe, 0, false); }                                         \
-    TEST(test##_as_user) { run_attack(probe, 1000, false); }                                      \
-    TEST(test##_as_setuid_root) { run_attack(probe, 0, true); }
+#define ATTACK(test, probe)                                                                                  \
+    TEST(test##_as_root)                                                                                     \
+    {                                                                                                        \
+        run_attack(probe, 0, false);                                                                         \
+    }                                                                                                        \
+    TEST(test##_as_user)                                                                                     \
+    {                                                                                                        \
+        run_attack(probe, 1000, false);                                                                      \
+    }                                                                                                        \
+    TEST(test##_as_setuid_root)                                                                              \
+    {                                                                                                        \
+        run_attack(probe, 0, true);                                                                          \
+    }
 
 ATTACK(row01_proc_exe, "proc-exe")
 ATTACK(row02_leaked_fds, "fds")
@@ -203,8 +215,9 @@ TEST(row17_resource_bombs_neighbour_runs)
     struct priv_env env;
     priv_env_init(&env);
     struct runtime_spec bomb;
-    priv_spec_init(&env, &bomb, (const char *const[]){ "/bin/sh", "-c",
-                                                       PROBE " forkbomb & " PROBE " membomb & wait", NULL });
+    priv_spec_init(
+        &env, &bomb,
+        (const char *const[]){ "/bin/sh", "-c", PROBE " forkbomb & " PROBE " membomb & wait", NULL });
     bomb.limits.pids_max = 64;
     bomb.limits.memory_bytes = 64u << 20;
     bomb.limits.cpu_millis = 500;
@@ -214,7 +227,8 @@ TEST(row17_resource_bombs_neighbour_runs)
     ASSERT_OK(runtime_ns_ops.start(sb, &err));
     struct runtime_spec n;
     static struct priv_result res;
-    priv_spec_init(&env, &n, (const char *const[]){ "/bin/sh", "-c", "for i in 1 2 3 4 5; do echo $i; done", NULL });
+    priv_spec_init(&env, &n,
+                   (const char *const[]){ "/bin/sh", "-c", "for i in 1 2 3 4 5; do echo $i; done", NULL });
     priv_run(&env, &n, &res);
     ASSERT_OK(res.start_r);
     ASSERT_EQ(WEXITSTATUS(res.status), 0);
@@ -266,8 +280,11 @@ TEST(row16_setuid_reaches_only_the_sandbox_root)
     struct runtime_spec spec;
     static struct priv_result res;
 
-    priv_spec_init(&env, &spec, (const char *const[]){ "/bin/sh", "-c",
-        "/opt/hutch/suid-id; /opt/hutch/suid-probe all >/tmp/out 2>&1; echo probe=$?; grep ESCAPE /tmp/out; true", NULL });
+    priv_spec_init(&env, &spec,
+                   (const char *const[]){ "/bin/sh", "-c",
+                                          "/opt/hutch/suid-id; /opt/hutch/suid-probe all >/tmp/out 2>&1; "
+                                          "echo probe=$?; grep ESCAPE /tmp/out; true",
+                                          NULL });
     spec.uid = spec.gid = 1000;
     spec.allow_setuid = true;
     priv_run(&env, &spec, &res);
@@ -339,16 +356,23 @@ TEST(row07_shared_layers_stay_unchanged)
     unsigned long long tpl_passwd = file_sum(passwd);
     struct runtime_spec spec;
     static struct priv_result res;
-    priv_spec_init(&env, &spec, (const char *const[]){ "/bin/sh", "-c",
-        "echo pwned > /usr/lib/os-release; echo pwned >> /usr/bin/true; echo pwned > /etc/passwd; "
-        "cat /usr/lib/os-release /etc/passwd", NULL });
+    priv_spec_init(
+        &env, &spec,
+        (const char *const[]){
+            "/bin/sh", "-c",
+            "echo pwned > /usr/lib/os-release; echo pwned >> /usr/bin/true; echo pwned > /etc/passwd; "
+            "cat /usr/lib/os-release /etc/passwd",
+            NULL });
     priv_run(&env, &spec, &res);
     ASSERT_OK(res.start_r);
     ASSERT_STREQ(res.out, "pwned\npwned\n"); /* the sandbox's own copies */
     ASSERT_EQ(file_sum("/usr/lib/os-release"), os_release);
     ASSERT_EQ(file_sum("/usr/bin/true"), true_bin);
     ASSERT_EQ(file_sum(passwd), tpl_passwd);
-    priv_spec_init(&env, &spec, (const char *const[]){ "/bin/sh", "-c", "grep -c pwned /usr/lib/os-release /etc/passwd; /bin/true && echo true-ok", NULL });
+    priv_spec_init(&env, &spec,
+                   (const char *const[]){
+                       "/bin/sh", "-c",
+                       "grep -c pwned /usr/lib/os-release /etc/passwd; /bin/true && echo true-ok", NULL });
     priv_run(&env, &spec, &res);
     ASSERT_OK(res.start_r);
     ASSERT_STREQ(res.out, "/usr/lib/os-release:0\n/etc/passwd:0\ntrue-ok\n");
@@ -378,8 +402,9 @@ TEST(row06_08_with_userland_tools)
         "hostname pwned",
     };
     /* A missing tool would make its attempt fail for the wrong reason. */
-    static const char *const tools[] = { "/usr/bin/unshare", "/usr/sbin/nft", "/usr/bin/mount", "/usr/bin/umount",
-                                         "/usr/sbin/chroot", "/usr/bin/mknod", "/usr/bin/hostname" };
+    static const char *const tools[] = { "/usr/bin/unshare", "/usr/sbin/nft",    "/usr/bin/mount",
+                                         "/usr/bin/umount",  "/usr/sbin/chroot", "/usr/bin/mknod",
+                                         "/usr/bin/hostname" };
     for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++)
         if (access(tools[i], X_OK) < 0)
             SKIP("%s is not installed on this host", tools[i]);

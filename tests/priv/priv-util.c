@@ -358,7 +358,9 @@ static void cgroup_dir(const char *id, const char *ctrl, char *out, size_t size)
 
 bool priv_cgroup_exists(const char *id)
 {
-    static const char *const ctrls[] = { "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "unified" };
+    static const char *const ctrls[] = {
+        "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "unified"
+    };
     for (size_t i = 0; i < sizeof(ctrls) / sizeof(ctrls[0]); i++) {
         char path[1024];
         cgroup_dir(id, ctrls[i], path, sizeof(path));

@@ -13,8 +13,8 @@
 #define PRIV_CGROUP_PARENT "hutch-test"
 
 struct priv_env {
-    char dir[256];      /* temporary directory holding everything below */
-    char tpl[300];      /* base template layer */
+    char dir[256];       /* temporary directory holding everything below */
+    char tpl[300];       /* base template layer */
     char probe_dir[300]; /* layer at /opt/hutch holding the probe */
     struct runtime_layer layers[3];
     struct runtime_config cfg;

@@ -40,7 +40,8 @@ static void world_down(void)
         waitpid(world_server, NULL, 0);
     }
     char cmd[256];
-    snprintf(cmd, sizeof(cmd), "ip link del %s 2>/dev/null; ip netns del %s 2>/dev/null", world_link, world_ns);
+    snprintf(cmd, sizeof(cmd), "ip link del %s 2>/dev/null; ip netns del %s 2>/dev/null", world_link,
+             world_ns);
     priv_sh(cmd);
 }
 
@@ -52,14 +53,17 @@ static void world_up(void)
     snprintf(world_ns, sizeof(world_ns), "hutch-world-%d", (int)getpid());
     snprintf(world_link, sizeof(world_link), "hw%d", (int)getpid() % 100000);
     char cmd[1024];
-    snprintf(cmd, sizeof(cmd),
-             "ip netns add %s && ip link add %s type veth peer name wv0 netns %s && "
-             "ip addr add 203.0.113.1/24 dev %s && ip link set %s up && "
-             "ip -n %s addr add 203.0.113.2/24 dev wv0 && ip -n %s link set wv0 up && ip -n %s link set lo up",
-             world_ns, world_link, world_ns, world_link, world_link, world_ns, world_ns, world_ns);
+    snprintf(
+        cmd, sizeof(cmd),
+        "ip netns add %s && ip link add %s type veth peer name wv0 netns %s && "
+        "ip addr add 203.0.113.1/24 dev %s && ip link set %s up && "
+        "ip -n %s addr add 203.0.113.2/24 dev wv0 && ip -n %s link set wv0 up && ip -n %s link set lo up",
+        world_ns, world_link, world_ns, world_link, world_link, world_ns, world_ns, world_ns);
     char undo[256];
-    snprintf(undo, sizeof(undo), "ip netns pids %s 2>/dev/null | xargs -r kill -9; ip link del %s 2>/dev/null; "
-             "ip netns del %s 2>/dev/null; true", world_ns, world_link, world_ns);
+    snprintf(undo, sizeof(undo),
+             "ip netns pids %s 2>/dev/null | xargs -r kill -9; ip link del %s 2>/dev/null; "
+             "ip netns del %s 2>/dev/null; true",
+             world_ns, world_link, world_ns);
     priv_on_cleanup(undo);
     sh(cmd);
     world_server = fork();
@@ -137,9 +141,9 @@ TEST(online_egress_policy)
     struct in_addr g = { htonl(0x0ac80000u + 4u * spec.slot + 1) };
     inet_ntop(AF_INET, &g, gw, sizeof(gw));
     snprintf(script, sizeof(script),
-             "grep -c : /proc/net/dev; "
-             PROBE " connect 203.0.113.2 8080; " PROBE " connect %s 22; " PROBE " connect 169.254.169.254 80; "
-             PROBE " connect 192.0.2.2 22; " PROBE " connect 203.0.113.1 22; " PROBE " connect 127.0.0.1 1; true",
+             "grep -c : /proc/net/dev; " PROBE " connect 203.0.113.2 8080; " PROBE " connect %s 22; " PROBE
+             " connect 169.254.169.254 80; " PROBE " connect 192.0.2.2 22; " PROBE
+             " connect 203.0.113.1 22; " PROBE " connect 127.0.0.1 1; true",
              gw);
     probe_targets(&env, &spec, script, &res);
     printf("%s", res.out);
@@ -169,8 +173,10 @@ TEST(online_egress_policy)
     spec.allow_out = (const char *const[]){ "203.0.113.2/32", "10.0.0.0/8", "0.0.0.0/0", NULL };
     g.s_addr = htonl(0x0ac80000u + 4u * spec.slot + 1);
     inet_ntop(AF_INET, &g, gw, sizeof(gw));
-    snprintf(script, sizeof(script), PROBE " connect 203.0.113.2 8080; " PROBE " connect %s 22; "
-             PROBE " connect 169.254.169.254 80; true", gw);
+    snprintf(script, sizeof(script),
+             PROBE " connect 203.0.113.2 8080; " PROBE " connect %s 22; " PROBE
+                   " connect 169.254.169.254 80; true",
+             gw);
     probe_targets(&env, &spec, script, &res);
     printf("%s", res.out);
     assert_has(res.out, "connected 203.0.113.2:8080: world");
@@ -333,7 +339,8 @@ TEST(online_after_ruleset_flushed)
     sh("nft delete table inet hutch");
     priv_spec_init(&env, &spec, NULL);
     spec.net = RUNTIME_NET_ONLINE;
-    probe_targets(&env, &spec, PROBE " connect 203.0.113.2 8080; " PROBE " connect 169.254.169.254 80; true", &res);
+    probe_targets(&env, &spec, PROBE " connect 203.0.113.2 8080; " PROBE " connect 169.254.169.254 80; true",
+                  &res);
     printf("%s", res.out);
     assert_has(res.out, "connected 203.0.113.2:8080: world");
     assert_has(res.out, "failed 169.254.169.254:80");

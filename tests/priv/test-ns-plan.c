@@ -67,15 +67,15 @@ TEST(plan_rejects_bad_specs)
         SKIP("needs root");
     struct runtime_spec s;
     struct error_record err;
-#define REJECT(expected, ...)                                                                      \
-    do {                                                                                           \
-        spec_ok(&s);                                                                               \
-        __VA_ARGS__;                                                                               \
-        error_clear(&err);                                                                         \
-        int r_ = plan(&s, &err);                                                                   \
-        if (r_ != -(expected))                                                                     \
-            tap_fail(__FILE__, __LINE__, "%s: got %d (%s), expected %d", #__VA_ARGS__, r_, err.msg,    \
-                     -(expected));                                                                 \
+#define REJECT(expected, ...)                                                                                \
+    do {                                                                                                     \
+        spec_ok(&s);                                                                                         \
+        __VA_ARGS__;                                                                                         \
+        error_clear(&err);                                                                                   \
+        int r_ = plan(&s, &err);                                                                             \
+        if (r_ != -(expected))                                                                               \
+            tap_fail(__FILE__, __LINE__, "%s: got %d (%s), expected %d", #__VA_ARGS__, r_, err.msg,          \
+                     -(expected));                                                                           \
     } while (0)
     REJECT(EINVAL, s.id = "");
     REJECT(EINVAL, s.id = "UPPER");
@@ -113,8 +113,9 @@ TEST(cidrs_are_normalised)
 {
     char **v = NULL;
     struct error_record err;
-    ASSERT_OK(ns_net_cidrs((const char *const[]){ "10.1.2.3/8", "1.2.3.4", "2001:db8::1/32", "::1", "0.0.0.0/0", NULL },
-                           &v, &err));
+    ASSERT_OK(ns_net_cidrs(
+        (const char *const[]){ "10.1.2.3/8", "1.2.3.4", "2001:db8::1/32", "::1", "0.0.0.0/0", NULL }, &v,
+        &err));
     ASSERT_STREQ(v[0], "10.0.0.0/8");
     ASSERT_STREQ(v[1], "1.2.3.4/32");
     ASSERT_STREQ(v[2], "2001:db8::/32");
@@ -122,8 +123,8 @@ TEST(cidrs_are_normalised)
     ASSERT_STREQ(v[4], "0.0.0.0/0");
     ASSERT_TRUE(v[5] == NULL);
     ns_strv_free(v);
-    static const char *const bad[] = { "", "1.2.3", "1.2.3.4/", "1.2.3.4/-1", "1.2.3.4/8x", "::/129",
-                                       "1.2.3.4/8;flush", "a.b.c.d/8", "1.2.3.4 /8" };
+    static const char *const bad[] = { "",       "1.2.3",           "1.2.3.4/",  "1.2.3.4/-1", "1.2.3.4/8x",
+                                       "::/129", "1.2.3.4/8;flush", "a.b.c.d/8", "1.2.3.4 /8" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         v = NULL;
         if (ns_net_cidrs((const char *const[]){ bad[i], NULL }, &v, &err) != -EINVAL)

@@ -62,11 +62,13 @@ TEST(namespaces_separate)
     char host_ipc[64] = "", host_uts[64] = "";
     read_link("/proc/self/ns/ipc", host_ipc, sizeof(host_ipc));
     read_link("/proc/self/ns/uts", host_uts, sizeof(host_uts));
-    priv_spec_init(&env, &spec, SH("echo pid=$$; echo host=$(cat /proc/sys/kernel/hostname); "
-                                   "echo ifaces=$(grep -c : /proc/net/dev); grep lo: /proc/net/dev >/dev/null && echo lo=yes; "
-                                   "echo ipc=$(readlink /proc/self/ns/ipc); echo uts=$(readlink /proc/self/ns/uts); "
-                                   "echo uidmap=$(cat /proc/self/uid_map); echo id=$(id -u):$(id -g); "
-                                   "echo procs=$(ls -d /proc/[0-9]* | wc -l); echo cg=$(cat /proc/self/cgroup | head -1)"));
+    priv_spec_init(
+        &env, &spec,
+        SH("echo pid=$$; echo host=$(cat /proc/sys/kernel/hostname); "
+           "echo ifaces=$(grep -c : /proc/net/dev); grep lo: /proc/net/dev >/dev/null && echo lo=yes; "
+           "echo ipc=$(readlink /proc/self/ns/ipc); echo uts=$(readlink /proc/self/ns/uts); "
+           "echo uidmap=$(cat /proc/self/uid_map); echo id=$(id -u):$(id -g); "
+           "echo procs=$(ls -d /proc/[0-9]* | wc -l); echo cg=$(cat /proc/self/cgroup | head -1)"));
     priv_run(&env, &spec, &res);
     ASSERT_OK(res.start_r);
     printf("# %s", res.out);
@@ -135,8 +137,9 @@ TEST(disk_limit_gives_enospc)
     priv_env_init(&env);
     struct runtime_spec spec;
     static struct priv_result res;
-    priv_spec_init(&env, &spec, SH("dd if=/dev/zero of=/big bs=1M count=64 2>&1; echo dd=$?; "
-                                   "rm /big; echo still-alive"));
+    priv_spec_init(&env, &spec,
+                   SH("dd if=/dev/zero of=/big bs=1M count=64 2>&1; echo dd=$?; "
+                      "rm /big; echo still-alive"));
     spec.limits.disk_bytes = 16u << 20;
     spec.limits.memory_bytes = 64u << 20;
     priv_run(&env, &spec, &res);
@@ -212,8 +215,9 @@ TEST(freeze_thaw)
     /* exec() into a frozen sandbox is refused rather than left hanging; destroy of a frozen
      * sandbox completes. */
     ASSERT_OK(runtime_ns_ops.freeze(sb));
-    struct runtime_exec ex = { .argv = (const char *const[]){ "/bin/true", NULL }, .stdin_fd = -1,
-                               .stdout_fd = -1, .stderr_fd = -1 };
+    struct runtime_exec ex = {
+        .argv = (const char *const[]){ "/bin/true", NULL }, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1
+    };
     ASSERT_EQ(runtime_ns_ops.exec(sb, &ex, &err), -EBUSY);
     ASSERT_OK(runtime_ns_ops.destroy(sb));
     ASSERT_FALSE(priv_cgroup_exists(spec.id));
@@ -305,7 +309,9 @@ TEST(exec_into_running_sandbox)
     ASSERT_OK(pipe2(p2, O_CLOEXEC));
     struct runtime_exec ex_root = {
         .argv = SH("grep -E '^(CapBnd|CapEff|Seccomp|NoNewPrivs):' /proc/self/status; cat /proc/self/cgroup"),
-        .stdin_fd = -1, .stdout_fd = p2[1], .stderr_fd = p2[1],
+        .stdin_fd = -1,
+        .stdout_fd = p2[1],
+        .stderr_fd = p2[1],
     };
     pidfd = runtime_ns_ops.exec(sb, &ex_root, &err);
     ASSERT_OK(pidfd);
@@ -319,7 +325,8 @@ TEST(exec_into_running_sandbox)
     unsigned long long bnd = ~0ull;
     ASSERT_TRUE(strstr(buf, "CapBnd:") != NULL);
     sscanf(strstr(buf, "CapBnd:") + 7, "%llx", &bnd);
-    ASSERT_EQ(bnd & ((1ull << 21) | (1ull << 12) | (1ull << 13) | (1ull << 27)), 0); /* SYS_ADMIN, NET_ADMIN, NET_RAW, MKNOD */
+    ASSERT_EQ(bnd & ((1ull << 21) | (1ull << 12) | (1ull << 13) | (1ull << 27)),
+              0); /* SYS_ADMIN, NET_ADMIN, NET_RAW, MKNOD */
     /* In the sandbox's cgroup namespace its own cgroups are "/"; a process outside them would
      * see a path with "..". */
     ASSERT_TRUE(strstr(buf, "/..") == NULL);
@@ -355,7 +362,8 @@ TEST(destroy_leaves_nothing)
     struct runtime_stats st;
     ASSERT_OK(runtime_ns_ops.stats(sb, &st));
     printf("# stats: cpu %llu us, memory %llu, disk %llu, pids %llu\n", (unsigned long long)st.cpu_usec,
-           (unsigned long long)st.memory_bytes, (unsigned long long)st.disk_bytes, (unsigned long long)st.pids);
+           (unsigned long long)st.memory_bytes, (unsigned long long)st.disk_bytes,
+           (unsigned long long)st.pids);
     ASSERT_TRUE(st.pids >= 3);
     ASSERT_TRUE(st.memory_bytes > 0);
     ASSERT_EQ(priv_count_mounts(), mounts); /* no sandbox mount is visible on the host */
@@ -482,10 +490,11 @@ TEST(hostile_template_redirects_nothing)
 
     struct runtime_spec spec;
     static struct priv_result res;
-    priv_spec_init(&env, &spec, SH("echo pwned > /dev/null; echo pwned > /dev/shm/x; echo pwned > /tmp/x; "
-                                   "stat -c '%F %t:%T' /dev/null; ls /proc/planted 2>&1; "
-                                   "cat /proc/1/comm; ls /x /etc/x 2>&1; stat -f -c 'pts=%T' /dev/pts; "
-                                   "echo pwned > /dev/pts/x; echo pwned > /dev/console; ls /etc/x 2>&1; echo done"));
+    priv_spec_init(&env, &spec,
+                   SH("echo pwned > /dev/null; echo pwned > /dev/shm/x; echo pwned > /tmp/x; "
+                      "stat -c '%F %t:%T' /dev/null; ls /proc/planted 2>&1; "
+                      "cat /proc/1/comm; ls /x /etc/x 2>&1; stat -f -c 'pts=%T' /dev/pts; "
+                      "echo pwned > /dev/pts/x; echo pwned > /dev/console; ls /etc/x 2>&1; echo done"));
     priv_run(&env, &spec, &res);
     if (res.create_r < 0 || res.start_r < 0)
         printf("# %s\n", res.err.msg);
@@ -564,7 +573,8 @@ TEST(cgroup_v2_handler)
 {
     /* This machine's v2 hierarchy has no limit controllers, but freeze, kill, procs and
      * populated work: exercise the v2 handler with them; limits are tested where v2 has them. */
-    if (access("/sys/fs/cgroup/unified/cgroup.procs", F_OK) < 0 && access("/sys/fs/cgroup/cgroup.procs", F_OK) < 0)
+    if (access("/sys/fs/cgroup/unified/cgroup.procs", F_OK) < 0 &&
+        access("/sys/fs/cgroup/cgroup.procs", F_OK) < 0)
         SKIP("no cgroup v2 hierarchy");
     struct runtime_limits none = { 0 };
     struct ns_cgroup *cg = NULL;
@@ -701,8 +711,12 @@ TEST(stats_cover_cpu_memory_disk_pids)
     struct priv_env env;
     priv_env_init(&env);
     struct runtime_spec spec;
-    priv_spec_init(&env, &spec, (const char *const[]){ "/bin/sh", "-c",
-        "dd if=/dev/zero of=/f bs=1M count=4 2>/dev/null; sleep 1000 & sleep 1000 & echo written; wait", NULL });
+    priv_spec_init(
+        &env, &spec,
+        (const char *const[]){
+            "/bin/sh", "-c",
+            "dd if=/dev/zero of=/f bs=1M count=4 2>/dev/null; sleep 1000 & sleep 1000 & echo written; wait",
+            NULL });
     int p[2];
     ASSERT_OK(pipe2(p, O_CLOEXEC));
     spec.stdout_fd = p[1];
@@ -716,7 +730,8 @@ TEST(stats_cover_cpu_memory_disk_pids)
     struct runtime_stats st;
     ASSERT_OK(runtime_ns_ops.stats(sb, &st));
     printf("# cpu %llu us, memory %llu, disk %llu, pids %llu\n", (unsigned long long)st.cpu_usec,
-           (unsigned long long)st.memory_bytes, (unsigned long long)st.disk_bytes, (unsigned long long)st.pids);
+           (unsigned long long)st.memory_bytes, (unsigned long long)st.disk_bytes,
+           (unsigned long long)st.pids);
     ASSERT_TRUE(st.disk_bytes >= 4u << 20);
     ASSERT_TRUE(st.memory_bytes >= 4u << 20); /* the tmpfs pages are charged to the sandbox */
     ASSERT_TRUE(st.pids >= 3);
@@ -860,7 +875,9 @@ TEST(sandbox_on_cgroup_v2)
     ASSERT_TRUE(priv_read_all(p[0], buf, sizeof(buf), 500) > 0);
     int q[2];
     ASSERT_OK(pipe2(q, O_CLOEXEC));
-    struct runtime_exec ex = { .argv = SH("cat /proc/self/cgroup"), .stdin_fd = -1, .stdout_fd = q[1], .stderr_fd = -1 };
+    struct runtime_exec ex = {
+        .argv = SH("cat /proc/self/cgroup"), .stdin_fd = -1, .stdout_fd = q[1], .stderr_fd = -1
+    };
     int pidfd = runtime_ns_ops.exec(sb, &ex, &err);
     ASSERT_OK(pidfd);
     close(q[1]);
@@ -908,12 +925,15 @@ TEST(ordinary_programs_work_under_the_filter)
     priv_env_init(&env);
     struct runtime_spec spec;
     static struct priv_result res;
-    priv_spec_init(&env, &spec, (const char *const[]){ "/usr/bin/python3", "-c",
-        "import threading, subprocess, socket, multiprocessing as mp\n"
-        "t = threading.Thread(target=print, args=('thread ok',)); t.start(); t.join()\n"
-        "print(subprocess.run(['id', '-un'], capture_output=True, text=True).stdout.strip())\n"
-        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print('listen ok')\n"
-        "with mp.Pool(2) as p: print('pool', sum(p.map(abs, range(10))))\n", NULL });
+    priv_spec_init(&env, &spec,
+                   (const char *const[]){
+                       "/usr/bin/python3", "-c",
+                       "import threading, subprocess, socket, multiprocessing as mp\n"
+                       "t = threading.Thread(target=print, args=('thread ok',)); t.start(); t.join()\n"
+                       "print(subprocess.run(['id', '-un'], capture_output=True, text=True).stdout.strip())\n"
+                       "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print('listen ok')\n"
+                       "with mp.Pool(2) as p: print('pool', sum(p.map(abs, range(10))))\n",
+                       NULL });
     spec.uid = spec.gid = 1000;
     spec.cwd = "/home/user";
     priv_run(&env, &spec, &res);

@@ -35,9 +35,8 @@ static int sys_setresuid(uid_t r, uid_t e, uid_t s)
 
 /* Docker's default capability set minus CAP_MKNOD and CAP_NET_RAW. */
 static const int keep_caps[] = {
-    CAP_CHOWN,  CAP_DAC_OVERRIDE, CAP_FSETID,           CAP_FOWNER,      CAP_SETGID,
-    CAP_SETUID, CAP_SETFCAP,      CAP_SETPCAP,          CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT,
-    CAP_KILL,   CAP_AUDIT_WRITE,
+    CAP_CHOWN,   CAP_DAC_OVERRIDE, CAP_FSETID,           CAP_FOWNER,     CAP_SETGID, CAP_SETUID,
+    CAP_SETFCAP, CAP_SETPCAP,      CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_KILL,   CAP_AUDIT_WRITE,
 };
 
 static bool kept(int cap)

@@ -220,8 +220,7 @@ static int v1_list(const char *parent, void (*cb)(const char *, void *), void *u
 }
 
 static const char *const v1_devices_allowed[] = {
-    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-    "c 5:0 rwm", "c 5:2 rwm", "c 136:* rwm",
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm", "c 136:* rwm",
 };
 
 static int v1_create(struct ns_cgroup *cg, const struct runtime_limits *l)
@@ -590,7 +589,8 @@ const struct ns_cgroup_ops *ns_cgroup_detect(int version)
     if (version == 2)
         return v2_mount(mnt, sizeof(mnt)) == 0 ? &ns_cgroup_v2_ops : NULL;
     if (version == 1)
-        return statfs(CG_ROOT "/memory", &sfs) == 0 && sfs.f_type == CGROUP_SUPER_MAGIC ? &ns_cgroup_v1_ops : NULL;
+        return statfs(CG_ROOT "/memory", &sfs) == 0 && sfs.f_type == CGROUP_SUPER_MAGIC ? &ns_cgroup_v1_ops
+                                                                                        : NULL;
     if (v2_mount(mnt, sizeof(mnt)) == 0) {
         if (own_cgroup(NULL, own, sizeof(own)) < 0)
             own[0] = '\0';

@@ -45,16 +45,15 @@
 #define CLONE_INTO_CGROUP 0x200000000ULL
 #endif
 
-#define NS_CLONE_FLAGS                                                                             \
-    (CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC |    \
-     CLONE_NEWTIME)
+#define NS_CLONE_FLAGS                                                                                       \
+    (CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWTIME)
 #define NS_SETNS_FLAGS (NS_CLONE_FLAGS | CLONE_NEWCGROUP)
 #define NS_SETUP_TIMEOUT_SEC 30
 
 /* struct clone_args of <linux/sched.h>, which clashes with glibc's <sched.h>. */
 struct ns_clone_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
-        set_tid_size, cgroup;
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
+        cgroup;
 };
 
 enum ns_msg_type {
@@ -140,8 +139,9 @@ static int recv_msg(int sock, struct ns_msg *msg, int *fds, size_t max_fds, size
         char buf[CMSG_SPACE(sizeof(int) * NS_MAX_LAYERS)];
         struct cmsghdr align;
     } u;
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof(u.buf) };
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)
+    };
     if (ret_nfds)
         *ret_nfds = 0;
     ssize_t n;
@@ -337,9 +337,15 @@ static _noreturn_ void child_main(const struct ns_plan *plan, int sock)
     if (recv_msg(sock, &msg, NULL, 0, NULL) <= 0 || msg.type != NS_MSG_START)
         _exit(126);
     struct exec_params p = {
-        .argv = plan->argv, .env = plan->env, .cwd = plan->cwd, .path = plan->path,
-        .uid = plan->uid, .gid = plan->gid, .allow_setuid = plan->allow_setuid,
-        .seccomp = &plan->seccomp, .stdio = plan->stdio,
+        .argv = plan->argv,
+        .env = plan->env,
+        .cwd = plan->cwd,
+        .path = plan->path,
+        .uid = plan->uid,
+        .gid = plan->gid,
+        .allow_setuid = plan->allow_setuid,
+        .seccomp = &plan->seccomp,
+        .stdio = plan->stdio,
     };
     exec_finish(&p, &err);
 fail:
@@ -400,8 +406,8 @@ static int send_layers(struct runtime_sandbox *sb, struct error_record *err)
     int r = 0;
     for (size_t i = 0; i < sb->plan->n_mounts && r >= 0; i++)
         for (size_t j = 0; j < sb->plan->mounts[i].n_layers && r >= 0; j++) {
-            int fd = ns_mount_idmapped_layer(sb->plan->mounts[i].layer_fds[j], userns,
-                                             sb->plan->allow_setuid, err);
+            int fd = ns_mount_idmapped_layer(sb->plan->mounts[i].layer_fds[j], userns, sb->plan->allow_setuid,
+                                             err);
             if (fd < 0)
                 r = fd;
             else
@@ -617,7 +623,8 @@ static void *connect_thread(void *arg)
         job->fd = fd;
         return NULL;
     }
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(job->port),
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = htons(job->port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     int r;
     do
@@ -731,8 +738,15 @@ static int sandbox_exec(struct runtime_sandbox *sb, const struct runtime_exec *e
             path = *e + 5;
     int stdio[3] = { ex->stdin_fd, ex->stdout_fd, ex->stderr_fd };
     struct exec_params p = {
-        .argv = argv, .env = env, .cwd = cwd, .path = path, .uid = ex->uid, .gid = ex->gid,
-        .allow_setuid = sb->plan->allow_setuid, .seccomp = &sb->plan->seccomp, .stdio = stdio,
+        .argv = argv,
+        .env = env,
+        .cwd = cwd,
+        .path = path,
+        .uid = ex->uid,
+        .gid = ex->gid,
+        .allow_setuid = sb->plan->allow_setuid,
+        .seccomp = &sb->plan->seccomp,
+        .stdio = stdio,
     };
     int ret = -EIO;
     int sp[2] = { -1, -1 };

@@ -45,8 +45,8 @@ int ns_mount_idmapped_layer(int layer_fd, int userns_fd, bool allow_setuid, stru
     if (fd < 0)
         return error_set_errno(err, errno, "open_tree(layer)");
     struct mount_attr attr = {
-        .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV |
-                    (allow_setuid ? 0 : MOUNT_ATTR_NOSUID),
+        .attr_set =
+            MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | (allow_setuid ? 0 : MOUNT_ATTR_NOSUID),
         .userns_fd = (uint64_t)userns_fd,
     };
     if (mount_setattr(fd, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
@@ -89,8 +89,8 @@ static int attach(int mnt_fd, int dirfd, const char *path, bool want_dir, struct
     return 0;
 }
 
-static int mount_overlay(const struct ns_mount_plan *m, size_t index, const int *layer_fds,
-                         int upper_fs, bool allow_setuid, struct error_record *err)
+static int mount_overlay(const struct ns_mount_plan *m, size_t index, const int *layer_fds, int upper_fs,
+                         bool allow_setuid, struct error_record *err)
 {
     char dir[32];
     snprintf(dir, sizeof(dir), "u%zu", index);
@@ -134,8 +134,8 @@ static int stage(int mnt_fd, int staging, const char *name, struct error_record 
 
 /* Docker's masked paths (plus kmsg) and read-only paths, relative to /proc. */
 static const char *const proc_masked[] = {
-    "asound", "acpi", "kcore", "keys", "latency_stats", "timer_list", "timer_stats",
-    "sched_debug", "scsi", "kmsg", "sysrq-trigger",
+    "asound",      "acpi",        "kcore", "keys", "latency_stats", "timer_list",
+    "timer_stats", "sched_debug", "scsi",  "kmsg", "sysrq-trigger",
 };
 static const char *const proc_readonly[] = { "bus", "fs", "irq", "sys" };
 
@@ -165,8 +165,8 @@ static int mask_proc(int proc_fd, int null_fd, struct error_record *err)
             return r;
     }
     for (size_t i = 0; i < ARRAY_SIZE(proc_readonly); i++) {
-        _cleanup_close_ int m = open_tree(proc_fd, proc_readonly[i],
-                                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
+        _cleanup_close_ int m =
+            open_tree(proc_fd, proc_readonly[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
         if (m < 0) {
             if (errno == ENOENT)
                 continue;
@@ -189,7 +189,7 @@ struct host_dev {
     unsigned major, minor;
 };
 static const struct host_dev host_devs[] = {
-    { "null", 1, 3 }, { "zero", 1, 5 },    { "full", 1, 7 },
+    { "null", 1, 3 },   { "zero", 1, 5 },    { "full", 1, 7 },
     { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 },
 };
 
@@ -199,7 +199,8 @@ static int bind_host_dev(int dev_fd, const struct host_dev *d, int *ret_clone, s
 {
     char path[64];
     snprintf(path, sizeof(path), "/dev/%s", d->name);
-    _cleanup_close_ int src = open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
+    _cleanup_close_ int src =
+        open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
     if (src < 0)
         return error_set_errno(err, errno, "clone host %s", path);
     struct stat st;
@@ -230,7 +231,8 @@ static int setup_dev(int root_fd, int *ret_null, struct error_record *err)
     static const char *const dev_opts[] = { "size", "65536", "mode", "0755", "nr_inodes", "64", NULL };
     /* nodev on the tmpfs itself: the device nodes are separate bind mounts with their own
      * flags, so nothing created in /dev later (mknod is refused anyway) can be a device. */
-    _cleanup_close_ int devmnt = new_fs("tmpfs", dev_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NODEV, err);
+    _cleanup_close_ int devmnt =
+        new_fs("tmpfs", dev_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NODEV, err);
     if (devmnt < 0)
         return devmnt;
     int r = attach(devmnt, root_fd, "dev", true, err);
@@ -249,20 +251,22 @@ static int setup_dev(int root_fd, int *ret_null, struct error_record *err)
     }
     if (mkdirat(dev, "pts", 0755) < 0 || mkdirat(dev, "shm", 01777) < 0)
         return error_set_errno(err, errno, "mkdir /dev/pts, /dev/shm");
-    static const char *const pts_opts[] = { "newinstance", NULL, "ptmxmode", "0666", "mode", "0620", "gid", "5", NULL };
+    static const char *const pts_opts[] = { "newinstance", NULL,  "ptmxmode", "0666", "mode",
+                                            "0620",        "gid", "5",        NULL };
     _cleanup_close_ int pts = new_fs("devpts", pts_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, err);
     if (pts < 0)
         return pts;
     if ((r = attach(pts, dev, "pts", true, err)) < 0)
         return r;
     static const char *const shm_opts[] = { "size", "67108864", "mode", "1777", NULL };
-    _cleanup_close_ int shm = new_fs("tmpfs", shm_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+    _cleanup_close_ int shm =
+        new_fs("tmpfs", shm_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
     if (shm < 0)
         return shm;
     if ((r = attach(shm, dev, "shm", true, err)) < 0)
         return r;
     static const char *const links[][2] = {
-        { "pts/ptmx", "ptmx" },        { "/proc/self/fd", "fd" },     { "/proc/self/fd/0", "stdin" },
+        { "pts/ptmx", "ptmx" },          { "/proc/self/fd", "fd" },       { "/proc/self/fd/0", "stdin" },
         { "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" },
     };
     for (size_t i = 0; i < ARRAY_SIZE(links); i++)
@@ -283,7 +287,8 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, struct err
      * writable tmpfs are attached below it first. The overlay root is then stacked on top, and
      * the staging tree leaves with the old root after pivot_root. */
     static const char *const staging_opts[] = { "size", "65536", "mode", "0700", "nr_inodes", "256", NULL };
-    _cleanup_close_ int staging_mnt = new_fs("tmpfs", staging_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+    _cleanup_close_ int staging_mnt =
+        new_fs("tmpfs", staging_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
     if (staging_mnt < 0)
         return staging_mnt;
     if (move_mount(staging_mnt, "", AT_FDCWD, plan->root_dir, MOVE_MOUNT_F_EMPTY_PATH) < 0)
@@ -365,7 +370,8 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, struct err
     if (r < 0)
         return r;
 
-    _cleanup_close_ int procmnt = new_fs("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+    _cleanup_close_ int procmnt =
+        new_fs("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
     if (procmnt < 0)
         return procmnt;
     if ((r = attach(procmnt, root, "proc", true, err)) < 0)
@@ -380,8 +386,8 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, struct err
         return r;
 
     static const char *const sys_opts[] = { "size", "4096", "mode", "0555", NULL };
-    _cleanup_close_ int sys = new_fs("tmpfs", sys_opts,
-                                     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+    _cleanup_close_ int sys = new_fs(
+        "tmpfs", sys_opts, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
     if (sys < 0)
         return sys;
     if ((r = attach(sys, root, "sys", true, err)) < 0)

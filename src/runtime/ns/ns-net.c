@@ -257,7 +257,8 @@ int ns_net_plan_addresses(const struct runtime_config *cfg, unsigned slot, struc
         if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || str_startswith(i->ifa_name, "hv"))
             continue;
         uint32_t a = ntohl(((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr);
-        uint32_t m = i->ifa_netmask ? ntohl(((struct sockaddr_in *)i->ifa_netmask)->sin_addr.s_addr) : 0xffffffffu;
+        uint32_t m =
+            i->ifa_netmask ? ntohl(((struct sockaddr_in *)i->ifa_netmask)->sin_addr.s_addr) : 0xffffffffu;
         uint32_t pm = (uint32_t)(0xffffffffull << (32 - prefix));
         uint32_t common = m & pm;
         if ((a & common) == (net & common))

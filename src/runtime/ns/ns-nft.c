@@ -97,12 +97,12 @@ static int nft_run(const char *cmds, struct buf *out, struct error_record *err)
 }
 
 static const char *const blocked4[] = {
-    "0.0.0.0/8",     "10.0.0.0/8",    "100.64.0.0/10", "127.0.0.0/8",  "169.254.0.0/16",
-    "172.16.0.0/12", "192.0.0.0/24",  "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
-    "224.0.0.0/4",   "240.0.0.0/4",
+    "0.0.0.0/8",    "10.0.0.0/8",     "100.64.0.0/10",  "127.0.0.0/8",   "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",    "240.0.0.0/4",
 };
 static const char *const blocked6[] = {
-    "::/127", "::ffff:0:0/96", "64:ff9b::/96", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
+    "::/127",        "::ffff:0:0/96", "64:ff9b::/96", "100::/64",
+    "2001:db8::/32", "fc00::/7",      "fe80::/10",    "ff00::/8",
 };
 
 static int base_ruleset(struct buf *b, const char *pool)
@@ -139,20 +139,21 @@ static int base_ruleset(struct buf *b, const char *pool)
     for (size_t i = 0; i < ARRAY_SIZE(blocked6); i++)
         r |= buf_printf(b, "%s%s", i ? ", " : "", blocked6[i]);
     r |= buf_printf(b, "%s }\n", v6);
-    r |= buf_printf(b,
-                    "add map inet hutch sandboxes { type ifname : verdict; }\n"
-                    "add chain inet hutch forward { type filter hook forward priority 0; policy accept; }\n"
-                    "add chain inet hutch input { type filter hook input priority 0; policy accept; }\n"
-                    "add chain inet hutch postrouting { type nat hook postrouting priority 100; policy accept; }\n"
-                    "flush chain inet hutch forward\nflush chain inet hutch input\n"
-                    "flush chain inet hutch postrouting\n"
-                    "add rule inet hutch forward iifname \"hv*\" iifname vmap @sandboxes\n"
-                    "add rule inet hutch forward iifname \"hv*\" drop\n"
-                    "add rule inet hutch forward oifname \"hv*\" ct state established,related accept\n"
-                    "add rule inet hutch forward oifname \"hv*\" drop\n"
-                    "add rule inet hutch input iifname \"hv*\" drop\n"
-                    "add rule inet hutch postrouting ip saddr %s oifname != \"hv*\" masquerade\n",
-                    pool);
+    r |= buf_printf(
+        b,
+        "add map inet hutch sandboxes { type ifname : verdict; }\n"
+        "add chain inet hutch forward { type filter hook forward priority 0; policy accept; }\n"
+        "add chain inet hutch input { type filter hook input priority 0; policy accept; }\n"
+        "add chain inet hutch postrouting { type nat hook postrouting priority 100; policy accept; }\n"
+        "flush chain inet hutch forward\nflush chain inet hutch input\n"
+        "flush chain inet hutch postrouting\n"
+        "add rule inet hutch forward iifname \"hv*\" iifname vmap @sandboxes\n"
+        "add rule inet hutch forward iifname \"hv*\" drop\n"
+        "add rule inet hutch forward oifname \"hv*\" ct state established,related accept\n"
+        "add rule inet hutch forward oifname \"hv*\" drop\n"
+        "add rule inet hutch input iifname \"hv*\" drop\n"
+        "add rule inet hutch postrouting ip saddr %s oifname != \"hv*\" masquerade\n",
+        pool);
     return r < 0 ? -ENOBUFS : 0;
 }
 
@@ -221,8 +222,8 @@ int ns_nft_sandbox_add(const struct ns_plan *plan, struct error_record *err)
     int w = 0;
     static const char *const kinds[] = { "a4", "a6", "d4", "d6" };
     for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
-        w |= buf_printf(&b, "add set inet hutch %s_%s { type %s; flags interval; auto-merge; }\n", kinds[i], n,
-                        kinds[i][1] == '4' ? "ipv4_addr" : "ipv6_addr");
+        w |= buf_printf(&b, "add set inet hutch %s_%s { type %s; flags interval; auto-merge; }\n", kinds[i],
+                        n, kinds[i][1] == '4' ? "ipv4_addr" : "ipv6_addr");
     char set[80];
     snprintf(set, sizeof(set), "a4_%s", n);
     w |= append_elements(&b, set, plan->allow_out, AF_INET);

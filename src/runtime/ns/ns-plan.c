@@ -166,8 +166,8 @@ static int plan_layers(struct ns_plan *plan, const struct runtime_spec *spec, st
     return 0;
 }
 
-int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spec,
-                struct ns_plan **ret, struct error_record *err)
+int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spec, struct ns_plan **ret,
+                struct error_record *err)
 {
     if (!spec)
         return error_set(err, EINVAL, "no spec");

@@ -44,7 +44,7 @@ struct ns_plan {
     uid_t uid;
     gid_t gid;
     bool allow_setuid;
-    int stdio[3]; /* borrowed from the spec; -1 = /dev/null */
+    int stdio[3];       /* borrowed from the spec; -1 = /dev/null */
     char root_dir[256]; /* host attach point for the new root, inside the private mntns */
     /* online network */
     uint32_t host_ip, sandbox_ip; /* network order; the /30 of the slot: .1 host, .2 sandbox */
@@ -56,8 +56,8 @@ struct ns_plan {
 };
 
 /* ns-plan.c */
-int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spec,
-                struct ns_plan **ret, struct error_record *err);
+int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spec, struct ns_plan **ret,
+                struct error_record *err);
 void ns_plan_free(struct ns_plan *plan);
 int ns_config_run_dir(const struct runtime_config *cfg, char *out, size_t size);
 uid_t ns_config_uid_base(const struct runtime_config *cfg);
@@ -124,7 +124,7 @@ struct ns_cgroup_ops {
     int (*kill)(struct ns_cgroup *cg);
     int (*stats)(struct ns_cgroup *cg, struct runtime_stats *ret);
     int (*populated)(struct ns_cgroup *cg); /* 1 populated, 0 empty, -errno */
-    int (*remove)(struct ns_cgroup *cg); /* rmdir, retried while the kernel still tears down */
+    int (*remove)(struct ns_cgroup *cg);    /* rmdir, retried while the kernel still tears down */
 };
 extern const struct ns_cgroup_ops ns_cgroup_v1_ops;
 extern const struct ns_cgroup_ops ns_cgroup_v2_ops;
@@ -136,7 +136,7 @@ struct ns_cgroup {
     /* v1: the sandbox's directory in each controller's hierarchy ("" where the controller is
      * absent); v2: dirs[0] only. */
     char dirs[NS_CG_MAX][256];
-    int v2_fd; /* v2: O_PATH of the sandbox cgroup (for CLONE_INTO_CGROUP); else -1 */
+    int v2_fd;            /* v2: O_PATH of the sandbox cgroup (for CLONE_INTO_CGROUP); else -1 */
     bool made[NS_CG_MAX]; /* directories this object created (a failed create removes only these) */
 };
 
