@@ -241,8 +241,9 @@ struct hutch_exec_options {
  * PATH) inside the sandbox, streaming its output to the callbacks as it comes (Connect server
  * stream /process.Process/Start through the gateway), and blocks until it ends. opts may be
  * NULL. On success *ret_exit_code (may be NULL) is the exit status, or 128+N when signal N
- * killed the process, as a shell reports it. A process that could not start (no such program,
- * bad cwd) is a failure: HUTCH_E_NOT_FOUND or HUTCH_E_INVALID with envd's message. */
+ * killed the process, as a shell reports it. A process that could not start is a failure with
+ * envd's message: HUTCH_E_INVALID for a bad cwd, HUTCH_E_AUTH for an unknown user,
+ * HUTCH_E_SERVER for a program that cannot be executed (envd reports that as internal). */
 HUTCH_EXPORT enum hutch_code hutch_exec(struct hutch_client *client, const char *sandbox_id,
                                         const char *const *argv, const struct hutch_exec_options *opts,
                                         int *ret_exit_code);
