@@ -737,8 +737,11 @@ void orch_free(struct orch *o)
     }
     orch_logs_stop(o->logs);
     store_free(o->store);
+    /* Every sandbox is gone: nothing of this instance stays on the host but its state dir. */
+    if (o->cfg.runtime == &runtime_ns_ops)
+        runtime_ns_release(&o->cfg.runtime_config);
     if (o->cfg.runtime_config.run_dir == o->run_dir)
-        rmdir(o->run_dir); /* empty once every sandbox is gone; best effort */
+        rmdir(o->run_dir);
     pthread_cond_destroy(&o->timer_wake);
     pthread_mutex_destroy(&o->lock);
     pthread_mutex_destroy(&o->store_lock);

@@ -138,6 +138,11 @@ extern const struct runtime_ops runtime_ns_ops;
  * Returns the number of sandboxes removed, or -errno. */
 int runtime_ns_cleanup(const struct runtime_config *cfg);
 
+/* For an owner that is done with every sandbox: removes the now empty parent cgroups of cfg
+ * and the run_dir attach point (directories only a live sandbox needs). Whatever still holds a
+ * sandbox is left as it is. Returns 0 or the first unexpected -errno. */
+int runtime_ns_release(const struct runtime_config *cfg);
+
 /* Writes the root filesystem layer of the `host` base template under dir (created if missing,
  * must be empty): merged-usr symlinks (bin, lib, lib64, sbin -> usr/...), mount-point
  * directories, and a small generated /etc (passwd and group with root and `user` 1000, hosts,

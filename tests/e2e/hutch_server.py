@@ -69,3 +69,13 @@ class HutchServer:
         finally:
             if own:
                 c.close()
+
+
+def instance_leftovers(state_dir):
+    """What a stopped `hutch serve` for state_dir left on the host: its cgroup parents
+    (hutch-<sha256(realpath)[:12]> in any hierarchy) and its run dir (/run/hutch/<same>)."""
+    import glob
+    import hashlib
+    tag = hashlib.sha256(os.path.realpath(state_dir).encode()).hexdigest()[:12]
+    return sorted(glob.glob(f"/sys/fs/cgroup/*/hutch-{tag}") + glob.glob(f"/sys/fs/cgroup/hutch-{tag}") +
+                  glob.glob(f"/sys/fs/cgroup/unified/hutch-{tag}") + glob.glob(f"/run/hutch/{tag}"))

@@ -8,7 +8,7 @@ import time
 import pytest
 import websockets
 
-from hutch_server import HutchServer
+from hutch_server import HutchServer, instance_leftovers
 
 ECHO_SERVER = r"""
 import asyncio, websockets
@@ -51,6 +51,7 @@ def sandbox(bindir, tmp_path_factory):
     yield srv, sb
     srv.request("DELETE", f"/sandboxes/{sb['sandboxID']}", headers={"X-API-KEY": key})
     assert srv.stop() == 0, srv.log()
+    assert instance_leftovers(srv.state_dir) == []
 
 
 async def exchange(port, sid, messages):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hutch_server import HutchServer
+from hutch_server import HutchServer, instance_leftovers
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +20,7 @@ def server(bindir, tmp_path_factory):
     yield srv
     assert srv.stop() == 0, srv.log()
     assert processes_in_cgroups_of(srv.state_dir) == []
+    assert instance_leftovers(srv.state_dir) == []
 
 
 def call(server, method, path, body=None, key=True, headers=None):
@@ -274,6 +275,7 @@ def test_kill_9_during_creates_and_streams_leaves_nothing(bindir, tmp_path, free
     finally:
         assert srv.stop() == 0, srv.log()
     assert processes_in_cgroups_of(tmp_path / "state") == []
+    assert instance_leftovers(tmp_path / "state") == []
 
 
 def test_per_request_limits_within_the_maximums(server):

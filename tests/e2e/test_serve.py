@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from hutch_server import HutchServer
+from hutch_server import HutchServer, instance_leftovers
 
 
 @pytest.fixture
@@ -13,6 +13,7 @@ def server(bindir, tmp_path, free_port):
     s = HutchServer(bindir, tmp_path / "state", free_port).start()
     yield s
     assert s.stop() == 0, s.log()
+    assert instance_leftovers(s.state_dir) == []
 
 
 def error_body(data, status):

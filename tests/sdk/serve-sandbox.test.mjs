@@ -14,7 +14,7 @@ before(async () => {
 after(async () => {
   const { code, leftovers } = await hutch.stop();
   assert.equal(code, 0, hutch.log());
-  assert.deepEqual(leftovers, [], 'processes of sandboxes left behind');
+  assert.deepEqual(leftovers, [], 'processes or directories of the instance left behind');
 });
 
 test('create, run a command as user, files, kill', async () => {

@@ -702,3 +702,17 @@ int ns_cgroup_cleanup(const struct ns_cgroup_ops *ops, const char *parent)
         return r;
     return ctx.error < 0 ? ctx.error : ctx.removed;
 }
+
+int ns_cgroup_remove_parent(const struct ns_cgroup_ops *ops, const char *parent)
+{
+    /* paths() of "<parent>" under "." names the parent's own directory in each hierarchy. */
+    struct ns_cgroup cg = { .ops = ops, .v2_fd = -1 };
+    int r = ops->paths(&cg, ".", parent);
+    if (r < 0)
+        return r == -EOPNOTSUPP ? 0 : r;
+    for (int c = 0; c < NS_CG_MAX; c++)
+        if (cg.dirs[c][0] && rmdir(cg.dirs[c]) < 0 && errno != ENOENT && errno != EBUSY &&
+            errno != ENOTEMPTY && r == 0)
+            r = -errno;
+    return r;
+}

@@ -836,3 +836,16 @@ int runtime_ns_cleanup(const struct runtime_config *cfg)
     int r = ns_cgroup_cleanup(ops, parent);
     return r < 0 ? r : net_r < 0 ? net_r : r;
 }
+
+int runtime_ns_release(const struct runtime_config *cfg)
+{
+    const struct ns_cgroup_ops *ops = ns_cgroup_detect(cfg ? cfg->cgroup_version : 0);
+    int r = ops ? ns_cgroup_remove_parent(ops, cfg && cfg->cgroup_parent ? cfg->cgroup_parent : "hutch") : 0;
+    char run_dir[200], root[256];
+    if (ns_config_run_dir(cfg, run_dir, sizeof(run_dir)) == 0) {
+        snprintf(root, sizeof(root), "%s/root", run_dir);
+        if (rmdir(root) < 0 && errno != ENOENT && errno != EBUSY && errno != ENOTEMPTY && r == 0)
+            r = -errno;
+    }
+    return r;
+}

@@ -149,3 +149,5 @@ int ns_cgroup_new(const struct ns_cgroup_ops *ops, const char *parent, const cha
 int ns_cgroup_destroy(struct ns_cgroup *cg);
 /* Removes every leftover sandbox cgroup under parent; returns how many. */
 int ns_cgroup_cleanup(const struct ns_cgroup_ops *ops, const char *parent);
+/* Removes parent's own (empty) directories; one still in use is left. */
+int ns_cgroup_remove_parent(const struct ns_cgroup_ops *ops, const char *parent);

@@ -65,9 +65,12 @@ export async function startHutch(extraArgs = []) {
         child.kill('SIGTERM');
         await once(child, 'exit');
       }
-      const leftovers = processesOf(stateDir);
+      const tag = createHash('sha256').update(fs.realpathSync(stateDir)).digest('hex').slice(0, 12);
+      const dirs = [`/run/hutch/${tag}`, `/sys/fs/cgroup/unified/hutch-${tag}`, `/sys/fs/cgroup/hutch-${tag}`];
+      for (const c of fs.existsSync('/sys/fs/cgroup') ? fs.readdirSync('/sys/fs/cgroup') : []) dirs.push(`/sys/fs/cgroup/${c}/hutch-${tag}`);
+      const leftovers = [...processesOf(stateDir), ...dirs.filter((d) => fs.existsSync(d))];
       fs.rmSync(stateDir, { recursive: true, force: true });
-      return { code: child.exitCode, leftovers };
+      return { code: child.exitCode, leftovers }; // processes and directories left on the host
     },
   };
 }
