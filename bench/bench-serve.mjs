@@ -98,7 +98,17 @@ async function main() {
       direct.push(JSON.parse((await run('nsenter', [`--net=/proc/${pid}/ns/net`, 'node', client, 'http://127.0.0.1:49983',
         JSON.stringify({ 'X-Access-Token': headers['X-Access-Token'] }), '300'])).stdout).p50);
     }
+    // Throughput: a 64 MiB download through the gateway, and from inside the netns to envd.
+    await sbx.commands.run('head -c 67108864 /dev/urandom > /tmp/blob');
+    const q = `/files?path=${encodeURIComponent('/tmp/blob')}`;
+    const curlArgs = ['-sS', '--fail', '-o', '/dev/null', '-w', '%{time_total}', '-H', `X-Access-Token: ${headers['X-Access-Token']}`];
+    const gwSecs = Number((await run('curl', [...curlArgs, '-H', `E2b-Sandbox-Id: ${sbx.sandboxId}`, '-H', 'E2b-Sandbox-Port: 49983',
+      `${hutch.url}${q}`])).stdout);
+    const directSecs = Number((await run('nsenter', [`--net=/proc/${pid}/ns/net`, 'curl', ...curlArgs,
+      `http://127.0.0.1:49983${q}`])).stdout);
     await sbx.kill();
+    row('download 64 MiB through the gateway (curl)', 'GB/s', 64 * 1048576 / gwSecs / 1e9, 64 * 1048576 / directSecs / 1e9,
+      'same, straight to envd in its netns', '-');
     const g = pct(gw, 0.5), d = pct(direct, 0.5);
     row('Connect Start of `true` via gateway p50', 'ms', g, d, 'same, straight to envd in its netns', '-');
     row('gateway overhead p50 (difference)', 'ms', g - d, 0, '-', '< 0.5 ms');

@@ -254,13 +254,21 @@ static void collect_done(struct gw_request *r)
         }
 }
 
-/* Runs curl until it has nothing to do right now, then waits up to timeout_ms for the sockets. */
+static size_t progress_mark(const struct gw_request *r)
+{
+    return r->down.len + r->up_off + (r->headers_done ? 1 : 0);
+}
+
+/* Runs curl; waits up to timeout_ms for its sockets only when a run made no progress. Curl may
+ * hold data it read before a pause in its own buffer, which no poll would announce, so it is
+ * always given a chance to deliver first. */
 static void drive(struct gw_request *r, int timeout_ms)
 {
     int running;
+    size_t before = progress_mark(r);
     curl_multi_perform(r->multi, &running);
     collect_done(r);
-    if (r->finished || timeout_ms <= 0)
+    if (r->finished || timeout_ms <= 0 || progress_mark(r) != before)
         return;
     curl_multi_poll(r->multi, NULL, 0, timeout_ms, NULL);
     curl_multi_perform(r->multi, &running);
