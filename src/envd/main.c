@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,35 @@ static void ensure_stdio(void)
     for (int fd = 0; fd < 3; fd++)
         if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd)
             _exit(1);
+}
+
+/* As a sandbox's pid 1: make the sandbox's own host name resolve (sudo and many tools look it
+ * up), since the template's /etc/hosts cannot know it. The file lives on the sandbox's writable
+ * layer. */
+static void hosts_add_own_name(void)
+{
+    char name[HOST_NAME_MAX + 1];
+    if (gethostname(name, sizeof(name)) < 0 || !name[0])
+        return;
+    _cleanup_close_ int fd = open("/etc/hosts", O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        log_warn_errno(errno, "cannot open /etc/hosts");
+        return;
+    }
+    char buf[65536];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    for (char *p = strstr(buf, name); p; p = strstr(p + 1, name)) {
+        bool starts = p == buf || p[-1] == ' ' || p[-1] == '\t';
+        char after = p[strlen(name)];
+        if (starts && (after == '\0' || after == '\n' || after == ' ' || after == '\t'))
+            return;
+    }
+    char line[HOST_NAME_MAX + 32];
+    int len =
+        snprintf(line, sizeof(line), "%s127.0.1.1\t%s\n", n > 0 && buf[n - 1] != '\n' ? "\n" : "", name);
+    if (write(fd, line, (size_t)len) != len)
+        log_warn_errno(errno, "cannot add %s to /etc/hosts", name);
 }
 
 int main(int argc, char **argv)
@@ -124,6 +154,8 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    if (getpid() == 1)
+        hosts_add_own_name();
     r = envd_signals_setup(init);
     if (r < 0) {
         log_error_errno(r, "cannot set up signal handling");

@@ -41,6 +41,20 @@ static const struct tpl_file files[] = {
       "[ -d /etc/profile.d ] && for f in /etc/profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done\n" },
     { "etc/shells", 0644, "/bin/sh\n/bin/bash\n/usr/bin/sh\n/usr/bin/bash\n" },
     { "etc/hostname", 0644, "sandbox\n" },
+    /* E2B's base lets `user` sudo without a password. sudo takes no password from anyone here
+     * (auth is pam_deny), so only NOPASSWD rules can ever grant anything; setuid reaches only
+     * the sandbox's own, unprivileged root. */
+    { "etc/sudoers", 0440,
+      "Defaults env_reset\n"
+      "Defaults secure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n"
+      "Defaults !lecture, !syslog\n"
+      "root ALL=(ALL:ALL) ALL\n"
+      "%sudo ALL=(ALL:ALL) NOPASSWD: ALL\n" },
+    { "etc/pam.d/sudo", 0644,
+      "auth required pam_deny.so\naccount required pam_permit.so\nsession required pam_permit.so\n" },
+    { "etc/pam.d/other", 0644,
+      "auth required pam_deny.so\naccount required pam_deny.so\npassword required pam_deny.so\nsession "
+      "required pam_deny.so\n" },
 };
 
 static const struct {
@@ -52,6 +66,7 @@ static const struct {
     { "home/user", 0755 }, { "var", 0755 },       { "var/tmp", 01777 }, { "var/lib", 0755 },
     { "var/log", 0755 },   { "var/cache", 0755 }, { "run", 0755 },      { "mnt", 0755 },
     { "opt", 0755 },       { "srv", 0755 },       { "media", 0755 },    { "etc/profile.d", 0755 },
+    { "etc/pam.d", 0755 },
 };
 
 static const char *const usr_links[][2] = {

@@ -189,3 +189,20 @@ test('a stream in flight ends cleanly when its sandbox is killed', async () => {
   await assert.rejects(h.wait());
   assert.equal(await sbx.isRunning(), false);
 });
+
+test('base template: user has passwordless sudo to the sandbox root, others do not', async () => {
+  const sbx = await Sandbox.create('base', hutch.opts);
+  try {
+    const r = await sbx.commands.run('sudo -n id -u; sudo -n cat /etc/shadow | cut -d: -f1 | head -1');
+    assert.equal(r.stdout, '0\nroot\n');
+    assert.equal(r.stderr, '', 'sudo warns about nothing (the host name resolves)');
+    assert.equal((await sbx.commands.run('getent hosts $(hostname) | wc -l')).stdout, '1\n');
+    const denied = await sbx.commands.run('sudo -n true', { user: 'nobody' }).catch((e) => e.result);
+    assert.notEqual(denied.exitCode, 0);
+    // The sandbox's root is still unprivileged on the host: no mounts, no modules, no raw net.
+    const m = await sbx.commands.run('sudo -n mount -t tmpfs x /mnt').catch((e) => e.result);
+    assert.notEqual(m.exitCode, 0);
+  } finally {
+    await sbx.kill();
+  }
+});
