@@ -296,7 +296,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     *req_cls = NULL;
 }
 
-static void mhd_logger(void *cls, const char *fmt, va_list ap)
+_printf_(2, 0) static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
     vsnprintf(msg, sizeof(msg), fmt, ap);

@@ -17,7 +17,7 @@
 
 static int n_test, n_failed;
 
-static void ok(bool cond, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void ok(bool cond, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
