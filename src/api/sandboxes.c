@@ -75,6 +75,42 @@ static int get_bool(const json_t *body, const char *key, bool def, bool *ret, st
     return 0;
 }
 
+#define MAX_CIDRS 64
+
+/* Fills a NULL-terminated list (pointers into the JSON) from an array of strings. */
+static int string_list(const json_t *a, const char *what, const char **out, struct error_record *err)
+{
+    if (!a || json_is_null(a))
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) > MAX_CIDRS)
+        return error_set(err, EINVAL, "network.%s must be an array of at most %d CIDRs", what, MAX_CIDRS);
+    size_t i;
+    json_t *v;
+    json_array_foreach (a, i, v) {
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 64)
+            return error_set(err, EINVAL, "network.%s[%zu] must be an address or CIDR", what, i);
+        out[i] = json_string_value(v);
+    }
+    return 0;
+}
+
+/* `network` of NewSandboxV2: allowOut and denyOut are enforced; what hutch cannot do (an
+ * egress proxy, per-host rules) is refused rather than ignored. */
+static int parse_network(const json_t *n, const char **allow, const char **deny, struct error_record *err)
+{
+    if (!n || json_is_null(n))
+        return 0;
+    if (!json_is_object(n))
+        return error_set(err, EINVAL, "network must be an object");
+    json_t *proxy = json_object_get(n, "egressProxy"), *rules = json_object_get(n, "rules");
+    if ((proxy && !json_is_null(proxy)) || (rules && !json_is_null(rules) && json_object_size(rules) > 0))
+        return error_set(err, EOPNOTSUPP, "network.egressProxy and network.rules are not supported");
+    int r = string_list(json_object_get(n, "allowOut"), "allowOut", allow, err);
+    if (r >= 0)
+        r = string_list(json_object_get(n, "denyOut"), "denyOut", deny, err);
+    return r;
+}
+
 static enum MHD_Result create(struct api_request *req, uint32_t default_timeout)
 {
     enum MHD_Result ret;
@@ -103,6 +139,13 @@ static enum MHD_Result create(struct api_request *req, uint32_t default_timeout)
         r = get_uint(body, "diskSizeMB", 1, 1 << 24, &c.limits.disk_mb, &err);
     if (r < 0)
         return api_queue_failure(req, r, &err);
+    const char *allow[MAX_CIDRS + 1] = { 0 }, *deny[MAX_CIDRS + 1] = { 0 };
+    if (r >= 0)
+        r = parse_network(json_object_get(body, "network"), allow, deny, &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    c.allow_out = allow;
+    c.deny_out = deny;
     c.metadata = json_object_get(body, "metadata");
     c.env_vars = json_object_get(body, "envVars");
     if (json_is_null(c.metadata))

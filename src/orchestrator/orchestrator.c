@@ -274,7 +274,11 @@ static int start_sandbox(struct orch *o, struct sandbox *s, const struct orch_cr
             .cpu_millis = s->limits.cpu_count * 1000,
             .pids_max = PIDS_MAX,
         },
-        .net = RUNTIME_NET_OFFLINE,
+        .net = req->allow_internet_access || (req->allow_out && req->allow_out[0]) ? RUNTIME_NET_ONLINE
+                                                                                   : RUNTIME_NET_OFFLINE,
+        .allow_out = req->allow_out,
+        .deny_out = req->deny_out,
+        .deny_internet = !req->allow_internet_access,
         .argv = argv,
         .env = env,
         .cwd = "/",

@@ -56,10 +56,15 @@ void orch_free(struct orch *o);
 
 struct orch_create {
     const char *template_id;
-    uint32_t timeout_s;         /* 0: the default */
-    const json_t *metadata;     /* object of strings, or NULL */
-    const json_t *env_vars;     /* object of strings, or NULL */
-    bool allow_internet_access; /* (online networking: not available yet; see docs) */
+    uint32_t timeout_s;     /* 0: the default */
+    const json_t *metadata; /* object of strings, or NULL */
+    const json_t *env_vars; /* object of strings, or NULL */
+    /* Egress (e2b-compat 2.4): with internet access or an allow list the sandbox is online
+     * (veth + NAT, filtered on the host); without either it is offline (loopback only).
+     * Private, link-local, metadata and host addresses stay blocked in any case. */
+    bool allow_internet_access;
+    const char *const *allow_out; /* CIDRs or addresses, NULL-terminated; NULL = none */
+    const char *const *deny_out;
     bool auto_pause;
     struct orch_limits limits; /* zeros: the server's defaults; each within the maximums */
 };

@@ -34,7 +34,7 @@ test('create, run a command as user, files, kill', async () => {
 });
 
 test('the sandbox is isolated: own pid namespace, own hostname, no network', async () => {
-  const sbx = await Sandbox.create('base', hutch.opts);
+  const sbx = await Sandbox.create('base', { ...hutch.opts, allowInternetAccess: false });
   try {
     const r = await sbx.commands.run(
       'cat /proc/1/cmdline | tr "\\0" " "; echo; hostname; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "'
@@ -204,5 +204,30 @@ test('base template: user has passwordless sudo to the sandbox root, others do n
     assert.notEqual(m.exitCode, 0);
   } finally {
     await sbx.kill();
+  }
+});
+
+test('networking: online by default, offline without internet access, and the host stays out of reach', async () => {
+  const online = await Sandbox.create('base', hutch.opts);
+  const offline = await Sandbox.create('base', { ...hutch.opts, allowInternetAccess: false });
+  try {
+    const ifaces = async (sbx) =>
+      (await sbx.commands.run('tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | sort')).stdout.trim().split('\n');
+    assert.deepEqual(await ifaces(offline), ['lo']);
+    const on = await ifaces(online);
+    assert.equal(on.length, 2, on.join(','));
+    const route = (await online.commands.run('cat /proc/net/route')).stdout;
+    const gw = route.split('\n').map((l) => l.split(/\s+/)).find((f) => f[1] === '00000000');
+    assert.ok(gw, 'a default route');
+    // The host end of the link (the gateway) answers nothing, not even hutch's own port.
+    const hex = gw[2];
+    const addr = [3, 2, 1, 0].map((i) => parseInt(hex.slice(i * 2, i * 2 + 2), 16)).join('.');
+    const probe = await online.commands
+      .run(`timeout 3 bash -c 'echo > /dev/tcp/${addr}/${hutch.port}' && echo reached || echo blocked`)
+      .catch((e) => e.result);
+    assert.equal(probe.stdout.trim(), 'blocked');
+  } finally {
+    await online.kill();
+    await offline.kill();
   }
 });
