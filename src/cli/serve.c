@@ -4,6 +4,8 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,16 +15,48 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "common/macro.h"
+#include "common/strutil.h"
 #include "store/store.h"
 #include "common/banned.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Usage: hutch serve [--listen ADDR:PORT] [--state-dir DIR] [--domain DOMAIN]\n\n"
-            "Serves E2B's control-plane API. Defaults: --listen %s, --state-dir %s\n"
-            "(or $HUTCH_STATE_DIR).\n",
+            "Usage: hutch serve [OPTIONS]\n\n"
+            "Serves E2B's control-plane API and all sandbox traffic on one port.\n\n"
+            "  --listen ADDR:PORT        default %s\n"
+            "  --state-dir DIR           default $HUTCH_STATE_DIR or %s\n"
+            "  --domain DOMAIN           route Host <port>-<sandbox id>.DOMAIN to sandboxes\n"
+            "  --envd PATH               the envd to run in sandboxes (default: beside hutch)\n"
+            "  --default-cpus N          per sandbox when a request names none (default 2)\n"
+            "  --default-memory-mb N     (default 512)\n"
+            "  --default-disk-mb N       size of the writable layer (default 1024)\n"
+            "  --max-cpus N, --max-memory-mb N, --max-disk-mb N\n"
+            "                            the most a request may ask for (8, 8192, 20480)\n"
+            "  --max-timeout S           longest sandbox timeout in seconds (default 86400)\n"
+            "  --max-sandboxes N         running at once on this server (default 256)\n",
             API_DEFAULT_LISTEN, HUTCH_DEFAULT_STATE_DIR);
+}
+
+enum {
+    OPT_DEFAULT_CPUS = 256,
+    OPT_DEFAULT_MEMORY,
+    OPT_DEFAULT_DISK,
+    OPT_MAX_CPUS,
+    OPT_MAX_MEMORY,
+    OPT_MAX_DISK,
+    OPT_MAX_TIMEOUT,
+    OPT_MAX_SANDBOXES,
+};
+
+/* Parses a positive number for a server limit; false (with a message) when it is not one. */
+static bool positive(const char *opt, const char *s, uint32_t *ret)
+{
+    if (parse_uint32(s, ret) < 0 || *ret == 0) {
+        fprintf(stderr, "hutch serve: --%s needs a positive number, not '%s'\n", opt, s);
+        return false;
+    }
+    return true;
 }
 
 static int count_key(const struct store_key *k, void *userdata)
@@ -65,9 +99,20 @@ static char *envd_beside_self(void)
 int cmd_serve(int argc, char **argv)
 {
     static const struct option options[] = {
-        { "listen", required_argument, NULL, 'l' }, { "state-dir", required_argument, NULL, 's' },
-        { "domain", required_argument, NULL, 'd' }, { "envd", required_argument, NULL, 'e' },
-        { "help", no_argument, NULL, 'h' },         {},
+        { "listen", required_argument, NULL, 'l' },
+        { "state-dir", required_argument, NULL, 's' },
+        { "domain", required_argument, NULL, 'd' },
+        { "envd", required_argument, NULL, 'e' },
+        { "default-cpus", required_argument, NULL, OPT_DEFAULT_CPUS },
+        { "default-memory-mb", required_argument, NULL, OPT_DEFAULT_MEMORY },
+        { "default-disk-mb", required_argument, NULL, OPT_DEFAULT_DISK },
+        { "max-cpus", required_argument, NULL, OPT_MAX_CPUS },
+        { "max-memory-mb", required_argument, NULL, OPT_MAX_MEMORY },
+        { "max-disk-mb", required_argument, NULL, OPT_MAX_DISK },
+        { "max-timeout", required_argument, NULL, OPT_MAX_TIMEOUT },
+        { "max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES },
+        { "help", no_argument, NULL, 'h' },
+        {},
     };
     struct api_config cfg = { .listen = API_DEFAULT_LISTEN };
     const char *state_dir = NULL;
@@ -88,6 +133,38 @@ int cmd_serve(int argc, char **argv)
             break;
         case 'e':
             cfg.orch.envd_path = optarg;
+            break;
+        case OPT_DEFAULT_CPUS:
+            if (!positive("default-cpus", optarg, &cfg.orch.defaults.cpu_count))
+                return 2;
+            break;
+        case OPT_DEFAULT_MEMORY:
+            if (!positive("default-memory-mb", optarg, &cfg.orch.defaults.memory_mb))
+                return 2;
+            break;
+        case OPT_DEFAULT_DISK:
+            if (!positive("default-disk-mb", optarg, &cfg.orch.defaults.disk_mb))
+                return 2;
+            break;
+        case OPT_MAX_CPUS:
+            if (!positive("max-cpus", optarg, &cfg.orch.maximums.cpu_count))
+                return 2;
+            break;
+        case OPT_MAX_MEMORY:
+            if (!positive("max-memory-mb", optarg, &cfg.orch.maximums.memory_mb))
+                return 2;
+            break;
+        case OPT_MAX_DISK:
+            if (!positive("max-disk-mb", optarg, &cfg.orch.maximums.disk_mb))
+                return 2;
+            break;
+        case OPT_MAX_TIMEOUT:
+            if (!positive("max-timeout", optarg, &cfg.orch.max_timeout_s))
+                return 2;
+            break;
+        case OPT_MAX_SANDBOXES:
+            if (!positive("max-sandboxes", optarg, &cfg.orch.max_sandboxes))
+                return 2;
             break;
         case 'h':
             usage(stdout);

@@ -321,8 +321,9 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
     if (!streq(tpl, ORCH_DEFAULT_TEMPLATE))
         return error_set(err, ENOENT, "template '%s' not found (this host has: base)", tpl);
     uint32_t max_timeout = o->cfg.max_timeout_s ? o->cfg.max_timeout_s : 24 * 3600;
-    uint32_t timeout =
-        req->timeout_s ? req->timeout_s : (o->cfg.default_timeout_s ? o->cfg.default_timeout_s : 300);
+    /* A server whose maximum is below E2B's default of 300 s gives its maximum by default. */
+    uint32_t default_timeout = MIN(o->cfg.default_timeout_s ? o->cfg.default_timeout_s : 300u, max_timeout);
+    uint32_t timeout = req->timeout_s ? req->timeout_s : default_timeout;
     if (timeout > max_timeout)
         return error_set(err, EINVAL, "timeout %u s is above this server's maximum of %u s", timeout,
                          max_timeout);
@@ -692,7 +693,13 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
     pthread_cond_init(&o->timer_wake, &ca);
     pthread_condattr_destroy(&ca);
 
-    int r = store_open(o->state_dir, &o->store, err);
+    int r = 0;
+    if (o->cfg.defaults.cpu_count > o->cfg.maximums.cpu_count ||
+        o->cfg.defaults.memory_mb > o->cfg.maximums.memory_mb ||
+        o->cfg.defaults.disk_mb > o->cfg.maximums.disk_mb)
+        r = error_set(err, EINVAL, "the default sandbox limits exceed the maximums");
+    if (r >= 0)
+        r = store_open(o->state_dir, &o->store, err);
     if (r >= 0 && mkdir(ORCH_RUN_DIR, 0755) < 0 && errno != EEXIST)
         r = error_set_errno(err, errno, "creating %s", ORCH_RUN_DIR);
     if (r >= 0)

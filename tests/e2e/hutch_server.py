@@ -14,12 +14,13 @@ class HutchServer:
         self.port = port
         self.log_path = os.path.join(self.state_dir + ".log")
         self.proc = None
+        self.extra_args = []
 
     def start(self):
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [str(self.bindir / "hutch"), "serve", "--listen", f"127.0.0.1:{self.port}",
-             "--state-dir", self.state_dir],
+             "--state-dir", self.state_dir, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 10

@@ -1,5 +1,6 @@
 """The sandbox endpoints of hutch serve with raw HTTP: validation, errors, framing, cleanup."""
 import hashlib
+import subprocess
 import time
 import json
 import os
@@ -293,3 +294,32 @@ def test_per_request_limits_within_the_maximums(server):
                  {"cpuCount": 0}, {"memoryMB": "512"}):
         status, _, err = call(server, "POST", "/v2/sandboxes", body={"templateID": "base", **body})
         assert status == 400, body
+
+
+def test_server_limits_from_the_command_line(bindir, tmp_path, free_port):
+    srv = HutchServer(bindir, tmp_path / "state", free_port)
+    srv.extra_args = ["--default-cpus", "1", "--default-memory-mb", "256", "--default-disk-mb", "128",
+                      "--max-cpus", "2", "--max-timeout", "60", "--max-sandboxes", "1"]
+    srv.start()
+    srv.key = srv.create_key()
+    try:
+        status, _, sb = call(srv, "POST", "/v2/sandboxes", body={"templateID": "base"})
+        assert status == 201
+        status, _, info = call(srv, "GET", f"/sandboxes/{sb['sandboxID']}")
+        assert (info["cpuCount"], info["memoryMB"], info["diskSizeMB"]) == (1, 256, 128)
+        status, _, err = call(srv, "POST", "/v2/sandboxes", body={"templateID": "base"})
+        assert status == 503 and "maximum of 1" in err["message"]
+        call(srv, "DELETE", f"/sandboxes/{sb['sandboxID']}")
+        assert call(srv, "POST", "/v2/sandboxes", body={"templateID": "base", "cpuCount": 3})[0] == 400
+        assert call(srv, "POST", "/v2/sandboxes", body={"templateID": "base", "timeout": 61})[0] == 400
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+@pytest.mark.parametrize("args", [["--default-cpus", "0"], ["--max-sandboxes", "x"],
+                                  ["--default-cpus", "4", "--max-cpus", "2"]])
+def test_bad_server_limits_are_refused(bindir, tmp_path, args):
+    p = subprocess.run([str(bindir / "hutch"), "serve", "--listen", "127.0.0.1:0", "--state-dir",
+                        str(tmp_path / "s"), *args], capture_output=True, text=True, timeout=20)
+    assert p.returncode in (1, 2), p.stderr
+    assert p.stderr
