@@ -34,7 +34,8 @@ static void usage(FILE *f)
             "  --max-cpus N, --max-memory-mb N, --max-disk-mb N\n"
             "                            the most a request may ask for (8, 8192, 20480)\n"
             "  --max-timeout S           longest sandbox timeout in seconds (default 86400)\n"
-            "  --max-sandboxes N         running at once on this server (default 256)\n",
+            "  --max-sandboxes N         running at once on this server (default 256)\n"
+            "  --net-pool CIDR           addresses of online sandboxes' links (default 10.200.0.0/16)\n",
             API_DEFAULT_LISTEN, HUTCH_DEFAULT_STATE_DIR);
 }
 
@@ -47,6 +48,7 @@ enum {
     OPT_MAX_DISK,
     OPT_MAX_TIMEOUT,
     OPT_MAX_SANDBOXES,
+    OPT_NET_POOL,
 };
 
 /* Parses a positive number for a server limit; false (with a message) when it is not one. */
@@ -111,6 +113,7 @@ int cmd_serve(int argc, char **argv)
         { "max-disk-mb", required_argument, NULL, OPT_MAX_DISK },
         { "max-timeout", required_argument, NULL, OPT_MAX_TIMEOUT },
         { "max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES },
+        { "net-pool", required_argument, NULL, OPT_NET_POOL },
         { "help", no_argument, NULL, 'h' },
         {},
     };
@@ -165,6 +168,9 @@ int cmd_serve(int argc, char **argv)
         case OPT_MAX_SANDBOXES:
             if (!positive("max-sandboxes", optarg, &cfg.orch.max_sandboxes))
                 return 2;
+            break;
+        case OPT_NET_POOL:
+            cfg.orch.runtime_config.net_pool = optarg;
             break;
         case 'h':
             usage(stdout);
