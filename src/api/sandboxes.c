@@ -181,7 +181,9 @@ enum MHD_Result api_sandbox_kill(struct api_request *req)
     return http_queue_empty(req->conn, MHD_HTTP_NO_CONTENT);
 }
 
-static enum MHD_Result set_timeout(struct api_request *req, const char *field, bool required)
+/* The body member `field` (seconds) moves the sandbox's end to now + that: required and free to
+ * shorten for setTimeout (§2.6); optional (300 s) and only ever extending for refreshes. */
+static enum MHD_Result move_end(struct api_request *req, const char *field, bool required, bool extend_only)
 {
     enum MHD_Result ret;
     json_auto_t *body = api_request_json(req, &ret);
@@ -196,7 +198,7 @@ static enum MHD_Result set_timeout(struct api_request *req, const char *field, b
         timeout = 300;
     }
     if (r >= 0)
-        r = orch_sandbox_set_timeout(req->server_orch, req->params[0], timeout, !required, &err);
+        r = orch_sandbox_set_timeout(req->server_orch, req->params[0], timeout, extend_only, &err);
     if (r < 0)
         return api_queue_failure(req, r, &err);
     return http_queue_empty(req->conn, MHD_HTTP_NO_CONTENT);
@@ -204,27 +206,13 @@ static enum MHD_Result set_timeout(struct api_request *req, const char *field, b
 
 enum MHD_Result api_sandbox_timeout(struct api_request *req)
 {
-    /* setTimeout overwrites the end, shorter or longer (§2.6). */
-    enum MHD_Result ret;
-    json_auto_t *body = api_request_json(req, &ret);
-    if (!body)
-        return ret;
-    struct error_record err = { 0 };
-    uint32_t timeout;
-    int r = get_uint(body, "timeout", 1, UINT32_MAX, &timeout, &err);
-    if (r >= 0 && !timeout)
-        return http_queue_error(req->conn, MHD_HTTP_BAD_REQUEST, "timeout (seconds, > 0) is required");
-    if (r >= 0)
-        r = orch_sandbox_set_timeout(req->server_orch, req->params[0], timeout, false, &err);
-    if (r < 0)
-        return api_queue_failure(req, r, &err);
-    return http_queue_empty(req->conn, MHD_HTTP_NO_CONTENT);
+    return move_end(req, "timeout", true, false);
 }
 
 enum MHD_Result api_sandbox_refreshes(struct api_request *req)
 {
-    /* Old SDKs' keep-alive: extends the end by `duration` (default 300 s), never shortens it. */
-    return set_timeout(req, "duration", false);
+    /* Old SDKs' keep-alive. */
+    return move_end(req, "duration", false, true);
 }
 
 enum MHD_Result api_sandbox_connect(struct api_request *req)
