@@ -53,7 +53,7 @@ enum envd_route envd_route_of(const char *url)
 {
     if (streq(url, "/health"))
         return ENVD_ROUTE_HEALTH;
-    if (streq(url, "/files") || str_startswith(url, "/files/"))
+    if (streq(url, "/files"))
         return ENVD_ROUTE_FILES;
     if (streq(url, "/init"))
         return ENVD_ROUTE_INIT;
@@ -223,23 +223,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
             r->route = ENVD_ROUTE_NOT_FOUND;
             return http_queue_error(conn, MHD_HTTP_UNAUTHORIZED, "%s", unauthorized_msg);
         }
+        /* Answers wait for the next call, when MHD has seen the (empty) body: a response queued
+         * before that makes MHD close the connection, and clients lose keep-alive. */
         switch (r->route) {
         case ENVD_ROUTE_HEALTH:
-            if (!streq(method, "GET") && !streq(method, "HEAD"))
-                return method_not_allowed(conn, "GET");
-            return http_queue_empty(conn, MHD_HTTP_NO_CONTENT);
-        case ENVD_ROUTE_ENVS: {
-            if (!streq(method, "GET"))
-                return method_not_allowed(conn, "GET");
-            _cleanup_json_ json_t *envs = envd_settings_env_vars();
-            return http_queue_json(conn, MHD_HTTP_OK, envs);
-        }
-        case ENVD_ROUTE_METRICS: {
-            if (!streq(method, "GET"))
-                return method_not_allowed(conn, "GET");
-            _cleanup_json_ json_t *m = envd_metrics();
-            return queue_metrics(conn, m);
-        }
+        case ENVD_ROUTE_ENVS:
+        case ENVD_ROUTE_METRICS:
+            return MHD_YES;
         case ENVD_ROUTE_INIT: {
             if (!streq(method, "POST"))
                 return method_not_allowed(conn, "POST");
@@ -251,6 +241,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
             return MHD_YES;
         }
         case ENVD_ROUTE_FILES:
+            if (streq(method, "GET") || streq(method, "HEAD"))
+                return MHD_YES;
             break;
         case ENVD_ROUTE_RPC:
             return connect_handle(conn, find_method(url), url, method, upload_data, upload_data_size,
@@ -261,6 +253,22 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     }
 
     switch (r->route) {
+    case ENVD_ROUTE_HEALTH:
+        if (!streq(method, "GET") && !streq(method, "HEAD"))
+            return method_not_allowed(conn, "GET");
+        return http_queue_empty(conn, MHD_HTTP_NO_CONTENT);
+    case ENVD_ROUTE_ENVS: {
+        if (!streq(method, "GET"))
+            return method_not_allowed(conn, "GET");
+        _cleanup_json_ json_t *envs = envd_settings_env_vars();
+        return http_queue_json(conn, MHD_HTTP_OK, envs);
+    }
+    case ENVD_ROUTE_METRICS: {
+        if (!streq(method, "GET"))
+            return method_not_allowed(conn, "GET");
+        _cleanup_json_ json_t *m = envd_metrics();
+        return queue_metrics(conn, m);
+    }
     case ENVD_ROUTE_FILES:
         return envd_files_request(conn, method, upload_data, upload_data_size, &r->cls);
     case ENVD_ROUTE_RPC:

@@ -621,3 +621,27 @@ def test_input_and_pty_calls_on_the_wrong_kind_of_process(envd):
     out = b"".join(base64.b64decode(o["event"]["data"]["pty"]) for f, o in rest if "data" in o.get("event", {}))
     assert b"7 50" in out
     assert rest[-2][1]["event"]["end"]["exitCode"] == 4
+
+
+def test_get_responses_keep_the_connection_alive(envd):
+    # A response queued before MHD has seen the (empty) body closes the connection; clients
+    # (undici, curl) then pay a new connection per request.
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", envd.port, timeout=10)
+    for path in ("/health", "/envs", "/metrics", "/files?path=/etc/hostname"):
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        assert r.status in (200, 204), (path, r.status)
+        assert r.getheader("Connection", "").lower() != "close", path
+    c.close()
+
+
+def test_paths_below_files_are_not_files(envd):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", envd.port, timeout=10)
+    c.request("POST", "/files/compose", body=b"{}", headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 404
+    r.read()
+    c.close()
