@@ -54,8 +54,9 @@ enum MHD_Result api_metrics(struct api_request *req)
                    "# TYPE hutch_sandboxes gauge\n"
                    "hutch_sandboxes{state=\"creating\"} %llu\n"
                    "hutch_sandboxes{state=\"running\"} %llu\n"
-                   "hutch_sandboxes{state=\"paused\"} 0\n",
-                   (unsigned long long)m.creating, (unsigned long long)m.running);
+                   "hutch_sandboxes{state=\"paused\"} %llu\n",
+                   (unsigned long long)m.creating, (unsigned long long)m.running,
+                   (unsigned long long)m.paused);
         counter(&b, "hutch_sandbox_creates_total", "Sandboxes created.", m.creates);
         counter(&b, "hutch_sandbox_create_failures_total", "Sandbox creates that failed.", m.create_failures);
         counter(&b, "hutch_sandbox_timeouts_total", "Sandboxes ended by their timeout.", m.timeouts);

@@ -130,6 +130,13 @@ static enum MHD_Result create(struct api_request *req, uint32_t default_timeout)
         r = get_bool(body, "allow_internet_access", true, &c.allow_internet_access, &err);
     if (r >= 0)
         r = get_bool(body, "autoPause", false, &c.auto_pause, &err);
+    json_t *auto_resume = json_object_get(body, "autoResume");
+    if (r >= 0 && auto_resume && !json_is_null(auto_resume)) {
+        if (!json_is_object(auto_resume))
+            r = error_set(&err, EINVAL, "autoResume must be an object {enabled: bool}");
+        else
+            r = get_bool(auto_resume, "enabled", false, &c.auto_resume, &err);
+    }
     /* hutch's extension: per-sandbox resources, within the server's maximums. */
     if (r >= 0)
         r = get_uint(body, "cpuCount", 1, 1024, &c.limits.cpu_count, &err);
@@ -215,7 +222,9 @@ enum MHD_Result api_sandbox_refreshes(struct api_request *req)
     return move_end(req, "duration", false, true);
 }
 
-enum MHD_Result api_sandbox_connect(struct api_request *req)
+/* Connect (v1, v2) and the deprecated resume: a paused sandbox resumes (201) with its end set
+ * to now + timeout; a running one only has its end extended (200; resume answers 409). */
+static enum MHD_Result resume(struct api_request *req, bool is_resume)
 {
     enum MHD_Result ret;
     json_auto_t *body = api_request_json(req, &ret);
@@ -225,16 +234,38 @@ enum MHD_Result api_sandbox_connect(struct api_request *req)
     uint32_t timeout;
     int r = get_uint(body, "timeout", 1, UINT32_MAX, &timeout, &err);
     if (r >= 0)
-        r = orch_sandbox_set_timeout(req->server_orch, req->params[0], timeout ? timeout : 300, true, &err);
+        r = orch_sandbox_resume(req->server_orch, req->params[0], timeout, &err);
+    if (r == 0 && is_resume)
+        return http_queue_error(req->conn, MHD_HTTP_CONFLICT, "sandbox %s is already running",
+                                req->params[0]);
     json_t *sandbox = NULL;
+    bool resumed = r == 1;
     if (r >= 0)
         r = orch_sandbox_connect_info(req->server_orch, req->params[0], &sandbox, &err);
     if (r < 0)
         return api_queue_failure(req, r, &err);
-    /* 200: it was running (201 would mean resumed from pause). */
-    ret = http_queue_json(req->conn, MHD_HTTP_OK, sandbox);
+    ret = http_queue_json(req->conn, resumed ? MHD_HTTP_CREATED : MHD_HTTP_OK, sandbox);
     json_decref(sandbox);
     return ret;
+}
+
+enum MHD_Result api_sandbox_connect(struct api_request *req)
+{
+    return resume(req, false);
+}
+
+enum MHD_Result api_sandbox_resume(struct api_request *req)
+{
+    return resume(req, true);
+}
+
+enum MHD_Result api_sandbox_pause(struct api_request *req)
+{
+    struct error_record err = { 0 };
+    int r = orch_sandbox_pause(req->server_orch, req->params[0], &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    return http_queue_empty(req->conn, MHD_HTTP_NO_CONTENT);
 }
 
 /* ---- get and list ---- */
@@ -256,9 +287,12 @@ static json_t *listed_json(const struct store_sandbox *sb, bool detail)
     if (detail) {
         json_object_set_new(j, "envdAccessToken", json_string(sb->envd_access_token));
         json_object_set_new(j, "domain", json_null());
-        json_object_set_new(
-            j, "lifecycle",
-            json_pack("{s:s, s:b}", "onTimeout", sb->pause_on_timeout ? "pause" : "kill", "autoResume", 0));
+        /* hutch's own: which kind of pause holds a paused sandbox (frozen in place). */
+        if (sb->state == STORE_SANDBOX_PAUSED)
+            json_object_set_new(j, "pauseMode", json_string("memory"));
+        json_object_set_new(j, "lifecycle",
+                            json_pack("{s:s, s:b}", "onTimeout", sb->pause_on_timeout ? "pause" : "kill",
+                                      "autoResume", sb->auto_resume));
     }
     return j;
 }
@@ -456,18 +490,4 @@ enum MHD_Result api_sandbox_metrics(struct api_request *req)
     enum MHD_Result ret = http_queue_json(req->conn, MHD_HTTP_OK, m);
     json_decref(m);
     return ret;
-}
-
-enum MHD_Result api_sandbox_pause(struct api_request *req)
-{
-    /* Pause and resume keep a sandbox's files (and, where possible, its memory) across a stop;
-     * that machinery is the templates/snapshots work (issue 6). Until then: say so, clearly. A
-     * sandbox that does not exist is still a 404, as the SDK expects. */
-    struct error_record err = { 0 };
-    json_t *info = NULL;
-    int r = orch_sandbox_connect_info(req->server_orch, req->params[0], &info, &err);
-    if (r < 0)
-        return api_queue_failure(req, r, &err);
-    json_decref(info);
-    return http_queue_error(req->conn, MHD_HTTP_NOT_IMPLEMENTED, "pause and resume are not implemented yet");
 }

@@ -41,6 +41,9 @@ struct sandbox {
     int64_t started_at_ms;
     int64_t end_at_ms;
     bool pause_on_timeout;
+    bool auto_resume;
+    bool paused;        /* frozen in place; under orch.lock */
+    uint32_t timeout_s; /* the create's timeout, given again on an automatic resume */
     struct runtime_sandbox *rt;
     struct log_sink *log;   /* envd's stdout and stderr */
     uint64_t last_cpu_usec; /* the previous stats sample, for cpuUsedPct; under orch.lock */
@@ -101,7 +104,9 @@ void orch_get_metrics(struct orch *o, struct orch_metrics *ret)
 {
     *ret = (struct orch_metrics){ 0 };
     pthread_mutex_lock(&o->lock);
-    ret->running = o->n_sandboxes;
+    for (struct sandbox *s = o->sandboxes; s; s = s->next)
+        ret->paused += s->paused;
+    ret->running = o->n_sandboxes - ret->paused;
     ret->creating = o->n_creating;
     ret->creates = o->creates;
     ret->create_failures = o->create_failures;
@@ -362,6 +367,8 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
         s->limits.disk_mb = req->limits.disk_mb;
     str_copy(s->template_id, sizeof(s->template_id), tpl);
     s->pause_on_timeout = req->auto_pause;
+    s->auto_resume = req->auto_resume;
+    s->timeout_s = timeout;
     if (random_id(s->id) < 0 || random_hex(s->token, 32) < 0)
         abort();
     s->started_at_ms = now_ms();
@@ -381,6 +388,7 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
             .disk_mb = s->limits.disk_mb,
             .metadata_json = metadata,
             .pause_on_timeout = s->pause_on_timeout,
+            .auto_resume = s->auto_resume,
             .slot = s->slot,
         };
         str_copy(rec.id, sizeof(rec.id), s->id);
@@ -458,6 +466,72 @@ int orch_sandbox_set_timeout(struct orch *o, const char *id, uint32_t timeout_s,
     return r;
 }
 
+/* Freezes s (a reference held, orch.lock not held) and records it as paused. */
+static int pause_locked_out(struct orch *o, struct sandbox *s, struct error_record *err)
+{
+    pthread_mutex_lock(&o->lock);
+    bool already = s->paused;
+    pthread_mutex_unlock(&o->lock);
+    if (already)
+        return error_set(err, EALREADY, "sandbox %s is already paused", s->id);
+    int r = o->cfg.runtime->freeze(s->rt);
+    if (r < 0)
+        return error_set_errno(err, r, "freezing sandbox %s", s->id);
+    pthread_mutex_lock(&o->lock);
+    s->paused = true;
+    pthread_mutex_unlock(&o->lock);
+    /* Its pooled connections would only hang now. */
+    if (o->cfg.on_gone)
+        o->cfg.on_gone(o->cfg.on_gone_userdata, s->id);
+    pthread_mutex_lock(&o->store_lock);
+    r = store_sandbox_set_state(o->store, s->id, STORE_SANDBOX_PAUSED, err);
+    pthread_mutex_unlock(&o->store_lock);
+    return r;
+}
+
+int orch_sandbox_pause(struct orch *o, const char *id, struct error_record *err)
+{
+    struct sandbox *s = sandbox_get(o, id);
+    if (!s)
+        return error_set(err, ENOENT, "sandbox %s not found", id);
+    int r = pause_locked_out(o, s, err);
+    sandbox_put(o, s);
+    return r;
+}
+
+static int resume_sandbox(struct orch *o, struct sandbox *s, uint32_t timeout_s, struct error_record *err)
+{
+    pthread_mutex_lock(&o->lock);
+    bool was_paused = s->paused;
+    pthread_mutex_unlock(&o->lock);
+    if (was_paused) {
+        int r = o->cfg.runtime->thaw(s->rt);
+        if (r < 0)
+            return error_set_errno(err, r, "thawing sandbox %s", s->id);
+        pthread_mutex_lock(&o->lock);
+        s->paused = false;
+        pthread_mutex_unlock(&o->lock);
+        pthread_mutex_lock(&o->store_lock);
+        r = store_sandbox_set_state(o->store, s->id, STORE_SANDBOX_RUNNING, err);
+        pthread_mutex_unlock(&o->store_lock);
+        if (r < 0)
+            return r;
+    }
+    /* Resuming sets the end afresh; connecting to a running sandbox only ever extends it. */
+    int r = orch_sandbox_set_timeout(o, s->id, timeout_s ? timeout_s : 300, !was_paused, err);
+    return r < 0 ? r : was_paused ? 1 : 0;
+}
+
+int orch_sandbox_resume(struct orch *o, const char *id, uint32_t timeout_s, struct error_record *err)
+{
+    struct sandbox *s = sandbox_get(o, id);
+    if (!s)
+        return error_set(err, ENOENT, "sandbox %s not found", id);
+    int r = resume_sandbox(o, s, timeout_s, err);
+    sandbox_put(o, s);
+    return r;
+}
+
 static void *timer_main(void *arg)
 {
     struct orch *o = arg;
@@ -466,6 +540,8 @@ static void *timer_main(void *arg)
         int64_t now = now_ms(), next = INT64_MAX;
         struct sandbox *expired = NULL;
         for (struct sandbox *s = o->sandboxes; s; s = s->next) {
+            if (s->paused)
+                continue;
             if (s->end_at_ms <= now && !expired) {
                 expired = s;
                 s->refs++;
@@ -476,9 +552,9 @@ static void *timer_main(void *arg)
         if (expired) {
             o->timeouts++;
             pthread_mutex_unlock(&o->lock);
-            /* Pause on timeout needs issue 6's pause; until then a timeout kills. */
             struct error_record err = { 0 };
-            kill_sandbox(o, expired, &err);
+            if (!expired->pause_on_timeout || pause_locked_out(o, expired, &err) < 0)
+                kill_sandbox(o, expired, &err);
             sandbox_put(o, expired);
             pthread_mutex_lock(&o->lock);
             continue;
@@ -568,6 +644,17 @@ int orch_sandbox_socket(void *userdata, const char *id, uint16_t port, struct er
     struct sandbox *s = sandbox_get(o, id);
     if (!s)
         return error_set(err, ENOENT, "sandbox %s not found", id);
+    pthread_mutex_lock(&o->lock);
+    bool paused = s->paused;
+    pthread_mutex_unlock(&o->lock);
+    if (paused) {
+        int r = s->auto_resume ? resume_sandbox(o, s, s->timeout_s, err)
+                               : error_set(err, EAGAIN, "sandbox %s is paused", id);
+        if (r < 0) {
+            sandbox_put(o, s);
+            return r;
+        }
+    }
     int fd = o->cfg.runtime->socket(s->rt, err);
     sandbox_put(o, s);
     return fd;
@@ -591,7 +678,8 @@ void orch_store_unlock(struct orch *o)
 static int forget_stale(const struct store_sandbox *sb, void *userdata)
 {
     struct orch *o = userdata;
-    if (sb->state == STORE_SANDBOX_RUNNING) {
+    /* A paused sandbox was frozen in memory ("memory" mode): it died with that server too. */
+    if (sb->state == STORE_SANDBOX_RUNNING || sb->state == STORE_SANDBOX_PAUSED) {
         struct error_record err = { 0 };
         store_sandbox_delete(o->store, sb->id, &err);
     }
@@ -603,7 +691,7 @@ static int reconcile(struct orch *o, struct error_record *err)
     int r = o->cfg.runtime == &runtime_ns_ops ? runtime_ns_cleanup(&o->cfg.runtime_config) : 0;
     if (r < 0)
         return error_set_errno(err, r, "removing sandboxes left by a previous run");
-    struct store_sandbox_query q = { .states = 1u << STORE_SANDBOX_RUNNING };
+    struct store_sandbox_query q = { .states = 1u << STORE_SANDBOX_RUNNING | 1u << STORE_SANDBOX_PAUSED };
     char next[STORE_CURSOR_MAX];
     do {
         r = store_sandbox_list(o->store, &q, 1000, forget_stale, o, next, err);

@@ -63,6 +63,7 @@ struct orch_create {
      * (veth + NAT, filtered on the host); without either it is offline (loopback only).
      * Private, link-local, metadata and host addresses stay blocked in any case. */
     bool allow_internet_access;
+    bool auto_resume;             /* a paused sandbox resumes when traffic reaches it */
     const char *const *allow_out; /* CIDRs or addresses, NULL-terminated; NULL = none */
     const char *const *deny_out;
     bool auto_pause;
@@ -77,8 +78,18 @@ int orch_sandbox_kill(struct orch *o, const char *id, struct error_record *err);
 /* Sets the sandbox's end to now + timeout_s. With extend_only, a later end is kept (connect). */
 int orch_sandbox_set_timeout(struct orch *o, const char *id, uint32_t timeout_s, bool extend_only,
                              struct error_record *err);
-/* The `Sandbox` JSON of a running sandbox, for connect. */
+/* The `Sandbox` JSON of a running or paused sandbox. */
 int orch_sandbox_connect_info(struct orch *o, const char *id, json_t **ret, struct error_record *err);
+
+/* Pause keeps a sandbox whole in memory: its cgroup is frozen, so its processes, files and
+ * sockets are exactly as they were when it resumes ("memory" mode; a pause that survives a
+ * restart of the server needs persistent layers, issue 6). A paused sandbox does not time out
+ * and answers no traffic (unless it resumes on traffic). -ENOENT unknown, -EALREADY already
+ * paused. */
+int orch_sandbox_pause(struct orch *o, const char *id, struct error_record *err);
+/* Resumes a paused sandbox with a new end of now + timeout_s (0: 300 s). Returns 1 when it was
+ * paused and now runs, 0 when it was running already (its end is then only extended). */
+int orch_sandbox_resume(struct orch *o, const char *id, uint32_t timeout_s, struct error_record *err);
 /* Current usage of a running sandbox, its limits, and its CPU use in percent of its CPUs
  * averaged since the previous call (or since it started). */
 int orch_sandbox_stats(struct orch *o, const char *id, struct runtime_stats *ret,
@@ -106,6 +117,7 @@ int orch_sandbox_socket(void *orch, const char *id, uint16_t port, struct error_
 extern const unsigned orch_create_bucket_ms[ORCH_CREATE_BUCKETS];
 struct orch_metrics {
     uint64_t running;
+    uint64_t paused;
     uint64_t creating;
     uint64_t creates; /* succeeded */
     uint64_t create_failures;

@@ -41,7 +41,7 @@ void store_sandbox_release(struct store_sandbox *sb)
 
 #define COLUMNS                                                                                              \
     "id, template_id, alias, state, started_at, end_at, cpu_count, memory_mb, disk_mb, envd_version, "       \
-    "envd_access_token, metadata, on_timeout, slot"
+    "envd_access_token, metadata, on_timeout, slot, auto_resume"
 
 static void row_to_sandbox(sqlite3_stmt *st, struct store_sandbox *sb)
 {
@@ -61,6 +61,7 @@ static void row_to_sandbox(sqlite3_stmt *st, struct store_sandbox *sb)
     sb->metadata_json = xstrdup((const char *)sqlite3_column_text(st, 11));
     sb->pause_on_timeout = streq((const char *)sqlite3_column_text(st, 12), "pause");
     sb->slot = (uint32_t)sqlite3_column_int64(st, 13);
+    sb->auto_resume = sqlite3_column_int64(st, 14) != 0;
 }
 
 int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, struct error_record *err)
@@ -68,7 +69,7 @@ int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, struct
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(s->db,
                                 "INSERT INTO sandboxes (" COLUMNS ") VALUES "
-                                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK)
         return store_sqlite_error(s, rc, err, "recording a sandbox");
@@ -86,6 +87,7 @@ int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, struct
     sqlite3_bind_text(st, 12, sb->metadata_json ? sb->metadata_json : "{}", -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 13, sb->pause_on_timeout ? "pause" : "kill", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 14, sb->slot);
+    sqlite3_bind_int64(st, 15, sb->auto_resume);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)

@@ -45,6 +45,8 @@ static const char *const migrations[] = {
     "  slot INTEGER NOT NULL"
     ") STRICT;"
     "CREATE INDEX sandboxes_by_start ON sandboxes (started_at, id);",
+    /* 2 -> 3: whether traffic resumes a paused sandbox. */
+    "ALTER TABLE sandboxes ADD COLUMN auto_resume INTEGER NOT NULL DEFAULT 0;",
 };
 
 int store_schema_version(void)

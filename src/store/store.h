@@ -91,6 +91,7 @@ struct store_sandbox {
     char envd_access_token[STORE_TOKEN_MAX + 1];
     char *metadata_json; /* a JSON object of strings; owned, see store_sandbox_release() */
     bool pause_on_timeout;
+    bool auto_resume;
     uint32_t slot;
 };
 

@@ -219,14 +219,40 @@ def test_logs_are_envd_output_as_structured_entries(server):
     assert call(server, "GET", f"/sandboxes/{sid}/logs")[0] == 404
 
 
-def test_pause_is_a_clear_501_and_unknown_sandbox_404(server):
+def test_pause_and_resume_with_raw_http(server):
     status, _, sb = call(server, "POST", "/v2/sandboxes", body={"templateID": "base"})
+    sid = sb["sandboxID"]
+    hdrs = {"E2b-Sandbox-Id": sid, "E2b-Sandbox-Port": "49983"}
     try:
-        status, _, body = call(server, "POST", f"/sandboxes/{sb['sandboxID']}/pause", body={})
-        assert status == 501 and body["code"] == 501 and "not implemented" in body["message"]
+        assert call(server, "POST", f"/sandboxes/{sid}/resume", body={})[0] == 409  # running
+        status, _, body = call(server, "POST", f"/sandboxes/{sid}/pause", body={})
+        assert status == 204 and body is None
+        status, _, body = call(server, "POST", f"/sandboxes/{sid}/pause", body={})
+        assert status == 409 and body["code"] == 409
+        status, _, info = call(server, "GET", f"/sandboxes/{sid}")
+        assert info["state"] == "paused" and info["pauseMode"] == "memory"
+        assert metric(server, 'hutch_sandboxes{state="paused"}') >= 1
+        status, _, data = server.request("GET", "/health", headers=hdrs)
+        assert status == 502 and "paused" in json.loads(data)["message"]
+        status, _, body = call(server, "POST", f"/sandboxes/{sid}/resume", body={"timeout": 60})
+        assert status == 201 and body["sandboxID"] == sid
+        assert server.request("GET", "/health", headers=hdrs)[0] == 204
+        call(server, "POST", f"/sandboxes/{sid}/pause", body={})
+        status, _, body = call(server, "POST", f"/v2/sandboxes/{sid}/connect", body={"timeout": 60})
+        assert status == 201
+        status, _, body = call(server, "POST", f"/v2/sandboxes/{sid}/connect", body={"timeout": 60})
+        assert status == 200
     finally:
-        call(server, "DELETE", f"/sandboxes/{sb['sandboxID']}")
-    assert call(server, "POST", "/sandboxes/nosuch/pause", body={})[0] == 404
+        call(server, "DELETE", f"/sandboxes/{sid}")
+    for path in ("/sandboxes/nosuch/pause", "/sandboxes/nosuch/resume", "/v2/sandboxes/nosuch/connect"):
+        assert call(server, "POST", path, body={})[0] == 404, path
+
+
+def test_killing_a_paused_sandbox_leaves_nothing(server):
+    status, _, sb = call(server, "POST", "/v2/sandboxes", body={"templateID": "base"})
+    assert call(server, "POST", f"/sandboxes/{sb['sandboxID']}/pause", body={})[0] == 204
+    assert call(server, "DELETE", f"/sandboxes/{sb['sandboxID']}")[0] == 204
+    assert call(server, "GET", f"/sandboxes/{sb['sandboxID']}")[0] == 404
 
 
 def test_kill_9_during_creates_and_streams_leaves_nothing(bindir, tmp_path, free_port):

@@ -231,3 +231,46 @@ test('networking: online by default, offline without internet access, and the ho
     await offline.kill();
   }
 });
+
+test('pause keeps processes and files; connect resumes them', async () => {
+  const sbx = await Sandbox.create('base', hutch.opts);
+  try {
+    await sbx.files.write('/home/user/kept.txt', 'still here');
+    await sbx.commands.run('(i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done) >/dev/null 2>&1 &');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await sbx.pause(), true);
+    assert.equal(await sbx.isRunning(), false);
+    assert.equal((await sbx.getInfo()).state, 'paused');
+    const listed = await Sandbox.list({ ...hutch.opts, query: { state: ['paused'] } }).nextItems();
+    assert.ok(listed.some((s) => s.sandboxId === sbx.sandboxId));
+    assert.equal(await sbx.pause(), false, 'pausing twice says it was already paused');
+
+    const again = await Sandbox.connect(sbx.sandboxId, hutch.opts);
+    assert.equal((await again.getInfo()).state, 'running');
+    assert.equal(await again.files.read('/home/user/kept.txt'), 'still here');
+    const a = Number((await again.commands.run('cat /tmp/counter')).stdout);
+    await new Promise((r) => setTimeout(r, 300));
+    const b = Number((await again.commands.run('cat /tmp/counter')).stdout);
+    assert.ok(b > a && a > 0, `the background loop runs again (${a} -> ${b})`);
+  } finally {
+    await Sandbox.kill(sbx.sandboxId, hutch.opts);
+  }
+});
+
+test('onTimeout pause pauses instead of killing; autoResume resumes on traffic', async () => {
+  const sbx = await Sandbox.create('base', { ...hutch.opts, lifecycle: { onTimeout: 'pause', autoResume: true } });
+  try {
+    await sbx.setTimeout(1000);
+    const deadline = Date.now() + 15000;
+    while ((await sbx.getInfo()).state !== 'paused' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    const info = await sbx.getInfo();
+    assert.equal(info.state, 'paused');
+    assert.equal(info.lifecycle.onTimeout, 'pause');
+    assert.equal(info.lifecycle.autoResume, true);
+    // Traffic wakes it.
+    assert.equal((await sbx.commands.run('echo awake')).stdout, 'awake\n');
+    assert.equal((await sbx.getInfo()).state, 'running');
+  } finally {
+    await Sandbox.kill(sbx.sandboxId, hutch.opts);
+  }
+});
