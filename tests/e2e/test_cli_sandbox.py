@@ -368,11 +368,14 @@ def test_shell_ends_on_sigterm_and_sighup(server, sandbox):
 
 def test_pause_and_resume_are_clear(server, sandbox):
     p = hutch(server, "sandbox", "pause", sandbox)
-    if p.returncode == 0:
-        assert hutch(server, "sandbox", "resume", sandbox).returncode == 0
-    else:
-        assert p.returncode == 1 and p.stderr.startswith("hutch sandbox pause: ") and p.stderr.strip() != \
-            "hutch sandbox pause:"
+    assert p.returncode == 0, p.stderr
+    assert json.loads(hutch(server, "sandbox", "info", "--json", sandbox).stdout)["state"] == "paused"
+    p = hutch(server, "sandbox", "pause", sandbox)
+    assert p.returncode == 1 and "already paused" in p.stderr
+    p = hutch(server, "sandbox", "resume", sandbox)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(hutch(server, "sandbox", "info", "--json", sandbox).stdout)["state"] == "running"
+    assert hutch(server, "exec", sandbox, "--", "true").returncode == 0
     p = hutch(server, "sandbox", "pause", "nosuchsandbox")
     assert p.returncode == 1 and "not found" in p.stderr
 
