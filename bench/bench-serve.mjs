@@ -113,6 +113,31 @@ async function main() {
     row('Connect Start of `true` via gateway p50', 'ms', g, d, 'same, straight to envd in its netns', '-');
     row('gateway overhead p50 (difference)', 'ms', g - d, 0, '-', '< 0.5 ms');
 
+    // The same creates served by a warm pool (waiting for it to refill between creates, so that
+    // each measures a hand-over, not a boot).
+    const warm = await startHutch(['--warm-pool', '2']);
+    try {
+      const pooled = async () => {
+        const m = await (await fetch(`${warm.url}/metrics`)).text();
+        return Number(/^hutch_warm_pool_sandboxes (\d+)/m.exec(m)?.[1] ?? 0);
+      };
+      const handover = [], firstWarm = [];
+      for (let i = 0; i < N; i++) {
+        for (let t = 0; t < 200 && (await pooled()) < 2; t++) await new Promise((r) => setTimeout(r, 10));
+        let t0 = process.hrtime.bigint();
+        const a = await Sandbox.create('base', warm.opts);
+        handover.push(ms(t0));
+        const r = await a.commands.run('echo hi');
+        firstWarm.push(ms(t0));
+        if (r.stdout !== 'hi\n') throw new Error('unexpected output');
+        await a.kill();
+      }
+      row('Sandbox.create() p50 from a warm pool', 'ms', pct(handover, 0.5), pct(peer, 0.5), 'bwrap echo hi (spawn to exit)', '-');
+      row('create from a warm pool + first commands.run p50', 'ms', pct(firstWarm, 0.5), pct(peer, 0.5), 'bwrap echo hi (spawn to exit)', '-');
+    } finally {
+      await warm.stop();
+    }
+
     for (const c of [1, 8, 32]) {
       const hs = await sustained(c, async () => (await Sandbox.create('base', opts)).kill());
       const ps = await sustained(c, bwrapOnce);

@@ -57,6 +57,11 @@ enum MHD_Result api_metrics(struct api_request *req)
                    "hutch_sandboxes{state=\"paused\"} %llu\n",
                    (unsigned long long)m.creating, (unsigned long long)m.running,
                    (unsigned long long)m.paused);
+        buf_printf(&b,
+                   "# HELP hutch_warm_pool_sandboxes Started sandboxes waiting to be handed out.\n"
+                   "# TYPE hutch_warm_pool_sandboxes gauge\nhutch_warm_pool_sandboxes %llu\n",
+                   (unsigned long long)m.pooled);
+        counter(&b, "hutch_warm_pool_hits_total", "Creates served from the warm pool.", m.pool_hits);
         counter(&b, "hutch_sandbox_creates_total", "Sandboxes created.", m.creates);
         counter(&b, "hutch_sandbox_create_failures_total", "Sandbox creates that failed.", m.create_failures);
         counter(&b, "hutch_sandbox_timeouts_total", "Sandboxes ended by their timeout.", m.timeouts);

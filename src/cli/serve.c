@@ -35,7 +35,8 @@ static void usage(FILE *f)
             "                            the most a request may ask for (8, 8192, 20480)\n"
             "  --max-timeout S           longest sandbox timeout in seconds (default 86400)\n"
             "  --max-sandboxes N         running at once on this server (default 256)\n"
-            "  --net-pool CIDR           addresses of online sandboxes' links (default 10.200.0.0/16)\n",
+            "  --net-pool CIDR           addresses of online sandboxes' links (default 10.200.0.0/16)\n"
+            "  --warm-pool N             keep N base sandboxes started for fast creates (default 0)\n",
             API_DEFAULT_LISTEN, HUTCH_DEFAULT_STATE_DIR);
 }
 
@@ -49,6 +50,7 @@ enum {
     OPT_MAX_TIMEOUT,
     OPT_MAX_SANDBOXES,
     OPT_NET_POOL,
+    OPT_WARM_POOL,
 };
 
 /* Parses a positive number for a server limit; false (with a message) when it is not one. */
@@ -114,6 +116,7 @@ int cmd_serve(int argc, char **argv)
         { "max-timeout", required_argument, NULL, OPT_MAX_TIMEOUT },
         { "max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES },
         { "net-pool", required_argument, NULL, OPT_NET_POOL },
+        { "warm-pool", required_argument, NULL, OPT_WARM_POOL },
         { "help", no_argument, NULL, 'h' },
         {},
     };
@@ -171,6 +174,12 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_NET_POOL:
             cfg.orch.runtime_config.net_pool = optarg;
+            break;
+        case OPT_WARM_POOL:
+            if (parse_uint32(optarg, &cfg.orch.warm_pool) < 0 || cfg.orch.warm_pool > 1024) {
+                fprintf(stderr, "hutch serve: --warm-pool wants a number from 0 to 1024, not '%s'\n", optarg);
+                return 2;
+            }
             break;
         case 'h':
             usage(stdout);

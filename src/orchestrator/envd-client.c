@@ -38,7 +38,7 @@ static size_t on_data(char *p, size_t size, size_t n, void *userdata)
 }
 
 static int request(const struct runtime_ops *rt, struct runtime_sandbox *sb, const char *method,
-                   const char *path, const char *body, long timeout_ms, long *ret_status,
+                   const char *path, const char *body, const char *token, long timeout_ms, long *ret_status,
                    struct error_record *err)
 {
     struct call c = { .rt = rt, .sb = sb };
@@ -48,6 +48,9 @@ static int request(const struct runtime_ops *rt, struct runtime_sandbox *sb, con
         abort();
     _cleanup_free_ char *url = xasprintf(ENVD_URL "%s", path);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    _cleanup_free_ char *token_header = token ? xasprintf("X-Access-Token: %s", token) : NULL;
+    if (token_header)
+        h = curl_slist_append(h, token_header);
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http");
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
@@ -83,7 +86,7 @@ int orch_envd_wait_healthy(const struct runtime_ops *rt, struct runtime_sandbox 
     for (;;) {
         long status = 0;
         error_clear(&last);
-        if (request(rt, sb, "GET", "/health", NULL, 1000, &status, &last) == 0 && status == 204)
+        if (request(rt, sb, "GET", "/health", NULL, NULL, 1000, &status, &last) == 0 && status == 204)
             return 0;
         if (now_usec(CLOCK_MONOTONIC) >= deadline)
             return error_set(err, ETIMEDOUT, "envd did not become healthy: %s",
@@ -95,11 +98,11 @@ int orch_envd_wait_healthy(const struct runtime_ops *rt, struct runtime_sandbox 
 }
 
 int orch_envd_init(const struct runtime_ops *rt, struct runtime_sandbox *sb, const json_t *body,
-                   struct error_record *err)
+                   const char *current_token, struct error_record *err)
 {
     _cleanup_free_ char *s = json_dump_compact(body, NULL);
     long status = 0;
-    int r = request(rt, sb, "POST", "/init", s, 5000, &status, err);
+    int r = request(rt, sb, "POST", "/init", s, current_token, 5000, &status, err);
     if (r < 0)
         return r;
     if (status != 204 && status != 200)

@@ -13,9 +13,10 @@
 /* envd-client.c: polls envd's /health inside the sandbox until it answers 204. */
 int orch_envd_wait_healthy(const struct runtime_ops *rt, struct runtime_sandbox *sb, usec_t timeout,
                            struct error_record *err);
-/* envd-client.c: POST /init with body (an object). */
+/* envd-client.c: POST /init with body (an object); current_token is the access token envd
+ * already has (NULL for the first /init), which envd requires to accept a new one. */
 int orch_envd_init(const struct runtime_ops *rt, struct runtime_sandbox *sb, const json_t *body,
-                   struct error_record *err);
+                   const char *current_token, struct error_record *err);
 
 /* Where hutch keeps host-wide runtime state (tmpfs: gone at reboot, as the sandboxes are). */
 #define ORCH_RUN_DIR "/run/hutch"

@@ -75,6 +75,15 @@ struct orch {
 
     struct log_collector *logs;
 
+    /* The warm pool: started sandboxes not yet handed out (not in the table or the store). */
+    struct sandbox *pool;
+    size_t n_pooled;
+    size_t n_pool_creating;
+    uint64_t pool_hits;
+    pthread_t pool_thread;
+    bool pool_started;
+    pthread_cond_t pool_wake;
+
     /* Counters for /metrics, under lock. */
     uint64_t creates, create_failures, timeouts;
     uint64_t create_bucket[ORCH_CREATE_BUCKETS + 1]; /* per bucket, not cumulative */
@@ -108,6 +117,8 @@ void orch_get_metrics(struct orch *o, struct orch_metrics *ret)
         ret->paused += s->paused;
     ret->running = o->n_sandboxes - ret->paused;
     ret->creating = o->n_creating;
+    ret->pooled = o->n_pooled;
+    ret->pool_hits = o->pool_hits;
     ret->creates = o->creates;
     ret->create_failures = o->create_failures;
     ret->timeouts = o->timeouts;
@@ -226,7 +237,7 @@ static int reserve(struct orch *o, struct sandbox *s, struct error_record *err)
     pthread_mutex_lock(&o->lock);
     if (o->stopping)
         r = error_set(err, EAGAIN, "the server is shutting down");
-    else if (o->n_sandboxes + o->n_creating >= max)
+    else if (o->n_sandboxes + o->n_creating + o->n_pooled >= max)
         r = error_set(err, EAGAIN, "this server runs its maximum of %u sandboxes", max);
     else
         o->n_creating++;
@@ -315,9 +326,133 @@ static int start_sandbox(struct orch *o, struct sandbox *s, const struct orch_cr
         abort();
     if (!json_object_get(init, "envVars"))
         json_object_set_new(init, "envVars", json_object());
-    r = orch_envd_init(rt, s->rt, init, err);
+    r = orch_envd_init(rt, s->rt, init, NULL, err);
     json_decref(init);
     return r;
+}
+
+/* Starts a sandbox for req: a slot, a fresh id and token, envd up and initialised. It is in no
+ * table yet; on failure nothing of it is left. */
+static int boot(struct orch *o, const struct orch_create *req, struct sandbox **ret, struct error_record *err)
+{
+    struct sandbox *s = xcalloc(1, sizeof(*s));
+    s->slot_fd = -1;
+    int r = reserve(o, s, err);
+    if (r < 0) {
+        free(s);
+        return r;
+    }
+    s->refs = 1;
+    s->limits = o->cfg.defaults;
+    if (req->limits.cpu_count)
+        s->limits.cpu_count = req->limits.cpu_count;
+    if (req->limits.memory_mb)
+        s->limits.memory_mb = req->limits.memory_mb;
+    if (req->limits.disk_mb)
+        s->limits.disk_mb = req->limits.disk_mb;
+    if (random_id(s->id) < 0 || random_hex(s->token, 32) < 0)
+        abort();
+    r = start_sandbox(o, s, req, err);
+    pthread_mutex_lock(&o->lock);
+    o->n_creating--;
+    pthread_mutex_unlock(&o->lock);
+    if (r < 0) {
+        sandbox_free(o, s);
+        return r;
+    }
+    *ret = s;
+    return 0;
+}
+
+/* ---- the warm pool ---- */
+
+static bool same_or_default(uint32_t asked, uint32_t dflt)
+{
+    return asked == 0 || asked == dflt;
+}
+
+/* Pooled sandboxes are started as a plain create would start them: default limits, online,
+ * no allow or deny lists, no env vars (those come with the hand-over's /init). */
+static bool pool_compatible(const struct orch *o, const struct orch_create *req)
+{
+    return o->cfg.warm_pool && req->allow_internet_access && !(req->allow_out && req->allow_out[0]) &&
+           !(req->deny_out && req->deny_out[0]) &&
+           same_or_default(req->limits.cpu_count, o->cfg.defaults.cpu_count) &&
+           same_or_default(req->limits.memory_mb, o->cfg.defaults.memory_mb) &&
+           same_or_default(req->limits.disk_mb, o->cfg.defaults.disk_mb);
+}
+
+/* Hands a pooled sandbox over: a new access token (so that no one who knew the pool's can reach
+ * it) and the request's env vars, through envd's /init. NULL when the pool is empty or the
+ * hand-over failed (the caller then boots one). */
+static struct sandbox *pool_take(struct orch *o, const struct orch_create *req, struct error_record *err)
+{
+    pthread_mutex_lock(&o->lock);
+    struct sandbox *s = o->pool;
+    if (s) {
+        o->pool = s->next;
+        s->next = NULL;
+        o->n_pooled--;
+        pthread_cond_signal(&o->pool_wake);
+    }
+    pthread_mutex_unlock(&o->lock);
+    if (!s)
+        return NULL;
+    char old[sizeof(s->token)];
+    memcpy(old, s->token, sizeof(old));
+    if (random_hex(s->token, 32) < 0)
+        abort();
+    json_t *init = json_pack("{s:O?, s:s}", "envVars", req->env_vars, "accessToken", s->token);
+    if (!init)
+        abort();
+    if (!json_object_get(init, "envVars"))
+        json_object_del(init, "envVars");
+    struct error_record e = { 0 };
+    int r = orch_envd_init(o->cfg.runtime, s->rt, init, old, &e);
+    json_decref(init);
+    explicit_bzero(old, sizeof(old));
+    if (r < 0) {
+        sandbox_free(o, s);
+        return NULL;
+    }
+    pthread_mutex_lock(&o->lock);
+    o->pool_hits++;
+    pthread_mutex_unlock(&o->lock);
+    (void)err;
+    return s;
+}
+
+static void *pool_main(void *arg)
+{
+    struct orch *o = arg;
+    const struct orch_create pooled = { .allow_internet_access = true };
+    pthread_mutex_lock(&o->lock);
+    while (!o->stopping) {
+        if (o->n_pooled + o->n_pool_creating >= o->cfg.warm_pool) {
+            pthread_cond_wait(&o->pool_wake, &o->lock);
+            continue;
+        }
+        o->n_pool_creating++;
+        pthread_mutex_unlock(&o->lock);
+        struct sandbox *s = NULL;
+        struct error_record err = { 0 };
+        int r = boot(o, &pooled, &s, &err);
+        pthread_mutex_lock(&o->lock);
+        o->n_pool_creating--;
+        if (r >= 0) {
+            s->next = o->pool;
+            o->pool = s;
+            o->n_pooled++;
+        } else {
+            /* At capacity, or failing: try again later rather than spin. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&o->pool_wake, &o->lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&o->lock);
+    return NULL;
 }
 
 int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **ret, struct error_record *err)
@@ -349,60 +484,45 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
         return r;
 
     usec_t began = now_usec(CLOCK_MONOTONIC);
-    struct sandbox *s = xcalloc(1, sizeof(*s));
-    s->slot_fd = -1;
-    r = reserve(o, s, err);
-    if (r < 0) {
-        free(s);
-        count_create(o, false, 0);
-        return r;
+    struct sandbox *s = pool_compatible(o, req) ? pool_take(o, req, err) : NULL;
+    if (!s) {
+        r = boot(o, req, &s, err);
+        if (r < 0) {
+            count_create(o, false, 0);
+            return r;
+        }
     }
-    s->refs = 1;
-    s->limits = o->cfg.defaults;
-    if (req->limits.cpu_count)
-        s->limits.cpu_count = req->limits.cpu_count;
-    if (req->limits.memory_mb)
-        s->limits.memory_mb = req->limits.memory_mb;
-    if (req->limits.disk_mb)
-        s->limits.disk_mb = req->limits.disk_mb;
     str_copy(s->template_id, sizeof(s->template_id), tpl);
     s->pause_on_timeout = req->auto_pause;
     s->auto_resume = req->auto_resume;
     s->timeout_s = timeout;
-    if (random_id(s->id) < 0 || random_hex(s->token, 32) < 0)
-        abort();
     s->started_at_ms = now_ms();
     s->last_sample = now_usec(CLOCK_MONOTONIC);
     s->end_at_ms = s->started_at_ms + (int64_t)timeout * 1000;
 
-    r = start_sandbox(o, s, req, err);
-    if (r >= 0) {
-        _cleanup_free_ char *metadata =
-            req->metadata ? json_dump_compact(req->metadata, NULL) : xstrdup("{}");
-        struct store_sandbox rec = {
-            .state = STORE_SANDBOX_RUNNING,
-            .started_at_ms = s->started_at_ms,
-            .end_at_ms = s->end_at_ms,
-            .cpu_count = s->limits.cpu_count,
-            .memory_mb = s->limits.memory_mb,
-            .disk_mb = s->limits.disk_mb,
-            .metadata_json = metadata,
-            .pause_on_timeout = s->pause_on_timeout,
-            .auto_resume = s->auto_resume,
-            .slot = s->slot,
-        };
-        str_copy(rec.id, sizeof(rec.id), s->id);
-        str_copy(rec.template_id, sizeof(rec.template_id), s->template_id);
-        str_copy(rec.alias, sizeof(rec.alias), s->template_id);
-        str_copy(rec.envd_version, sizeof(rec.envd_version), ENVD_VERSION);
-        str_copy(rec.envd_access_token, sizeof(rec.envd_access_token), s->token);
-        pthread_mutex_lock(&o->store_lock);
-        r = store_sandbox_insert(o->store, &rec, err);
-        pthread_mutex_unlock(&o->store_lock);
-    }
+    _cleanup_free_ char *metadata = req->metadata ? json_dump_compact(req->metadata, NULL) : xstrdup("{}");
+    struct store_sandbox rec = {
+        .state = STORE_SANDBOX_RUNNING,
+        .started_at_ms = s->started_at_ms,
+        .end_at_ms = s->end_at_ms,
+        .cpu_count = s->limits.cpu_count,
+        .memory_mb = s->limits.memory_mb,
+        .disk_mb = s->limits.disk_mb,
+        .metadata_json = metadata,
+        .pause_on_timeout = s->pause_on_timeout,
+        .auto_resume = s->auto_resume,
+        .slot = s->slot,
+    };
+    str_copy(rec.id, sizeof(rec.id), s->id);
+    str_copy(rec.template_id, sizeof(rec.template_id), s->template_id);
+    str_copy(rec.alias, sizeof(rec.alias), s->template_id);
+    str_copy(rec.envd_version, sizeof(rec.envd_version), ENVD_VERSION);
+    str_copy(rec.envd_access_token, sizeof(rec.envd_access_token), s->token);
+    pthread_mutex_lock(&o->store_lock);
+    r = store_sandbox_insert(o->store, &rec, err);
+    pthread_mutex_unlock(&o->store_lock);
 
     pthread_mutex_lock(&o->lock);
-    o->n_creating--;
     if (r >= 0) {
         s->next = o->sandboxes;
         o->sandboxes = s;
@@ -779,6 +899,7 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_REALTIME);
     pthread_cond_init(&o->timer_wake, &ca);
+    pthread_cond_init(&o->pool_wake, &ca);
     pthread_condattr_destroy(&ca);
 
     int r = 0;
@@ -803,6 +924,13 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
         else
             o->timer_started = true;
     }
+    if (r >= 0 && o->cfg.warm_pool) {
+        r = -pthread_create(&o->pool_thread, NULL, pool_main, o);
+        if (r < 0)
+            error_set_errno(err, r, "starting the warm pool");
+        else
+            o->pool_started = true;
+    }
     if (r < 0) {
         orch_free(o);
         return r;
@@ -818,9 +946,18 @@ void orch_free(struct orch *o)
     pthread_mutex_lock(&o->lock);
     o->stopping = true;
     pthread_cond_signal(&o->timer_wake);
+    pthread_cond_signal(&o->pool_wake);
     pthread_mutex_unlock(&o->lock);
     if (o->timer_started)
         pthread_join(o->timer, NULL);
+    if (o->pool_started)
+        pthread_join(o->pool_thread, NULL);
+    while (o->pool) {
+        struct sandbox *s = o->pool;
+        o->pool = s->next;
+        o->n_pooled--;
+        sandbox_free(o, s);
+    }
     /* Sandboxes do not outlive the server that owns their runtime handles. */
     for (;;) {
         pthread_mutex_lock(&o->lock);
@@ -842,6 +979,7 @@ void orch_free(struct orch *o)
     if (o->cfg.runtime_config.run_dir == o->run_dir)
         rmdir(o->run_dir);
     pthread_cond_destroy(&o->timer_wake);
+    pthread_cond_destroy(&o->pool_wake);
     pthread_mutex_destroy(&o->lock);
     pthread_mutex_destroy(&o->store_lock);
     free(o->template_dir);

@@ -40,6 +40,10 @@ struct orch_config {
     struct orch_limits defaults; /* zeros: E2B's 2 vCPUs, 512 MiB, 1 GiB */
     struct orch_limits maximums; /* what a request may ask for; zeros: 8 vCPUs, 8 GiB, 20 GiB */
     uint32_t max_sandboxes;      /* 0: 256 */
+    /* Sandboxes of `base` kept started (envd up and initialised) for creates that ask for the
+     * defaults (limits, internet access, no allow/deny lists): such a create is a hand-over of
+     * a few milliseconds. Refilled in the background. 0: no pool. */
+    uint32_t warm_pool;
     /* Called (on any thread) when a sandbox stops running, so that the gateway drops its
      * pooled connections into it (they would keep its network namespace alive). */
     void (*on_gone)(void *userdata, const char *id);
@@ -119,7 +123,9 @@ struct orch_metrics {
     uint64_t running;
     uint64_t paused;
     uint64_t creating;
-    uint64_t creates; /* succeeded */
+    uint64_t pooled;
+    uint64_t pool_hits; /* creates served from the pool */
+    uint64_t creates;   /* succeeded */
     uint64_t create_failures;
     uint64_t timeouts;                               /* sandboxes killed by their timeout */
     uint64_t create_bucket[ORCH_CREATE_BUCKETS + 1]; /* cumulative counts per bucket; last: +Inf */

@@ -349,3 +349,38 @@ def test_bad_server_limits_are_refused(bindir, tmp_path, args):
                         str(tmp_path / "s"), *args], capture_output=True, text=True, timeout=20)
     assert p.returncode in (1, 2), p.stderr
     assert p.stderr
+
+
+def test_warm_pool_hands_out_started_sandboxes_with_their_own_tokens(bindir, tmp_path, free_port):
+    srv = HutchServer(bindir, tmp_path / "state", free_port)
+    srv.extra_args = ["--warm-pool", "2"]
+    srv.start()
+    srv.key = srv.create_key()
+    try:
+        deadline = time.monotonic() + 20
+        while metric(srv, "hutch_warm_pool_sandboxes") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert metric(srv, "hutch_warm_pool_sandboxes") == 2
+        made = []
+        for i in range(3):
+            status, _, sb = call(srv, "POST", "/v2/sandboxes", body={"templateID": "base", "envVars": {"N": str(i)}})
+            assert status == 201, sb
+            made.append(sb)
+        assert metric(srv, "hutch_warm_pool_hits_total") >= 2
+        assert len({sb["envdAccessToken"] for sb in made}) == 3
+        for i, sb in enumerate(made):
+            hdrs = {"E2b-Sandbox-Id": sb["sandboxID"], "E2b-Sandbox-Port": "49983"}
+            # The sandbox's own token works, and a sandbox-wide env var from its create arrived.
+            status, _, data = srv.request("GET", "/envs", headers={**hdrs, "X-Access-Token": sb["envdAccessToken"]})
+            assert status == 200 and json.loads(data) == {"N": str(i)}
+            status, _, _ = srv.request("GET", "/envs", headers={**hdrs, "X-Access-Token": made[i - 1]["envdAccessToken"]})
+            assert status == 401
+        # A create that asks for other limits or no internet is not served from the pool.
+        hits = metric(srv, "hutch_warm_pool_hits_total")
+        status, _, sb = call(srv, "POST", "/v2/sandboxes", body={"templateID": "base", "allow_internet_access": False})
+        assert status == 201
+        assert metric(srv, "hutch_warm_pool_hits_total") == hits
+    finally:
+        assert srv.stop() == 0, srv.log()
+    assert processes_in_cgroups_of(tmp_path / "state") == []
+    assert instance_leftovers(tmp_path / "state") == []
