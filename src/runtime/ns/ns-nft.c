@@ -17,6 +17,7 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,14 +302,29 @@ int ns_nft_sandbox_del(const char *id)
         goto out;
     }
     char veth[16];
-    if (find_veth(listing.data, n, veth, sizeof(veth))) {
+    bool has_veth = find_veth(listing.data, n, veth, sizeof(veth));
+    static const char *const kinds[] = { "a4", "a6", "d4", "d6" };
+    /* First all of it in one transaction: each commit costs the kernel an RCU grace period
+     * (10-20 ms on a small VM), so one batch instead of six makes destroying an online sandbox
+     * several times faster. A batch fails whole when any object is missing (a sandbox torn
+     * down half-built), and then each object goes on its own below. */
+    if (has_veth)
+        buf_printf(&b, "delete element inet hutch sandboxes { \"%s\" }\n", veth);
+    buf_printf(&b, "flush chain inet hutch sb_%s\ndelete chain inet hutch sb_%s\n", n, n);
+    for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
+        buf_printf(&b, "delete set inet hutch %s_%s\n", kinds[i], n);
+    if (nft_run(b.data, NULL, NULL) == 0) {
+        r = 0;
+        goto out;
+    }
+    buf_reset(&b);
+    if (has_veth) {
         buf_printf(&b, "delete element inet hutch sandboxes { \"%s\" }\n", veth);
         r = nft_run(b.data, NULL, NULL);
     }
     buf_reset(&b);
     buf_printf(&b, "flush chain inet hutch sb_%s\ndelete chain inet hutch sb_%s\n", n, n);
     nft_run(b.data, NULL, NULL);
-    static const char *const kinds[] = { "a4", "a6", "d4", "d6" };
     for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
         buf_reset(&b);
         buf_printf(&b, "delete set inet hutch %s_%s\n", kinds[i], n);
