@@ -1,15 +1,23 @@
 /* A static probe run inside sandboxes by tests/priv and tests/attacks. `hutch-probe NAME [ARGS]`
  * runs one helper or one attack. Attacks exit 0 when the attack FAILED (the sandbox held) and
  * 1 when it succeeded, printing what happened; helpers (listen, membomb, forkbomb, ticker)
- * serve the mechanism tests. Statically linked and built without sanitizers so it runs in any
- * root filesystem and is killed only by what it provokes. */
+ * serve the mechanism tests. `view MARKER` (row 3) and `egress ALLOWED DENIED DENIED6 PORT`
+ * (row 19) serve tests/attacks/test-race and test-egress. Statically linked and built without sanitizers so
+ * it runs in any root filesystem and is killed only by what it provokes. */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_link.h>
 #include <linux/keyctl.h>
+#include <linux/magic.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/seccomp.h>
+#include <linux/sockios.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/ip_icmp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -27,6 +35,7 @@
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
@@ -624,6 +633,394 @@ static int cmd_ipc(const char *mode)
     return failures != 0;
 }
 
+/* ---- row 3: the sandbox's view while a host racer swaps the template's mount targets ---- */
+
+static int fs_is(const char *path, unsigned long magic)
+{
+    struct statfs s;
+    return statfs(path, &s) == 0 && (unsigned long)s.f_type == magic;
+}
+
+/* True when mount point mp is one the runtime makes: /, the layer targets, /dev, /proc, /sys
+ * and what lies below those three. */
+static int expected_mount_point(const char *mp)
+{
+    static const char *const exact[] = { "/", "/usr", "/opt/hutch", "/sys" };
+    for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
+        if (!strcmp(mp, exact[i]))
+            return 1;
+    return !strcmp(mp, "/dev") || !strncmp(mp, "/dev/", 5) || !strcmp(mp, "/proc") ||
+           !strncmp(mp, "/proc/", 6);
+}
+
+/* 3: run by tests/attacks/test-race while a racer on the host swaps the template's mount
+ * targets (dev, proc, sys, opt/hutch, tmp) between directories and symlinks to /, /etc or a
+ * host directory. A sandbox that started at all must have every mount of the runtime where it
+ * belongs and none anywhere else; then it writes `marker` through every path a redirected
+ * mount would have sent onto the host, which the test looks for there afterwards. */
+static int cmd_view(const char *marker)
+{
+    expect("/ is the sandbox's overlay", fs_is("/", OVERLAYFS_SUPER_MAGIC));
+    expect("/dev is a tmpfs", fs_is("/dev", TMPFS_MAGIC));
+    expect("/dev/pts is devpts", fs_is("/dev/pts", DEVPTS_SUPER_MAGIC));
+    expect("/dev/shm is a tmpfs", fs_is("/dev/shm", TMPFS_MAGIC));
+    expect("/proc is procfs", fs_is("/proc", PROC_SUPER_MAGIC));
+    expect("/sys is a tmpfs", fs_is("/sys", TMPFS_MAGIC));
+    expect("/opt/hutch is an overlay", fs_is("/opt/hutch", OVERLAYFS_SUPER_MAGIC));
+    struct stat st;
+    expect("/dev/null is the device 1:3", stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode) &&
+                                              major(st.st_rdev) == 1 && minor(st.st_rdev) == 3);
+    expect("/opt/hutch/hutch-probe is there", access("/opt/hutch/hutch-probe", X_OK) == 0);
+    char self[64] = "";
+    read_link("/proc/self", self, sizeof(self));
+    expect("/proc is this sandbox's pid namespace", (int)strtol(self, NULL, 10) == (int)getpid());
+    DIR *d = opendir("/sys");
+    int entries = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        entries += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+    if (d)
+        closedir(d);
+    expect("/sys is empty", d && entries == 0);
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    char line[1024];
+    int mounts = 0;
+    while (f && fgets(line, sizeof(line), f)) {
+        char mp[512];
+        if (sscanf(line, "%*s %*s %*s %*s %511s", mp) != 1)
+            continue;
+        mounts++;
+        if (!expected_mount_point(mp)) {
+            printf("ESCAPE: unexpected mount point %s\n", mp);
+            failures++;
+        }
+    }
+    if (f)
+        fclose(f);
+    expect("mountinfo lists the runtime's mounts", mounts > 0);
+    static const char *const dirs[] = { "/", "/tmp", "/etc", "/dev/shm", "/opt/hutch", "/root" };
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        char path[256];
+        snprintf(path, sizeof(path), "%s/%s", strcmp(dirs[i], "/") ? dirs[i] : "", marker);
+        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            if (write(fd, "pwned\n", 6) < 0)
+                printf("write %s: %s\n", path, strerror(errno));
+            close(fd);
+        }
+    }
+    if (!failures)
+        printf("view ok\n");
+    return failures != 0;
+}
+
+/* ---- row 19: egress allow-list bypass ---- */
+
+static socklen_t sockaddr_of(const char *ip, int port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        return sizeof(*s4);
+    }
+    if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        return sizeof(*s6);
+    }
+    return 0;
+}
+
+/* A TCP connect to ip:port within 1 s, optionally from the (foreign) source address src
+ * bound with IP_FREEBIND; returns the socket's final result (0 connected, -1 and errno). */
+static int tcp_try(const char *ip, int port, const char *src)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sockaddr_of(ip, port, &ss);
+    if (!len) {
+        errno = EINVAL;
+        return -1;
+    }
+    int s = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s < 0)
+        return -1;
+    if (src) {
+        int one = 1;
+        struct sockaddr_storage from;
+        socklen_t flen = sockaddr_of(src, 0, &from);
+        if (setsockopt(s, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) < 0 ||
+            bind(s, (struct sockaddr *)&from, flen) < 0) {
+            int e = errno;
+            close(s);
+            errno = e;
+            return -1;
+        }
+    }
+    int r = connect(s, (struct sockaddr *)&ss, len);
+    if (r < 0 && errno == EINPROGRESS) {
+        struct pollfd p = { .fd = s, .events = POLLOUT };
+        if (poll(&p, 1, 1000) <= 0) {
+            close(s);
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        int e = 0;
+        socklen_t elen = sizeof(e);
+        getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &elen);
+        r = e ? -1 : 0;
+        errno = e;
+    }
+    int e = errno;
+    close(s);
+    errno = e;
+    return r;
+}
+
+/* Sends one datagram (UDP, or an ICMP echo over a ping socket); whether it arrived only the
+ * world side can tell, so this reports and does not judge. */
+static void dgram_send(const char *what, int proto, const char *ip, int port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sockaddr_of(ip, port, &ss);
+    int s = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, proto);
+    if (s < 0) {
+        printf("held: %s to %s: socket: %s\n", what, ip, strerror(errno));
+        return;
+    }
+    char msg[64] = "hutch-egress";
+    size_t n = strlen(msg);
+    if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+        struct icmphdr *h = (struct icmphdr *)msg;
+        memset(h, 0, sizeof(*h));
+        h->type = proto == IPPROTO_ICMP ? ICMP_ECHO : 128;
+        n = sizeof(*h) + 8;
+    }
+    ssize_t r = sendto(s, msg, n, 0, (struct sockaddr *)&ss, len);
+    printf("%s to %s:%d: %s (the world side decides)\n", what, ip, port, r < 0 ? strerror(errno) : "sent");
+    close(s);
+}
+
+/* One rtnetlink request with an ack; returns the kernel's answer (0 or -errno). */
+static int nl_request(struct nlmsghdr *n)
+{
+    int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (s < 0)
+        return -errno;
+    n->nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
+    n->nlmsg_seq = 1;
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+    if (sendto(s, n, n->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
+        int e = errno;
+        close(s);
+        return -e;
+    }
+    char buf[4096];
+    struct pollfd p = { .fd = s, .events = POLLIN };
+    ssize_t len = poll(&p, 1, 2000) > 0 ? recv(s, buf, sizeof(buf), 0) : -1;
+    close(s);
+    if (len < (ssize_t)(sizeof(struct nlmsghdr) + sizeof(struct nlmsgerr)))
+        return -EIO;
+    struct nlmsghdr *h = (struct nlmsghdr *)buf;
+    if (h->nlmsg_type != NLMSG_ERROR)
+        return -EIO;
+    return ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+}
+
+static void nl_attr(struct nlmsghdr *n, unsigned short type, const void *data, size_t len)
+{
+    struct rtattr *a = (struct rtattr *)((char *)n + NLMSG_ALIGN(n->nlmsg_len));
+    a->rta_type = type;
+    a->rta_len = (unsigned short)RTA_LENGTH(len);
+    if (len)
+        memcpy(RTA_DATA(a), data, len);
+    n->nlmsg_len = NLMSG_ALIGN(n->nlmsg_len) + RTA_ALIGN(a->rta_len);
+}
+
+static void expect_nl(const char *what, int r)
+{
+    errno = -r;
+    expect_fail(what, r < 0 ? -1 : 0);
+}
+
+/* The network configuration the sandbox sees: IPv4 routes, eth0's address, flags and MTU, and
+ * every IPv6 address with its interface and prefix (not its flags, which change as duplicate
+ * address detection completes, nor the IPv6 routes the kernel derives from them). */
+static void net_state(char *buf, size_t size)
+{
+    size_t len = 0;
+    int fd = open("/proc/net/route", O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+    while (fd >= 0 && len + 1 < size && (n = read(fd, buf + len, size - 1 - len)) > 0)
+        len += (size_t)n;
+    if (fd >= 0)
+        close(fd);
+    buf[len] = '\0';
+    FILE *f = fopen("/proc/net/if_inet6", "re");
+    char addr[40], ifname[32];
+    unsigned idx, plen, scope, flags;
+    while (f && fscanf(f, "%39s %x %x %x %x %31s", addr, &idx, &plen, &scope, &flags, ifname) == 6 &&
+           len + 100 < size)
+        len += (size_t)snprintf(buf + len, size - len, "inet6 %s/%u %s\n", addr, plen, ifname);
+    if (f)
+        fclose(f);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "eth0");
+    if (s >= 0 && ioctl(s, SIOCGIFADDR, &ifr) == 0 && len + 32 < size)
+        len += (size_t)snprintf(buf + len, size - len, "eth0 %s",
+                                inet_ntoa(((struct sockaddr_in *)&ifr.ifr_addr)->sin_addr));
+    if (s >= 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0 && len + 32 < size)
+        len += (size_t)snprintf(buf + len, size - len, " flags %#x", (unsigned)ifr.ifr_flags);
+    if (s >= 0 && ioctl(s, SIOCGIFMTU, &ifr) == 0 && len + 32 < size)
+        len += (size_t)snprintf(buf + len, size - len, " mtu %d\n", ifr.ifr_mtu);
+    if (s >= 0)
+        close(s);
+    buf[len] = '\0';
+}
+
+/* 19: from inside an online sandbox whose allow list holds `allowed` but not `denied` (nor
+ * `denied6`), every way around the list by address, protocol or configuration. TCP attempts
+ * are judged here; datagrams (UDP, ICMP) only by the test's world, which records every packet
+ * that reaches it. */
+static int cmd_egress(const char *allowed, const char *denied, const char *denied6, int port)
+{
+    static char before[8192], after[8192];
+    net_state(before, sizeof(before));
+    printf("sandbox network:\n%s", before);
+
+    /* An IP literal outside the list, directly and through a v4-mapped IPv6 socket. */
+    char what[160], mapped[80];
+    snprintf(what, sizeof(what), "tcp to the denied literal %s:%d", denied, port);
+    expect_fail(what, tcp_try(denied, port, NULL));
+    snprintf(mapped, sizeof(mapped), "::ffff:%s", denied);
+    snprintf(what, sizeof(what), "tcp to [%s]:%d", mapped, port);
+    expect_fail(what, tcp_try(mapped, port, NULL));
+    /* IPv6, whatever the sandbox has of it. */
+    snprintf(what, sizeof(what), "tcp to [%s]:%d", denied6, port);
+    expect_fail(what, tcp_try(denied6, port, NULL));
+    /* Another port of the denied address, and a spoofed source address (IP_FREEBIND needs no
+     * capability): the host drops what does not come from the sandbox's own address. */
+    snprintf(what, sizeof(what), "tcp to %s:22", denied);
+    expect_fail(what, tcp_try(denied, 22, NULL));
+    snprintf(what, sizeof(what), "tcp from the spoofed source %s to %s:%d", allowed, denied, port);
+    expect_fail(what, tcp_try(denied, port, allowed));
+    snprintf(what, sizeof(what), "tcp from the spoofed source %s to %s:%d", denied, allowed, port);
+    expect_fail(what, tcp_try(allowed, port, denied));
+
+    /* UDP and ICMP tunnels. */
+    dgram_send("udp", IPPROTO_UDP, denied, 53);
+    dgram_send("udp", IPPROTO_UDP, denied, port);
+    dgram_send("udp", IPPROTO_UDP, mapped, 53);
+    dgram_send("udp6", IPPROTO_UDP, denied6, 53);
+    dgram_send("icmp echo (ping socket)", IPPROTO_ICMP, denied, 0);
+    dgram_send("icmpv6 echo (ping socket)", IPPROTO_ICMPV6, denied6, 0);
+
+    /* Raw sockets: no CAP_NET_RAW. */
+    expect_fail("socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)", socket(AF_INET, SOCK_RAW, IPPROTO_ICMP));
+    expect_fail("socket(AF_INET, SOCK_RAW, IPPROTO_UDP)", socket(AF_INET, SOCK_RAW, IPPROTO_UDP));
+    expect_fail("socket(AF_INET, SOCK_RAW, IPPROTO_RAW)", socket(AF_INET, SOCK_RAW, IPPROTO_RAW));
+    expect_fail("socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6)", socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6));
+    expect_fail("socket(AF_PACKET, SOCK_RAW)", socket(AF_PACKET, SOCK_RAW, htons(0x0003)));
+    expect_fail("socket(AF_PACKET, SOCK_DGRAM)", socket(AF_PACKET, SOCK_DGRAM, htons(0x0800)));
+    int t = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    expect_fail("setsockopt(IP_TRANSPARENT)", setsockopt(t, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one)));
+    expect_fail("setsockopt(SO_MARK)", setsockopt(t, SOL_SOCKET, SO_MARK, &one, sizeof(one)));
+    close(t);
+
+    /* The sandbox's own address, routes and links: no CAP_NET_ADMIN. */
+    int eth0 = (int)if_nametoindex("eth0");
+    expect("eth0 exists", eth0 > 0);
+    struct in_addr a;
+    inet_pton(AF_INET, denied, &a);
+    struct {
+        struct nlmsghdr n;
+        union {
+            struct ifaddrmsg ifa;
+            struct rtmsg rt;
+            struct ifinfomsg ifi;
+        } u;
+        char attrs[256];
+    } req;
+
+    memset(&req, 0, sizeof(req));
+    req.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
+    req.n.nlmsg_type = RTM_NEWADDR;
+    req.n.nlmsg_flags = NLM_F_CREATE | NLM_F_EXCL;
+    req.u.ifa = (struct ifaddrmsg){ .ifa_family = AF_INET, .ifa_prefixlen = 24, .ifa_index = (unsigned)eth0 };
+    nl_attr(&req.n, IFA_LOCAL, &a, sizeof(a));
+    nl_attr(&req.n, IFA_ADDRESS, &a, sizeof(a));
+    expect_nl("rtnetlink: add an address to eth0", nl_request(&req.n));
+
+    memset(&req, 0, sizeof(req));
+    req.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+    req.n.nlmsg_type = RTM_NEWROUTE;
+    req.n.nlmsg_flags = NLM_F_CREATE | NLM_F_EXCL;
+    req.u.rt = (struct rtmsg){ .rtm_family = AF_INET,
+                               .rtm_dst_len = 32,
+                               .rtm_table = RT_TABLE_MAIN,
+                               .rtm_protocol = RTPROT_BOOT,
+                               .rtm_scope = RT_SCOPE_LINK,
+                               .rtm_type = RTN_UNICAST };
+    nl_attr(&req.n, RTA_DST, &a, sizeof(a));
+    nl_attr(&req.n, RTA_OIF, &eth0, sizeof(eth0));
+    expect_nl("rtnetlink: add a route", nl_request(&req.n));
+
+    memset(&req, 0, sizeof(req));
+    req.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+    req.n.nlmsg_type = RTM_DELROUTE;
+    req.u.rt =
+        (struct rtmsg){ .rtm_family = AF_INET, .rtm_table = RT_TABLE_MAIN, .rtm_scope = RT_SCOPE_NOWHERE };
+    expect_nl("rtnetlink: delete the default route", nl_request(&req.n));
+
+    memset(&req, 0, sizeof(req));
+    req.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+    req.n.nlmsg_type = RTM_NEWLINK;
+    req.u.ifi = (struct ifinfomsg){ .ifi_family = AF_UNSPEC, .ifi_index = eth0, .ifi_change = IFF_UP };
+    expect_nl("rtnetlink: set eth0 down", nl_request(&req.n));
+
+    memset(&req, 0, sizeof(req));
+    req.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+    req.n.nlmsg_type = RTM_NEWLINK;
+    req.n.nlmsg_flags = NLM_F_CREATE | NLM_F_EXCL;
+    req.u.ifi = (struct ifinfomsg){ .ifi_family = AF_UNSPEC };
+    nl_attr(&req.n, IFLA_IFNAME, "hx0", 4);
+    struct rtattr *linkinfo = (struct rtattr *)((char *)&req.n + NLMSG_ALIGN(req.n.nlmsg_len));
+    nl_attr(&req.n, IFLA_LINKINFO, NULL, 0);
+    nl_attr(&req.n, IFLA_INFO_KIND, "dummy", 6);
+    linkinfo->rta_len = (unsigned short)((char *)&req.n + req.n.nlmsg_len - (char *)linkinfo);
+    expect_nl("rtnetlink: create a dummy link", nl_request(&req.n));
+
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "eth0");
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+    sin->sin_family = AF_INET;
+    sin->sin_addr = a;
+    expect_fail("ioctl(SIOCSIFADDR eth0)", ioctl(s, SIOCSIFADDR, &ifr));
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "eth0");
+    expect_fail("ioctl(SIOCSIFFLAGS eth0 down)", ioctl(s, SIOCSIFFLAGS, &ifr));
+    close(s);
+    expect_fail("write /proc/sys/net/ipv4/ping_group_range",
+                write_str("/proc/sys/net/ipv4/ping_group_range", "0 2147483647"));
+    expect_fail("write /proc/sys/net/ipv6/conf/all/disable_ipv6",
+                write_str("/proc/sys/net/ipv6/conf/all/disable_ipv6", "0"));
+    expect_fail("write /proc/sys/net/ipv4/conf/all/route_localnet",
+                write_str("/proc/sys/net/ipv4/conf/all/route_localnet", "1"));
+
+    net_state(after, sizeof(after));
+    expect("addresses and routes unchanged", strcmp(before, after) == 0);
+    if (strcmp(before, after))
+        printf("now:\n%s", after);
+    return failures != 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -646,6 +1043,10 @@ int main(int argc, char **argv)
         return cmd_exhaust(argv[2]);
     if (!strcmp(c, "ipc"))
         return cmd_ipc(argc > 2 ? argv[2] : "probe");
+    if (!strcmp(c, "view") && argc > 2)
+        return cmd_view(argv[2]);
+    if (!strcmp(c, "egress") && argc > 5)
+        return cmd_egress(argv[2], argv[3], argv[4], (int)strtol(argv[5], NULL, 10));
     static const struct {
         const char *name;
         int (*fn)(void);
