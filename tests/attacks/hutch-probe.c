@@ -1,9 +1,9 @@
 /* A static probe run inside sandboxes by tests/priv and tests/attacks. `hutch-probe NAME [ARGS]`
  * runs one helper or one attack. Attacks exit 0 when the attack FAILED (the sandbox held) and
  * 1 when it succeeded, printing what happened; helpers (listen, membomb, forkbomb, ticker)
- * serve the mechanism tests. `view MARKER` (row 3) and `egress ALLOWED DENIED DENIED6 PORT`
- * (row 19) serve tests/attacks/test-race and test-egress. Statically linked and built without sanitizers so
- * it runs in any root filesystem and is killed only by what it provokes. */
+ * serve the mechanism tests; `view MARKER` (row 3) and `egress ALLOWED DENIED DENIED6 PORT`
+ * (row 19) serve tests/attacks/test-race and test-egress. Statically linked and built without
+ * sanitizers so it runs in any root filesystem and is killed only by what it provokes. */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
