@@ -916,6 +916,7 @@ static int cmd_egress(const char *allowed, const char *denied, const char *denie
     dgram_send("udp", IPPROTO_UDP, denied, port);
     dgram_send("udp", IPPROTO_UDP, mapped, 53);
     dgram_send("udp6", IPPROTO_UDP, denied6, 53);
+    dgram_send("udp-lite", IPPROTO_UDPLITE, denied, port);
     dgram_send("icmp echo (ping socket)", IPPROTO_ICMP, denied, 0);
     dgram_send("icmpv6 echo (ping socket)", IPPROTO_ICMPV6, denied6, 0);
 

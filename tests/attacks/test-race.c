@@ -1,6 +1,6 @@
 /* Row 3 of the threat model (runc CVE-2021-30465): a racer renames symlinks over the mount
  * targets of a template while sandboxes start from it. A process on the host keeps swapping
- * the template's dev, dev/shm, dev/pts, proc, sys, tmp, usr and opt/hutch between the real
+ * the template's dev, dev/shm, dev/pts, proc, sys, tmp, usr, opt and opt/hutch between the real
  * directory and a symlink to /, /etc or a host directory holding a canary, by
  * renameat2(RENAME_EXCHANGE) and by plain rename(2) of a prepared symlink onto the name and
  * back. Meanwhile sandboxes are created from the template, up to 200 or 20 s. Each create either
@@ -35,8 +35,8 @@
 /* The template's mount targets (and /tmp, which a template might make a symlink) the racer
  * swaps, as parent directory and name. */
 static const char *const race_targets[][2] = {
-    { "", "dev" }, { "dev", "shm" }, { "dev", "pts" },   { "", "proc" },
-    { "", "sys" }, { "", "tmp" },    { "opt", "hutch" }, { "", "usr" },
+    { "", "dev" }, { "dev", "shm" },   { "dev", "pts" }, { "", "proc" }, { "", "sys" },
+    { "", "tmp" }, { "opt", "hutch" }, { "", "usr" },    { "", "opt" },
 };
 #define N_TARGETS (sizeof(race_targets) / sizeof(race_targets[0]))
 #define N_LINKS 3
