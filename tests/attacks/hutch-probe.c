@@ -736,6 +736,8 @@ static socklen_t sockaddr_of(const char *ip, int port, struct sockaddr_storage *
 
 /* A TCP connect to ip:port within 1 s, optionally from the (foreign) source address src
  * bound with IP_FREEBIND; returns the socket's final result (0 connected, -1 and errno). */
+static const char *tcp_device; /* SO_BINDTODEVICE for tcp_try and dgram_send, when set */
+
 static int tcp_try(const char *ip, int port, const char *src)
 {
     struct sockaddr_storage ss;
@@ -747,6 +749,9 @@ static int tcp_try(const char *ip, int port, const char *src)
     int s = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (s < 0)
         return -1;
+    if (tcp_device &&
+        setsockopt(s, SOL_SOCKET, SO_BINDTODEVICE, tcp_device, (socklen_t)strlen(tcp_device)) < 0)
+        printf("SO_BINDTODEVICE %s: %s\n", tcp_device, strerror(errno));
     if (src) {
         int one = 1;
         struct sockaddr_storage from;
@@ -790,6 +795,9 @@ static void dgram_send(const char *what, int proto, const char *ip, int port)
         printf("held: %s to %s: socket: %s\n", what, ip, strerror(errno));
         return;
     }
+    if (tcp_device &&
+        setsockopt(s, SOL_SOCKET, SO_BINDTODEVICE, tcp_device, (socklen_t)strlen(tcp_device)) < 0)
+        printf("SO_BINDTODEVICE %s: %s\n", tcp_device, strerror(errno));
     char msg[64] = "hutch-egress";
     size_t n = strlen(msg);
     if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
@@ -910,6 +918,17 @@ static int cmd_egress(const char *allowed, const char *denied, const char *denie
     expect_fail(what, tcp_try(denied, port, allowed));
     snprintf(what, sizeof(what), "tcp from the spoofed source %s to %s:%d", denied, allowed, port);
     expect_fail(what, tcp_try(allowed, port, denied));
+
+    /* Past the routing table: bound to eth0, a destination without a route counts as on-link
+     * (no capability needed); what is not the host's own address gets no neighbour answer. */
+    tcp_device = "eth0";
+    snprintf(what, sizeof(what), "tcp bound to eth0 to %s:%d", denied, port);
+    expect_fail(what, tcp_try(denied, port, NULL));
+    snprintf(what, sizeof(what), "tcp bound to eth0 to [%s]:%d", denied6, port);
+    expect_fail(what, tcp_try(denied6, port, NULL));
+    dgram_send("udp bound to eth0", IPPROTO_UDP, denied, 53);
+    dgram_send("udp6 bound to eth0", IPPROTO_UDP, denied6, 53);
+    tcp_device = NULL;
 
     /* UDP and ICMP tunnels. */
     dgram_send("udp", IPPROTO_UDP, denied, 53);
