@@ -90,6 +90,7 @@ enum MHD_Result api_sandbox_logs_v1(struct api_request *req);
 enum MHD_Result api_sandbox_logs_v2(struct api_request *req);
 enum MHD_Result api_sandbox_pause(struct api_request *req);
 enum MHD_Result api_sandbox_resume(struct api_request *req);
+enum MHD_Result api_sandbox_network(struct api_request *req);
 
 /* Queues the error response for a -errno failure of the orchestrator or store (ENOENT 404,
  * EINVAL 400, EEXIST/EALREADY 409, EOPNOTSUPP 501, EAGAIN/ENOSPC 503, else 500). */

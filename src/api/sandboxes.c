@@ -491,3 +491,24 @@ enum MHD_Result api_sandbox_metrics(struct api_request *req)
     json_decref(m);
     return ret;
 }
+
+enum MHD_Result api_sandbox_network(struct api_request *req)
+{
+    enum MHD_Result ret;
+    json_auto_t *body = api_request_json(req, &ret);
+    if (!body)
+        return ret;
+    struct error_record err = { 0 };
+    bool allow_internet;
+    const char *allow[MAX_CIDRS + 1] = { 0 }, *deny[MAX_CIDRS + 1] = { 0 };
+    /* The body is the whole new config: what it leaves out is the default (internet access
+     * on, no lists). */
+    int r = get_bool(body, "allow_internet_access", true, &allow_internet, &err);
+    if (r >= 0)
+        r = parse_network(body, allow, deny, &err);
+    if (r >= 0)
+        r = orch_sandbox_set_network(req->server_orch, req->params[0], allow_internet, allow, deny, &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    return http_queue_empty(req->conn, MHD_HTTP_NO_CONTENT);
+}

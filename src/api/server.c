@@ -62,6 +62,7 @@ static const struct api_route routes[] = {
     { "GET", "/v2/sandboxes/{id}/logs", api_sandbox_logs_v2, .needs_orch = true },
     { "POST", "/sandboxes/{id}/pause", api_sandbox_pause, .needs_orch = true },
     { "POST", "/sandboxes/{id}/resume", api_sandbox_resume, .needs_orch = true },
+    { "PUT", "/sandboxes/{id}/network", api_sandbox_network, .needs_orch = true },
 };
 
 /* Per-request state, allocated when MHD has read the request line (uri_logged) and freed when

@@ -758,6 +758,18 @@ int orch_sandbox_logs(struct orch *o, const char *id, int64_t since_ms, size_t l
     return r;
 }
 
+int orch_sandbox_set_network(struct orch *o, const char *id, bool allow_internet_access,
+                             const char *const *allow_out, const char *const *deny_out,
+                             struct error_record *err)
+{
+    struct sandbox *s = sandbox_get(o, id);
+    if (!s)
+        return error_set(err, ENOENT, "sandbox %s not found", id);
+    int r = o->cfg.runtime->set_egress(s->rt, allow_out, deny_out, !allow_internet_access, err);
+    sandbox_put(o, s);
+    return r;
+}
+
 int orch_sandbox_socket(void *userdata, const char *id, uint16_t port, struct error_record *err)
 {
     struct orch *o = userdata;

@@ -113,6 +113,12 @@ typedef int (*orch_log_line_cb)(int64_t at_ms, const char *line, void *userdata)
 int orch_sandbox_logs(struct orch *o, const char *id, int64_t since_ms, size_t limit, orch_log_line_cb cb,
                       void *userdata, struct error_record *err);
 
+/* Replaces the egress policy of a running or paused sandbox (e2b-compat: PUT
+ * /sandboxes/{id}/network). -EOPNOTSUPP for a sandbox created offline. */
+int orch_sandbox_set_network(struct orch *o, const char *id, bool allow_internet_access,
+                             const char *const *allow_out, const char *const *deny_out,
+                             struct error_record *err);
+
 /* For the gateway (gw_connect_cb): a new TCP socket in the sandbox's network namespace. */
 int orch_sandbox_socket(void *orch, const char *id, uint16_t port, struct error_record *err);
 

@@ -111,6 +111,11 @@ struct runtime_ops {
     /* Returns a new, unconnected TCP socket (AF_INET, O_CLOEXEC) in the sandbox's network
      * namespace, for callers that connect themselves (libcurl in the gateway). */
     int (*socket)(struct runtime_sandbox *sb, struct error_record *err);
+    /* Replaces the egress policy of an online sandbox (the same rules as at create: allow_out,
+     * deny_out, deny_internet; private, link-local, metadata and host addresses stay blocked),
+     * atomically. -EOPNOTSUPP for an offline sandbox; -EINVAL (err filled) for a bad CIDR. */
+    int (*set_egress)(struct runtime_sandbox *sb, const char *const *allow_out, const char *const *deny_out,
+                      bool deny_internet, struct error_record *err);
     /* Starts a process inside the running sandbox; returns a pidfd (O_CLOEXEC) for it. The
      * process is a child of the caller: reap it with waitid(P_PIDFD, ...). */
     int (*exec)(struct runtime_sandbox *sb, const struct runtime_exec *ex, struct error_record *err);

@@ -274,3 +274,25 @@ test('onTimeout pause pauses instead of killing; autoResume resumes on traffic',
     await Sandbox.kill(sbx.sandboxId, hutch.opts);
   }
 });
+
+test('updateNetwork replaces the egress policy of an online sandbox on the host', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const ruleset = () => execFileSync('nft', ['list', 'table', 'inet', 'hutch']).toString();
+  const sbx = await Sandbox.create('base', hutch.opts);
+  const offline = await Sandbox.create('base', { ...hutch.opts, allowInternetAccess: false });
+  try {
+    assert.ok(!ruleset().includes('198.51.100.0/24'));
+    await sbx.updateNetwork({ denyOut: ['198.51.100.0/24'], allowOut: ['203.0.113.7'] });
+    const after = ruleset();
+    assert.ok(after.includes('198.51.100.0/24'), 'deny list installed');
+    assert.ok(after.includes('203.0.113.7'), 'allow list installed');
+    await sbx.updateNetwork({});
+    assert.ok(!ruleset().includes('198.51.100.0/24'), 'the whole config was replaced');
+    await assert.rejects(sbx.updateNetwork({ denyOut: ['not a cidr'] }), /invalid/i);
+    await assert.rejects(offline.updateNetwork({ denyOut: ['198.51.100.0/24'] }), /offline/);
+    assert.equal((await sbx.commands.run('echo still fine')).stdout, 'still fine\n');
+  } finally {
+    await sbx.kill();
+    await offline.kill();
+  }
+});

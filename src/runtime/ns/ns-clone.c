@@ -654,6 +654,23 @@ static int sandbox_connect(struct runtime_sandbox *sb, uint16_t port, struct err
     return job.fd;
 }
 
+static int sandbox_set_egress(struct runtime_sandbox *sb, const char *const *allow_out,
+                              const char *const *deny_out, bool deny_internet, struct error_record *err)
+{
+    if (sb->plan->net != RUNTIME_NET_ONLINE)
+        return error_set(err, EOPNOTSUPP, "sandbox %s is offline: it has no network to configure",
+                         sb->plan->id);
+    char **allow = NULL, **deny = NULL;
+    int r = ns_net_cidrs(allow_out, &allow, err);
+    if (r >= 0)
+        r = ns_net_cidrs(deny_out, &deny, err);
+    if (r >= 0)
+        r = ns_nft_sandbox_policy(sb->plan, allow, deny, deny_internet, err);
+    ns_strv_free(allow);
+    ns_strv_free(deny);
+    return r;
+}
+
 static int sandbox_socket(struct runtime_sandbox *sb, struct error_record *err)
 {
     struct connect_job job = { sb->netns_fd, 0, -1, 0 };
@@ -805,6 +822,7 @@ const struct runtime_ops runtime_ns_ops = {
     .start = sandbox_start,
     .connect = sandbox_connect,
     .socket = sandbox_socket,
+    .set_egress = sandbox_set_egress,
     .exec = sandbox_exec,
     .freeze = sandbox_freeze,
     .thaw = sandbox_thaw,

@@ -208,6 +208,61 @@ static int append_elements(struct buf *b, const char *set, char **cidrs, int fam
     return r;
 }
 
+/* The sandbox's chain: always-blocked ranges first, then its own source address only, then
+ * its allow list, its deny list, and the default. */
+static int append_rules(struct buf *b, const char *n, const char *ip, bool deny_internet)
+{
+    return buf_printf(b,
+                      "add rule inet hutch sb_%s ip daddr @blocked4 drop\n"
+                      "add rule inet hutch sb_%s ip6 daddr @blocked6 drop\n"
+                      "add rule inet hutch sb_%s meta nfproto ipv4 ip saddr != %s drop\n"
+                      "add rule inet hutch sb_%s ip daddr @a4_%s accept\n"
+                      "add rule inet hutch sb_%s ip6 daddr @a6_%s accept\n"
+                      "add rule inet hutch sb_%s ip daddr @d4_%s drop\n"
+                      "add rule inet hutch sb_%s ip6 daddr @d6_%s drop\n"
+                      "add rule inet hutch sb_%s %s\n",
+                      n, n, n, ip, n, n, n, n, n, n, n, n, n, deny_internet ? "drop" : "accept");
+}
+
+static int append_lists(struct buf *b, const char *n, char **allow, char **deny)
+{
+    char set[80];
+    int w = 0;
+    snprintf(set, sizeof(set), "a4_%s", n);
+    w |= append_elements(b, set, allow, AF_INET);
+    snprintf(set, sizeof(set), "a6_%s", n);
+    w |= append_elements(b, set, allow, AF_INET6);
+    snprintf(set, sizeof(set), "d4_%s", n);
+    w |= append_elements(b, set, deny, AF_INET);
+    snprintf(set, sizeof(set), "d6_%s", n);
+    w |= append_elements(b, set, deny, AF_INET6);
+    return w;
+}
+
+int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, char **deny, bool deny_internet,
+                          struct error_record *err)
+{
+    char n[NS_ID_MAX + 1], ip[INET_ADDRSTRLEN];
+    nft_name(plan->id, n, sizeof(n));
+    struct in_addr a = { plan->sandbox_ip };
+    inet_ntop(AF_INET, &a, ip, sizeof(ip));
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    /* One transaction: the sandbox never sees a moment without a policy. */
+    int w = 0;
+    static const char *const kinds[] = { "a4", "a6", "d4", "d6" };
+    for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
+        w |= buf_printf(&b, "flush set inet hutch %s_%s\n", kinds[i], n);
+    w |= append_lists(&b, n, allow, deny);
+    w |= buf_printf(&b, "flush chain inet hutch sb_%s\n", n);
+    w |= append_rules(&b, n, ip, deny_internet);
+    pthread_mutex_lock(&nft_lock);
+    int r = w < 0 ? error_set(err, ENOBUFS, "nftables batch too large") : nft_run(b.data, NULL, err);
+    pthread_mutex_unlock(&nft_lock);
+    buf_release(&b);
+    return r;
+}
+
 int ns_nft_sandbox_add(const struct ns_plan *plan, struct error_record *err)
 {
     char n[NS_ID_MAX + 1], ip[INET_ADDRSTRLEN];
@@ -225,28 +280,10 @@ int ns_nft_sandbox_add(const struct ns_plan *plan, struct error_record *err)
     for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
         w |= buf_printf(&b, "add set inet hutch %s_%s { type %s; flags interval; auto-merge; }\n", kinds[i],
                         n, kinds[i][1] == '4' ? "ipv4_addr" : "ipv6_addr");
-    char set[80];
-    snprintf(set, sizeof(set), "a4_%s", n);
-    w |= append_elements(&b, set, plan->allow_out, AF_INET);
-    snprintf(set, sizeof(set), "a6_%s", n);
-    w |= append_elements(&b, set, plan->allow_out, AF_INET6);
-    snprintf(set, sizeof(set), "d4_%s", n);
-    w |= append_elements(&b, set, plan->deny_out, AF_INET);
-    snprintf(set, sizeof(set), "d6_%s", n);
-    w |= append_elements(&b, set, plan->deny_out, AF_INET6);
-    w |= buf_printf(&b,
-                    "add chain inet hutch sb_%s\n"
-                    "add rule inet hutch sb_%s ip daddr @blocked4 drop\n"
-                    "add rule inet hutch sb_%s ip6 daddr @blocked6 drop\n"
-                    "add rule inet hutch sb_%s meta nfproto ipv4 ip saddr != %s drop\n"
-                    "add rule inet hutch sb_%s ip daddr @a4_%s accept\n"
-                    "add rule inet hutch sb_%s ip6 daddr @a6_%s accept\n"
-                    "add rule inet hutch sb_%s ip daddr @d4_%s drop\n"
-                    "add rule inet hutch sb_%s ip6 daddr @d6_%s drop\n"
-                    "add rule inet hutch sb_%s %s\n"
-                    "add element inet hutch sandboxes { \"%s\" : jump sb_%s }\n",
-                    n, n, n, n, ip, n, n, n, n, n, n, n, n, n, plan->deny_internet ? "drop" : "accept",
-                    plan->veth, n);
+    w |= append_lists(&b, n, plan->allow_out, plan->deny_out);
+    w |= buf_printf(&b, "add chain inet hutch sb_%s\n", n);
+    w |= append_rules(&b, n, ip, plan->deny_internet);
+    w |= buf_printf(&b, "add element inet hutch sandboxes { \"%s\" : jump sb_%s }\n", plan->veth, n);
     if (w < 0) {
         r = error_set(err, ENOBUFS, "nftables batch too large");
     } else {

@@ -100,6 +100,9 @@ int ns_net_sandbox_del(const char *id, const char *veth);
  * (re)installed idempotently on first use; each sandbox adds a chain and two interval sets. */
 int ns_nft_sandbox_add(const struct ns_plan *plan, struct error_record *err);
 int ns_nft_sandbox_del(const char *id);
+/* Replaces an online sandbox's egress policy (lists already validated by ns_net_cidrs). */
+int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, char **deny, bool deny_internet,
+                          struct error_record *err);
 
 /* ns-mount.c */
 /* parent: an idmapped (host 0..65535 -> the sandbox range), read-only, nosuid, nodev clone of
