@@ -84,6 +84,12 @@ extern const struct connect_method envd_filesystem_methods[];
  * stand in for it (e2b-compat 3.8). */
 enum MHD_Result envd_files_request(struct MHD_Connection *conn, const char *method, const char *upload_data,
                                    size_t *upload_data_size, void **req_cls);
+/* POST /files/compose (e2b-compat 3.8): concatenates source_paths, in order, into destination
+ * (replaced whole, only once complete) and deletes the sources, all with the user's own
+ * permissions (the body's `username`, else the request's user). Queues the answer: 200
+ * {path, name, type}, or 400/401/404/507 JSON. */
+enum MHD_Result envd_files_compose(struct MHD_Connection *conn, const char *body, size_t len);
+
 /* Releases what envd_files_request kept in *req_cls (MHD's request-completed callback). */
 void envd_files_request_completed(void *req_cls);
 

@@ -55,6 +55,8 @@ enum envd_route envd_route_of(const char *url)
         return ENVD_ROUTE_HEALTH;
     if (streq(url, "/files"))
         return ENVD_ROUTE_FILES;
+    if (streq(url, "/files/compose"))
+        return ENVD_ROUTE_COMPOSE;
     if (streq(url, "/init"))
         return ENVD_ROUTE_INIT;
     if (streq(url, "/envs"))
@@ -230,7 +232,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         case ENVD_ROUTE_ENVS:
         case ENVD_ROUTE_METRICS:
             return MHD_YES;
-        case ENVD_ROUTE_INIT: {
+        case ENVD_ROUTE_INIT:
+        case ENVD_ROUTE_COMPOSE: {
             if (!streq(method, "POST"))
                 return method_not_allowed(conn, "POST");
             buf_init(&r->body, INIT_BODY_MAX);
@@ -274,8 +277,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     case ENVD_ROUTE_RPC:
         return connect_handle(conn, find_method(url), url, method, upload_data, upload_data_size, &r->cls);
     case ENVD_ROUTE_INIT:
-        if (*upload_data_size == 0)
-            return answer_init(conn, r);
+    case ENVD_ROUTE_COMPOSE:
+        if (*upload_data_size == 0) {
+            if (r->too_big)
+                return http_queue_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
+            return r->route == ENVD_ROUTE_INIT ? answer_init(conn, r)
+                                               : envd_files_compose(conn, r->body.data, r->body.len);
+        }
         if (!r->too_big && buf_append(&r->body, upload_data, *upload_data_size) < 0) {
             r->too_big = true;
             buf_release(&r->body);

@@ -31,5 +31,6 @@ enum envd_route {
     ENVD_ROUTE_ENVS,
     ENVD_ROUTE_METRICS,
     ENVD_ROUTE_RPC,
+    ENVD_ROUTE_COMPOSE,
 };
 enum envd_route envd_route_of(const char *url);
