@@ -296,3 +296,29 @@ test('updateNetwork replaces the egress policy of an online sandbox on the host'
     await offline.kill();
   }
 });
+
+test('row 20: sandboxes from the warm pool share no randomness, names or tokens', async () => {
+  const warm = await startHutch(['--warm-pool', '3']);
+  try {
+    const metrics = async () => (await (await fetch(`${warm.url}/metrics`)).text());
+    for (let i = 0; i < 300 && !/^hutch_warm_pool_sandboxes 3$/m.test(await metrics()); i++)
+      await new Promise((r) => setTimeout(r, 20));
+    const made = await Promise.all([0, 1, 2].map(() => Sandbox.create('base', warm.opts)));
+    assert.match(await metrics(), /^hutch_warm_pool_hits_total [1-9]/m);
+    const probe =
+      'hostname; cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo;' +
+      ' python3 -c "import random, os; print(random.getrandbits(64), os.urandom(8).hex())"';
+    const outs = await Promise.all(made.map((s) => s.commands.run(probe)));
+    const rows = outs.map((r) => r.stdout.trim().split('\n'));
+    for (let field = 0; field < 4; field++) {
+      const values = new Set(rows.map((r) => r[field]));
+      assert.equal(values.size, 3, `field ${field} differs between sandboxes: ${rows.map((r) => r[field])}`);
+    }
+    assert.equal(new Set(made.map((s) => s.envdAccessToken)).size, 3);
+    for (const s of made) await s.kill();
+  } finally {
+    const { code, leftovers } = await warm.stop();
+    assert.equal(code, 0);
+    assert.deepEqual(leftovers, []);
+  }
+});
