@@ -499,7 +499,7 @@ enum MHD_Result api_sandbox_network(struct api_request *req)
     if (!body)
         return ret;
     struct error_record err = { 0 };
-    bool allow_internet;
+    bool allow_internet = true;
     const char *allow[MAX_CIDRS + 1] = { 0 }, *deny[MAX_CIDRS + 1] = { 0 };
     /* The body is the whole new config: what it leaves out is the default (internet access
      * on, no lists). */
