@@ -640,7 +640,7 @@ def test_get_responses_keep_the_connection_alive(envd):
 def test_paths_below_files_are_not_files(envd):
     import http.client
     c = http.client.HTTPConnection("127.0.0.1", envd.port, timeout=10)
-    c.request("POST", "/files/compose", body=b"{}", headers={"Content-Type": "application/json"})
+    c.request("POST", "/files/other", body=b"{}", headers={"Content-Type": "application/json"})
     r = c.getresponse()
     assert r.status == 404
     r.read()
