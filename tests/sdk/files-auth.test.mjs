@@ -85,7 +85,8 @@ test('signed upload of a plain form field to a relative path, and an expired one
   // The default user here is root: a relative path lands in root's home. Use a name unique to
   // this run and remove it afterwards.
   const rel = `hutch-signed-${process.pid}-${Date.now()}.txt`;
-  const abs = path.join('/root', rel);
+  const abs = path.join('/root', rel); // as envd sees it
+  const onHost = path.join(envd.home, rel); // envd's /root is this directory (lib/envd.mjs)
   try {
     const up = await sbx.uploadUrl(rel, { useSignatureExpiration: 10_000 });
     const form = new FormData();
@@ -93,7 +94,7 @@ test('signed upload of a plain form field to a relative path, and an expired one
     const r = await fetch(up, { method: 'POST', body: form });
     assert.equal(r.status, 200);
     assert.deepEqual(await r.json(), [{ name: rel, path: abs, type: 'file' }]);
-    assert.equal(fs.readFileSync(abs, 'utf8'), 'file content');
+    assert.equal(fs.readFileSync(onHost, 'utf8'), 'file content');
 
     const expired = await sbx.uploadUrl(rel, { useSignatureExpiration: -100_000 });
     const form2 = new FormData();
@@ -101,14 +102,14 @@ test('signed upload of a plain form field to a relative path, and an expired one
     const r2 = await fetch(expired, { method: 'POST', body: form2 });
     assert.equal(r2.status, 401);
     assert.deepEqual(await r2.json(), { code: 401, message: 'signature is already expired' });
-    assert.equal(fs.readFileSync(abs, 'utf8'), 'file content');
+    assert.equal(fs.readFileSync(onHost, 'utf8'), 'file content');
 
     const down = await sbx.downloadUrl(rel, { useSignatureExpiration: -10_000 });
     const r3 = await fetch(down);
     assert.equal(r3.status, 401);
     assert.deepEqual(await r3.json(), { code: 401, message: 'signature is already expired' });
   } finally {
-    fs.rmSync(abs, { force: true });
+    fs.rmSync(onHost, { force: true });
   }
 });
 

@@ -48,16 +48,27 @@ export async function startEnvd(extraArgs = []) {
   const url = `http://127.0.0.1:${port}`;
   const logPath = path.join(os.tmpdir(), `envd-${port}.log`);
   const log = fs.openSync(logPath, 'w');
-  const child = spawn(envdPath, ['--listen', `127.0.0.1:${port}`, ...extraArgs], {
-    stdio: ['ignore', log, log],
-  });
+  // The commands envd runs are login shells of the host's users. root's real home on a
+  // development machine sources tools (pyenv) whose lock files a SIGKILL in a kill test can leave
+  // behind, stalling every later shell for a minute. envd runs in its own mount namespace where
+  // /root is an empty directory, so the tests see the same shells on every machine.
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'envd-root-'));
+  const child = spawn(
+    'unshare',
+    ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c',
+      'mount --bind "$1" /root && shift && exec "$@"', 'sh', home, envdPath, '--listen', `127.0.0.1:${port}`,
+      ...extraArgs],
+    { stdio: ['ignore', log, log] }
+  );
   fs.closeSync(log);
+  child.on('exit', () => fs.rmSync(home, { recursive: true, force: true }));
   await waitHealthy(url, child, 10000);
   return {
     url,
     port,
     child,
     logPath,
+    home, // what envd and its commands see as /root
     async sandbox(opts = {}) {
       return Sandbox.create({ debug: true, sandboxUrl: url, ...opts });
     },
