@@ -385,7 +385,7 @@ static bool pool_compatible(const struct orch *o, const struct orch_create *req)
 /* Hands a pooled sandbox over: a new access token (so that no one who knew the pool's can reach
  * it) and the request's env vars, through envd's /init. NULL when the pool is empty or the
  * hand-over failed (the caller then boots one). */
-static struct sandbox *pool_take(struct orch *o, const struct orch_create *req, struct error_record *err)
+static struct sandbox *pool_take(struct orch *o, const struct orch_create *req)
 {
     pthread_mutex_lock(&o->lock);
     struct sandbox *s = o->pool;
@@ -418,7 +418,6 @@ static struct sandbox *pool_take(struct orch *o, const struct orch_create *req, 
     pthread_mutex_lock(&o->lock);
     o->pool_hits++;
     pthread_mutex_unlock(&o->lock);
-    (void)err;
     return s;
 }
 
@@ -484,7 +483,7 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
         return r;
 
     usec_t began = now_usec(CLOCK_MONOTONIC);
-    struct sandbox *s = pool_compatible(o, req) ? pool_take(o, req, err) : NULL;
+    struct sandbox *s = pool_compatible(o, req) ? pool_take(o, req) : NULL;
     if (!s) {
         r = boot(o, req, &s, err);
         if (r < 0) {
