@@ -209,19 +209,22 @@ static int append_elements(struct buf *b, const char *set, char **cidrs, int fam
 }
 
 /* The sandbox's chain: always-blocked ranges first, then its own source address only, then
- * its allow list, its deny list, and the default. */
+ * its allow list, its deny list, and the default. Sandboxes get no IPv6 address or route, so
+ * no IPv6 packet of theirs may leave at all (with no address to check a source against, a
+ * spoofed one must not pass should a route ever appear); the v6 sets stay for when they do. */
 static int append_rules(struct buf *b, const char *n, const char *ip, bool deny_internet)
 {
     return buf_printf(b,
                       "add rule inet hutch sb_%s ip daddr @blocked4 drop\n"
                       "add rule inet hutch sb_%s ip6 daddr @blocked6 drop\n"
+                      "add rule inet hutch sb_%s meta nfproto ipv6 drop\n"
                       "add rule inet hutch sb_%s meta nfproto ipv4 ip saddr != %s drop\n"
                       "add rule inet hutch sb_%s ip daddr @a4_%s accept\n"
                       "add rule inet hutch sb_%s ip6 daddr @a6_%s accept\n"
                       "add rule inet hutch sb_%s ip daddr @d4_%s drop\n"
                       "add rule inet hutch sb_%s ip6 daddr @d6_%s drop\n"
                       "add rule inet hutch sb_%s %s\n",
-                      n, n, n, ip, n, n, n, n, n, n, n, n, n, deny_internet ? "drop" : "accept");
+                      n, n, n, n, ip, n, n, n, n, n, n, n, n, n, deny_internet ? "drop" : "accept");
 }
 
 static int append_lists(struct buf *b, const char *n, char **allow, char **deny)
