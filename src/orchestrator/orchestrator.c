@@ -245,7 +245,13 @@ static int reserve(struct orch *o, struct sandbox *s, struct error_record *err)
     if (r < 0)
         return r;
     r = orch_slot_claim(MAX_SLOTS, &s->slot, &s->slot_fd, err);
+    /* The slot is ours alone now: whatever a server killed mid-create left for it (its veth)
+     * would make this create fail. */
+    if (r >= 0 && o->cfg.runtime == &runtime_ns_ops &&
+        runtime_ns_slot_reset(&o->cfg.runtime_config, s->slot) < 0)
+        r = error_set(err, EBUSY, "slot %u holds leftovers that could not be removed", s->slot);
     if (r < 0) {
+        s->slot_fd = safe_close(s->slot_fd);
         pthread_mutex_lock(&o->lock);
         o->n_creating--;
         pthread_mutex_unlock(&o->lock);

@@ -148,6 +148,12 @@ int runtime_ns_cleanup(const struct runtime_config *cfg);
  * sandbox is left as it is. Returns 0 or the first unexpected -errno. */
 int runtime_ns_release(const struct runtime_config *cfg);
 
+/* For whoever has just acquired a slot exclusively: removes what a dead former holder of the
+ * slot left on the host (an online sandbox's veth and nftables objects, when its owner was
+ * killed in the middle of a create). Never call it for a slot another live sandbox may hold.
+ * Returns 0 or -errno. */
+int runtime_ns_slot_reset(const struct runtime_config *cfg, unsigned slot);
+
 /* Writes the root filesystem layer of the `host` base template under dir (created if missing,
  * must be empty): merged-usr symlinks (bin, lib, lib64, sbin -> usr/...), mount-point
  * directories, and a small generated /etc (passwd and group with root and `user` 1000, hosts,

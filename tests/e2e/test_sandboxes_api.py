@@ -384,3 +384,20 @@ def test_warm_pool_hands_out_started_sandboxes_with_their_own_tokens(bindir, tmp
         assert srv.stop() == 0, srv.log()
     assert processes_in_cgroups_of(tmp_path / "state") == []
     assert instance_leftovers(tmp_path / "state") == []
+
+
+def test_a_slot_left_dirty_by_a_dead_server_is_cleaned_before_use(server):
+    # A server killed in the middle of an online create can leave its veth (named after the
+    # slot) on the host; the next holder of the slot must not fail on it. Plant leftovers for
+    # the lowest slots, which the next create takes.
+    planted = [f"hv{i}" for i in range(4)]
+    for name in planted:
+        subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "x"], check=True,
+                       capture_output=True)
+    try:
+        status, _, sb = call(server, "POST", "/v2/sandboxes", body={"templateID": "base"})
+        assert status == 201, sb
+        call(server, "DELETE", f"/sandboxes/{sb['sandboxID']}")
+    finally:
+        for name in planted:
+            subprocess.run(["ip", "link", "del", name], capture_output=True)

@@ -867,3 +867,8 @@ int runtime_ns_release(const struct runtime_config *cfg)
     }
     return r;
 }
+
+int runtime_ns_slot_reset(const struct runtime_config *cfg, unsigned slot)
+{
+    return ns_net_slot_reset(cfg, slot);
+}

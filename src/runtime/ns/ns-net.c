@@ -340,3 +340,25 @@ int ns_net_sandbox_del(const char *id, const char *veth)
     }
     return r;
 }
+
+int ns_net_slot_reset(const struct runtime_config *cfg, unsigned slot)
+{
+    char veth[IFNAMSIZ];
+    snprintf(veth, sizeof(veth), "hv%u", slot);
+    /* The usual case, no leftover, costs one lookup. */
+    if (if_nametoindex(veth) == 0)
+        return 0;
+    char owner[NS_ID_MAX + 1];
+    int r = ns_nft_veth_owner(veth, owner, sizeof(owner));
+    if (r > 0)
+        r = ns_nft_sandbox_del(owner);
+    struct nl nl;
+    int k = nl_open(&nl);
+    if (k == 0) {
+        k = link_del(&nl, veth);
+        nl_close(&nl);
+    }
+    if (k < 0 && k != -ENODEV && r >= 0)
+        r = k;
+    return r < 0 ? r : 0;
+}

@@ -328,6 +328,35 @@ static bool find_veth(const char *listing, const char *n, char *out, size_t size
     return false;
 }
 
+int ns_nft_veth_owner(const char *veth, char *ret_name, size_t size)
+{
+    pthread_mutex_lock(&nft_lock);
+    struct buf listing;
+    buf_init(&listing, 4 << 20);
+    int r = nft_run("list map inet hutch sandboxes\n", &listing, NULL);
+    if (r < 0) {
+        r = 0; /* no table, no element */
+        goto out;
+    }
+    char needle[48];
+    snprintf(needle, sizeof(needle), "\"%s\" : jump sb_", veth);
+    const char *p = strstr(listing.data, needle);
+    r = 0;
+    if (p) {
+        p += strlen(needle);
+        size_t n = strcspn(p, ", \n}");
+        if (n > 0 && n < size) {
+            memcpy(ret_name, p, n);
+            ret_name[n] = '\0';
+            r = 1;
+        }
+    }
+out:
+    buf_release(&listing);
+    pthread_mutex_unlock(&nft_lock);
+    return r;
+}
+
 int ns_nft_sandbox_del(const char *id)
 {
     char n[NS_ID_MAX + 1];

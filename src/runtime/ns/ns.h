@@ -94,12 +94,17 @@ int ns_net_sandbox_add(const struct ns_plan *plan, int netns_fd, bool *ret_veth_
 /* parent: removes the nftables objects of sandbox id and, when veth is not NULL, that veth (if
  * still there). */
 int ns_net_sandbox_del(const char *id, const char *veth);
+/* Removes what a dead owner of slot left on the host: its veth and nftables objects. */
+int ns_net_slot_reset(const struct runtime_config *cfg, unsigned slot);
 
 /* ns-nft.c: one table "inet hutch" (libnftables, loaded with dlopen: no process spawned, no
  * build dependency beyond the runtime library). Base chains and the always-blocked sets are
  * (re)installed idempotently on first use; each sandbox adds a chain and two interval sets. */
 int ns_nft_sandbox_add(const struct ns_plan *plan, struct error_record *err);
 int ns_nft_sandbox_del(const char *id);
+/* The chain name (the sandbox id, '-' as '_') that the map sends veth's traffic to: 1 and the
+ * name in ret_name when there is one, 0 when not, or -errno. */
+int ns_nft_veth_owner(const char *veth, char *ret_name, size_t size);
 /* Replaces an online sandbox's egress policy (lists already validated by ns_net_cidrs). */
 int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, char **deny, bool deny_internet,
                           struct error_record *err);
