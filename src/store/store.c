@@ -137,11 +137,18 @@ int store_open(const char *state_dir, struct store **ret, struct error_record *e
 
     _cleanup_free_ char *path = xasprintf("%s/hutch.db", state_dir);
     struct store *s = xcalloc(1, sizeof(*s));
-    /* The database holds key hashes and sandbox records: owner-only from its first byte. */
-    mode_t old = umask(0077);
+    /* The database holds key hashes and sandbox records: owner-only from its first byte. The
+     * file is made here with mode 0600 (SQLite gives its -wal and -shm files the database's
+     * mode); changing the umask instead would race other threads creating files. */
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int r = error_set_errno(err, errno, "opening %s", path);
+        store_free(s);
+        return r;
+    }
+    close(fd);
     int rc =
         sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    umask(old);
     if (rc != SQLITE_OK) {
         int r = store_sqlite_error(s, rc, err, path);
         store_free(s);

@@ -255,6 +255,10 @@ int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spe
     snprintf(plan->root_dir, sizeof(plan->root_dir), "%s/root", run_dir);
     if (mkdir(plan->root_dir, 0755) < 0 && errno != EEXIST)
         return error_set_errno(err, errno, "mkdir %s", plan->root_dir);
+    /* The sandbox's root, unmapped host uid 0 looks like nobody to it, must be able to search
+     * both to mount there: set the modes explicitly, whatever the caller's umask was. */
+    if (chmod(run_dir, 0755) < 0 || chmod(plan->root_dir, 0755) < 0)
+        return error_set_errno(err, errno, "chmod %s", plan->root_dir);
 
     r = ns_seccomp_compile(&plan->seccomp, err);
     if (r < 0)
