@@ -59,6 +59,33 @@ static bool path_ok(struct hutch_client *c, const char *sandbox_id, const char *
     return sandbox_id && *sandbox_id && remote_path && *remote_path;
 }
 
+/* Runs a /files transfer set up on curl (URL, headers, body callbacks) and turns its outcome
+ * into a code and message: a local I/O error (*local_errno, set by the callbacks) first, then a
+ * transport error, then the server's answer (its body is in error_body). */
+static enum hutch_code transfer(struct hutch_client *c, CURL *curl, const int *local_errno,
+                                const char *local_what, const struct buf *error_body, const char *remote_path)
+{
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, (long)TRANSFER_SILENCE_S);
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+    CURLcode r = curl_easy_perform(curl);
+    long status = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    c->last_status = status;
+    enum hutch_code code = HUTCH_OK;
+    if (*local_errno)
+        code = client_fail(c, HUTCH_E_IO, "%s: %s", local_what, errno_to_string(*local_errno));
+    else if (r != CURLE_OK)
+        code = client_fail(c, client_code_from_curl(r), "%s: %s", client_sandbox_base(c),
+                           *errbuf ? errbuf : curl_easy_strerror(r));
+    else if (status != 200)
+        code = client_fail_http(c, status, error_body->data, error_body->len, remote_path);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
+    return code;
+}
+
 HUTCH_EXPORT enum hutch_code hutch_file_upload_fd(struct hutch_client *c, const char *sandbox_id, int fd,
                                                   const char *remote_path, const char *user)
 {
@@ -96,25 +123,8 @@ HUTCH_EXPORT enum hutch_code hutch_file_upload_fd(struct hutch_client *c, const 
     buf_init(&resp, CLIENT_MAX_ERROR_BODY);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &resp);
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, (long)TRANSFER_SILENCE_S);
-    char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-
-    CURLcode r = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    c->last_status = status;
-    if (u.read_errno)
-        code = client_fail(c, HUTCH_E_IO, "reading the local file: %s", errno_to_string(u.read_errno));
-    else if (r != CURLE_OK)
-        code = client_fail(c, client_code_from_curl(r), "%s: %s", client_sandbox_base(c),
-                           *errbuf ? errbuf : curl_easy_strerror(r));
-    else if (status != 200)
-        code = client_fail_http(c, status, resp.data, resp.len, remote_path);
+    code = transfer(c, curl, &u.read_errno, "reading the local file", &resp, remote_path);
     buf_release(&resp);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
     return code;
 }
 
@@ -187,25 +197,8 @@ HUTCH_EXPORT enum hutch_code hutch_file_download_fd(struct hutch_client *c, cons
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, download_write);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &d);
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, (long)TRANSFER_SILENCE_S);
-    char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-
-    CURLcode r = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    c->last_status = status;
-    if (d.write_errno)
-        code = client_fail(c, HUTCH_E_IO, "writing the local file: %s", errno_to_string(d.write_errno));
-    else if (r != CURLE_OK)
-        code = client_fail(c, client_code_from_curl(r), "%s: %s", client_sandbox_base(c),
-                           *errbuf ? errbuf : curl_easy_strerror(r));
-    else if (status != 200)
-        code = client_fail_http(c, status, d.error_body.data, d.error_body.len, remote_path);
+    code = transfer(c, curl, &d.write_errno, "writing the local file", &d.error_body, remote_path);
     buf_release(&d.error_body);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
     return code;
 }
 
