@@ -444,14 +444,9 @@ static enum MHD_Result list(struct api_request *req, bool v2)
     if (r < 0) {
         ret = api_queue_failure(req, r, &err);
     } else {
-        size_t len;
-        char *s = json_dump_compact(c.items, &len);
-        struct MHD_Response *resp = MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, HTTP_JSON_CONTENT_TYPE);
-        if (v2 && next[0])
-            MHD_add_response_header(resp, "X-Next-Token", next);
-        ret = MHD_queue_response(req->conn, MHD_HTTP_OK, resp);
-        MHD_destroy_response(resp);
+        bool more = v2 && next[0];
+        ret =
+            http_queue_json_with_header(req->conn, MHD_HTTP_OK, c.items, more ? "X-Next-Token" : NULL, next);
     }
     free(meta_buf);
     json_decref(c.items);

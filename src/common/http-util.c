@@ -11,6 +11,12 @@
 
 enum MHD_Result http_queue_json(struct MHD_Connection *c, unsigned status, const json_t *body)
 {
+    return http_queue_json_with_header(c, status, body, NULL, NULL);
+}
+
+enum MHD_Result http_queue_json_with_header(struct MHD_Connection *c, unsigned status, const json_t *body,
+                                            const char *header, const char *value)
+{
     size_t len;
     char *s = json_dump_compact(body, &len);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
@@ -19,6 +25,8 @@ enum MHD_Result http_queue_json(struct MHD_Connection *c, unsigned status, const
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, HTTP_JSON_CONTENT_TYPE);
+    if (header)
+        MHD_add_response_header(r, header, value);
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;

@@ -12,6 +12,9 @@
 /* Queues a response with the serialized JSON value (not consumed) and status. Returns MHD's
  * result. */
 enum MHD_Result http_queue_json(struct MHD_Connection *c, unsigned status, const json_t *body);
+/* The same with one extra response header (header NULL: none). */
+enum MHD_Result http_queue_json_with_header(struct MHD_Connection *c, unsigned status, const json_t *body,
+                                            const char *header, const char *value);
 
 /* Queues `{"code": status, "message": "..."}`, the error body of E2B's REST API and of envd's
  * plain HTTP endpoints. */
