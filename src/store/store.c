@@ -47,6 +47,62 @@ static const char *const migrations[] = {
     "CREATE INDEX sandboxes_by_start ON sandboxes (started_at, id);",
     /* 2 -> 3: whether traffic resumes a paused sandbox. */
     "ALTER TABLE sandboxes ADD COLUMN auto_resume INTEGER NOT NULL DEFAULT 0;",
+    /* 3 -> 4: templates, their names, builds, tags and build logs. */
+    "CREATE TABLE templates ("
+    "  id TEXT PRIMARY KEY,"
+    "  is_snapshot INTEGER NOT NULL DEFAULT 0,"
+    "  source_sandbox TEXT NOT NULL DEFAULT '',"
+    "  public INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  last_spawned_at INTEGER NOT NULL DEFAULT 0,"
+    "  spawn_count INTEGER NOT NULL DEFAULT 0"
+    ") STRICT;"
+    "CREATE INDEX templates_by_creation ON templates (created_at, id);"
+    "CREATE TABLE template_names ("
+    "  name TEXT PRIMARY KEY,"
+    "  template_id TEXT NOT NULL REFERENCES templates (id) ON DELETE CASCADE"
+    ") STRICT;"
+    "CREATE TABLE builds ("
+    "  id TEXT PRIMARY KEY,"
+    "  template_id TEXT NOT NULL REFERENCES templates (id) ON DELETE CASCADE,"
+    "  status TEXT NOT NULL CHECK (status IN ('waiting', 'building', 'ready', 'error')),"
+    "  cpu_count INTEGER NOT NULL DEFAULT 0,"
+    "  memory_mb INTEGER NOT NULL DEFAULT 0,"
+    "  disk_mb INTEGER NOT NULL DEFAULT 0,"
+    "  envd_version TEXT NOT NULL DEFAULT '',"
+    "  created_at INTEGER NOT NULL,"
+    "  finished_at INTEGER NOT NULL DEFAULT 0,"
+    "  layers TEXT,"
+    "  config TEXT,"
+    "  reason TEXT,"
+    "  reason_step TEXT"
+    ") STRICT;"
+    "CREATE INDEX builds_by_template ON builds (template_id, created_at);"
+    "CREATE TABLE template_tags ("
+    "  template_id TEXT NOT NULL REFERENCES templates (id) ON DELETE CASCADE,"
+    "  tag TEXT NOT NULL,"
+    "  build_id TEXT NOT NULL REFERENCES builds (id) ON DELETE CASCADE,"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (template_id, tag)"
+    ") STRICT;"
+    "CREATE TABLE build_logs ("
+    "  build_id TEXT NOT NULL REFERENCES builds (id) ON DELETE CASCADE,"
+    "  seq INTEGER NOT NULL,"
+    "  at INTEGER NOT NULL,"
+    "  level TEXT NOT NULL,"
+    "  message TEXT NOT NULL,"
+    "  step TEXT,"
+    "  PRIMARY KEY (build_id, seq)"
+    ") STRICT;",
+    /* 4 -> 5: what a sandbox needs to be started again from disk after a pause: the template
+     * build it came from, its own saved layers (JSON, top first), sandbox-wide env vars, the
+     * egress policy, and how its last pause was kept ('memory' or 'filesystem'). */
+    "ALTER TABLE sandboxes ADD COLUMN build_id TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE sandboxes ADD COLUMN saved_layers TEXT NOT NULL DEFAULT '[]';"
+    "ALTER TABLE sandboxes ADD COLUMN env_vars TEXT NOT NULL DEFAULT '{}';"
+    "ALTER TABLE sandboxes ADD COLUMN network TEXT NOT NULL DEFAULT '{}';"
+    "ALTER TABLE sandboxes ADD COLUMN pause_mode TEXT NOT NULL DEFAULT '';",
 };
 
 int store_schema_version(void)

@@ -123,3 +123,130 @@ struct store_sandbox_query {
 typedef int (*store_sandbox_cb)(const struct store_sandbox *sb, void *userdata);
 int store_sandbox_list(struct store *s, const struct store_sandbox_query *q, unsigned limit,
                        store_sandbox_cb cb, void *userdata, char *ret_next, struct error_record *err);
+
+/* ---- templates, builds, names, tags, build logs (store-templates.c) ----
+ *
+ * A template has an id (20 lowercase alphanumerics, like a sandbox id), any number of names
+ * (E2B's aliases: "name", unique across templates; the tag is not part of a name) and builds.
+ * A tag maps (template, tag) to one build; the tag "default" follows the template's latest
+ * ready build unless set explicitly. A snapshot (createSnapshot, fork) is a template with
+ * is_snapshot and the sandbox it was taken from. */
+
+#define STORE_BUILD_ID_MAX 36 /* a UUID */
+#define STORE_NAME_MAX 128
+#define STORE_TAG_MAX 64
+
+enum store_build_status {
+    STORE_BUILD_WAITING, /* created by POST /v3/templates, not started */
+    STORE_BUILD_BUILDING,
+    STORE_BUILD_READY,
+    STORE_BUILD_ERROR,
+    _STORE_BUILD_STATUS_MAX,
+};
+const char *store_build_status_to_string(enum store_build_status s); /* "waiting", ... */
+
+struct store_template {
+    char id[STORE_TEMPLATE_ID_MAX + 1];
+    bool is_snapshot;
+    char source_sandbox[STORE_SANDBOX_ID_MAX + 1]; /* snapshots only, else "" */
+    bool public;
+    int64_t created_at_ms;
+    int64_t updated_at_ms;
+    int64_t last_spawned_at_ms; /* 0: never */
+    uint64_t spawn_count;
+};
+
+struct store_build {
+    char id[STORE_BUILD_ID_MAX + 1];
+    char template_id[STORE_TEMPLATE_ID_MAX + 1];
+    enum store_build_status status;
+    uint32_t cpu_count; /* the template's defaults for its sandboxes; 0: the server's */
+    uint32_t memory_mb;
+    uint32_t disk_mb;
+    char envd_version[16];
+    int64_t created_at_ms;
+    int64_t finished_at_ms; /* 0 while not ready or failed */
+    /* Owned strings (store_build_release()); NULL when unset:
+     * layers_json: [{"layer": "<layer id>", "target": "/"}, ...], top first (see
+     *   src/template/layer.h for layer ids);
+     * config_json: {"user", "uid", "gid", "workdir", "env": {}, "startCmd", "readyCmd"};
+     * reason: why the build failed; reason_step: the failing step ("" if none). */
+    char *layers_json;
+    char *config_json;
+    char *reason;
+    char *reason_step;
+};
+void store_build_release(struct store_build *b);
+
+/* Creates a template (id given) with its first build (status waiting). */
+int store_template_insert(struct store *s, const struct store_template *t, struct error_record *err);
+int store_template_get(struct store *s, const char *id, struct store_template *ret, struct error_record *err);
+/* Deletes the template, its names, tags, builds and their logs. -ENOENT when unknown. */
+int store_template_delete(struct store *s, const char *id, struct error_record *err);
+int store_template_set_public(struct store *s, const char *id, bool public, struct error_record *err);
+/* Counts a create from the template (spawn_count, last_spawned_at). */
+int store_template_spawned(struct store *s, const char *id, int64_t at_ms, struct error_record *err);
+
+/* Names: -EEXIST when the name belongs to another template. */
+int store_template_name_add(struct store *s, const char *template_id, const char *name, struct error_record *err);
+/* The template a name belongs to; -ENOENT when none. */
+int store_template_name_lookup(struct store *s, const char *name, char *ret_template_id /* STORE_TEMPLATE_ID_MAX + 1 */,
+                               struct error_record *err);
+typedef int (*store_name_cb)(const char *name, void *userdata);
+int store_template_names(struct store *s, const char *template_id, store_name_cb cb, void *userdata,
+                         struct error_record *err);
+
+/* Resolves what a create or fromTemplate names: a template id or a name, either optionally
+ * ":tag" (default "default"), to the template and its build for that tag. -ENOENT when the
+ * template or tag is unknown; -EAGAIN when the tag's build is not ready. */
+int store_template_resolve(struct store *s, const char *ref, struct store_template *ret_template,
+                           struct store_build *ret_build, struct error_record *err);
+
+/* Builds. */
+int store_build_insert(struct store *s, const struct store_build *b, struct error_record *err);
+int store_build_get(struct store *s, const char *template_id, const char *build_id, struct store_build *ret,
+                    struct error_record *err);
+/* Sets status (and finished_at when ready or error), and, where not NULL, layers_json,
+ * config_json, reason and reason_step. A build that becomes ready moves the "default" tag to
+ * it, and the tags listed in the template's pending tags (set by store_build_insert's caller
+ * through store_tag_set with build_id) stay as they are. */
+int store_build_finish(struct store *s, const char *build_id, enum store_build_status status,
+                       const char *layers_json, const char *config_json, const char *reason,
+                       const char *reason_step, struct error_record *err);
+int store_build_set_status(struct store *s, const char *build_id, enum store_build_status status,
+                           struct error_record *err);
+typedef int (*store_build_cb)(const struct store_build *b, void *userdata);
+/* The template's builds, newest first. */
+int store_build_list(struct store *s, const char *template_id, store_build_cb cb, void *userdata,
+                     struct error_record *err);
+/* Every layer id used by any build (for garbage collection of layer directories). */
+typedef int (*store_layer_cb)(const char *layer_id, void *userdata);
+int store_build_layers_in_use(struct store *s, store_layer_cb cb, void *userdata, struct error_record *err);
+
+/* Tags. */
+int store_tag_set(struct store *s, const char *template_id, const char *tag, const char *build_id,
+                  struct error_record *err);
+int store_tag_remove(struct store *s, const char *template_id, const char *tag, struct error_record *err);
+typedef int (*store_tag_cb)(const char *tag, const char *build_id, int64_t created_at_ms, void *userdata);
+int store_tag_list(struct store *s, const char *template_id, store_tag_cb cb, void *userdata,
+                   struct error_record *err);
+
+/* Build logs: at most 10000 entries per build (later ones are dropped, with one final entry
+ * saying so). level: "debug", "info", "warn" or "error"; step may be NULL. */
+int store_build_log_append(struct store *s, const char *build_id, int64_t at_ms, const char *level,
+                           const char *message, const char *step, struct error_record *err);
+typedef int (*store_build_log_cb)(int64_t at_ms, const char *level, const char *message, const char *step,
+                                  void *userdata);
+/* Entries from offset (0-based), up to limit, oldest first. */
+int store_build_log_read(struct store *s, const char *build_id, uint64_t offset, unsigned limit,
+                         store_build_log_cb cb, void *userdata, struct error_record *err);
+
+struct store_template_query {
+    bool snapshots;             /* true: snapshots only; false: templates only */
+    const char *source_sandbox; /* snapshots of this sandbox only; NULL: any */
+    const char *cursor;         /* NULL for the first page */
+};
+typedef int (*store_template_cb)(const struct store_template *t, void *userdata);
+/* Newest first; paginated like store_sandbox_list (ret_next: STORE_CURSOR_MAX bytes). */
+int store_template_list(struct store *s, const struct store_template_query *q, unsigned limit,
+                        store_template_cb cb, void *userdata, char *ret_next, struct error_record *err);
