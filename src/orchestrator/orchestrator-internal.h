@@ -2,6 +2,8 @@
 #pragma once
 
 #include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -9,6 +11,7 @@
 #include "common/time-util.h"
 #include "orchestrator/orchestrator.h"
 #include "runtime/runtime.h"
+#include "store/store.h"
 
 /* envd-client.c: polls envd's /health inside the sandbox until it answers 204. */
 int orch_envd_wait_healthy(const struct runtime_ops *rt, struct runtime_sandbox *sb, usec_t timeout,
@@ -37,3 +40,75 @@ int orch_logs_new_sink(struct log_collector *c, struct log_sink **ret, int *ret_
 void orch_logs_sink_unref(struct log_sink *s);
 /* Calls cb for up to limit lines received at or after since_ms, oldest first. */
 int orch_logs_read(struct log_sink *s, int64_t since_ms, size_t limit, orch_log_line_cb cb, void *userdata);
+
+/* ---- the orchestrator's state, shared by its files ---- */
+
+#define ENVD_VERSION "0.6.13"
+#define ENVD_IN_SANDBOX "/opt/hutch/envd"
+#define DEFAULT_USER "user"
+#define DEFAULT_WORKDIR "/home/user"
+#define SANDBOX_ID_LEN 20
+#define ENVD_START_TIMEOUT (10 * USEC_PER_SEC)
+#define PIDS_MAX 4096
+#define MAX_SLOTS 4096
+
+struct sandbox {
+    struct sandbox *next;
+    char id[SANDBOX_ID_LEN + 1];
+    char template_id[STORE_TEMPLATE_ID_MAX + 1];
+    char token[2 * 32 + 1];
+    unsigned slot;
+    int slot_fd; /* holds the slot (see slots.c) */
+    struct orch_limits limits;
+    int64_t started_at_ms;
+    int64_t end_at_ms;
+    bool pause_on_timeout;
+    bool auto_resume;
+    bool paused;        /* frozen in place; under orch.lock */
+    uint32_t timeout_s; /* the create's timeout, given again on an automatic resume */
+    struct runtime_sandbox *rt;
+    struct log_sink *log;   /* envd's stdout and stderr */
+    uint64_t last_cpu_usec; /* the previous stats sample, for cpuUsedPct; under orch.lock */
+    usec_t last_sample;
+    int refs;  /* the table's one, plus one per in-flight user; under orch.lock */
+    bool gone; /* removed from the table; destroyed when refs drops to 0 */
+};
+
+struct orch {
+    struct orch_config cfg;
+    char *state_dir;
+    char *template_dir; /* the base template's "/" layer */
+    char *envd_dir;     /* holds the envd copy, mounted at /opt/hutch */
+    struct runtime_layer layers[3];
+
+    pthread_mutex_t lock;
+    pthread_cond_t timer_wake;
+    pthread_t timer;
+    bool timer_started;
+    bool stopping;
+    struct sandbox *sandboxes;
+    size_t n_sandboxes;
+    size_t n_creating;
+    char cgroup_parent[64]; /* per instance: instances never touch each other's sandboxes */
+    char run_dir[64];
+
+    pthread_mutex_t store_lock;
+    struct store *store;
+
+    struct log_collector *logs;
+
+    /* The warm pool: started sandboxes not yet handed out (not in the table or the store). */
+    struct sandbox *pool;
+    size_t n_pooled;
+    size_t n_pool_creating;
+    uint64_t pool_hits;
+    pthread_t pool_thread;
+    bool pool_started;
+    pthread_cond_t pool_wake;
+
+    /* Counters for /metrics, under lock. */
+    uint64_t creates, create_failures, timeouts;
+    uint64_t create_bucket[ORCH_CREATE_BUCKETS + 1]; /* per bucket, not cumulative */
+    usec_t create_usec_sum;
+};
+
