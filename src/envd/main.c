@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <link.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@ static void usage(FILE *f)
             "  --default-workdir DIR    working directory for requests without one (default: home)\n"
             "  --access-token TOKEN     require X-Access-Token (also settable by /init)\n"
             "  --init                   reap orphans as pid 1 does (implied when envd is pid 1)\n"
+            "  --list-libraries         print the dynamic loader, then every shared object loaded\n"
             "  --help, --version\n",
             ENVD_DEFAULT_PORT);
 }
@@ -70,15 +72,65 @@ static void hosts_add_own_name(void)
         log_warn_errno(errno, "cannot add %s to /etc/hosts", name);
 }
 
+struct loaded_objects {
+    size_t index;
+    const char *interp; /* the main program's PT_INTERP */
+};
+
+static int collect_object(struct dl_phdr_info *info, size_t size, void *userdata)
+{
+    struct loaded_objects *objs = userdata;
+    if (objs->index++ == 0) {
+        /* The main program comes first; the loader it names is printed first. */
+        for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++)
+            if (info->dlpi_phdr[i].p_type == PT_INTERP)
+                objs->interp = (const char *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+        if (objs->interp)
+            printf("%s\n", objs->interp);
+        return 0;
+    }
+    /* The vDSO's name (linux-vdso.so.1) is no path: the kernel maps it into every process. */
+    if (info->dlpi_name[0] != '/')
+        return 0;
+    /* The loader's own link map carries the PT_INTERP name, printed already. */
+    if (objs->interp && streq(info->dlpi_name, objs->interp))
+        return 0;
+    printf("%s\n", info->dlpi_name);
+    return 0;
+}
+
+/* For the orchestrator's bundle (orch_envd_bundle()): the dynamic loader on the first line, then
+ * every other shared object this process has loaded, by the host path it was loaded from. */
+static int list_libraries(void)
+{
+    struct loaded_objects objs = { 0 };
+    dl_iterate_phdr(collect_object, &objs);
+    if (!objs.interp) {
+        fprintf(stderr, "envd: no program interpreter (statically linked?)\n");
+        return 1;
+    }
+    return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
-    enum { OPT_LISTEN = 256, OPT_USER, OPT_WORKDIR, OPT_TOKEN, OPT_INIT, OPT_HELP, OPT_VERSION };
+    enum {
+        OPT_LISTEN = 256,
+        OPT_USER,
+        OPT_WORKDIR,
+        OPT_TOKEN,
+        OPT_INIT,
+        OPT_LIST_LIBRARIES,
+        OPT_HELP,
+        OPT_VERSION
+    };
     static const struct option opts[] = {
         { "listen", required_argument, NULL, OPT_LISTEN },
         { "default-user", required_argument, NULL, OPT_USER },
         { "default-workdir", required_argument, NULL, OPT_WORKDIR },
         { "access-token", required_argument, NULL, OPT_TOKEN },
         { "init", no_argument, NULL, OPT_INIT },
+        { "list-libraries", no_argument, NULL, OPT_LIST_LIBRARIES },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -108,6 +160,8 @@ int main(int argc, char **argv)
         case OPT_INIT:
             init = true;
             break;
+        case OPT_LIST_LIBRARIES:
+            return list_libraries();
         case OPT_HELP:
             usage(stdout);
             return 0;

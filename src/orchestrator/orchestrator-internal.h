@@ -112,3 +112,18 @@ struct orch {
     usec_t create_usec_sum;
 };
 
+/* envd-bundle.c: where every sandbox sees the bundle, and how envd is started from it: through
+ * the bundle's own dynamic loader (lib/ld.so, a link to the host loader's real name), which
+ * searches only the bundle's lib/ and ignores the template's /etc/ld.so.cache. These are loader
+ * options, not environment variables, so nothing of the bundle reaches what envd starts.
+ * --argv0 keeps envd's argv[0] its own path. Use as the first elements of the argv array. */
+#define ORCH_ENVD_MOUNT "/opt/hutch"
+#define ORCH_ENVD_ARGV_PREFIX                                                                                \
+    ORCH_ENVD_MOUNT "/lib/ld.so", "--inhibit-cache", "--library-path", ORCH_ENVD_MOUNT "/lib", "--argv0",    \
+        ORCH_ENVD_MOUNT "/envd", ORCH_ENVD_MOUNT "/envd"
+/* Builds dest_dir (which must not exist): dest_dir/envd (a copy of envd_path) and dest_dir/lib/
+ * with every shared object envd loads and the dynamic loader, as `envd_path --list-libraries`
+ * reports them (the loader first). Runs envd (posix_spawn, so safe in a threaded process) and
+ * blocks until the copies are made. Returns 0, or -errno with err filled and dest_dir removed
+ * (unless it existed before). */
+int orch_envd_bundle(const char *envd_path, const char *dest_dir, struct error_record *err);

@@ -211,8 +211,8 @@ static int start_sandbox(struct orch *o, struct sandbox *s, const struct orch_cr
     if (r < 0)
         return r;
 
-    const char *argv[] = { ENVD_IN_SANDBOX, "--listen",          "127.0.0.1:49983", "--default-user",
-                           DEFAULT_USER,    "--default-workdir", DEFAULT_WORKDIR,   NULL };
+    const char *argv[] = { ORCH_ENVD_ARGV_PREFIX, "--listen",          "127.0.0.1:49983", "--default-user",
+                           DEFAULT_USER,          "--default-workdir", DEFAULT_WORKDIR,   NULL };
     /* envd logs JSON lines, which the logs endpoint hands out as structured entries. */
     const char *env[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
                           "LANG=C.UTF-8", "HUTCH_LOG_FORMAT=json", NULL };
@@ -793,16 +793,18 @@ static int prepare_templates(struct orch *o, struct error_record *err)
             return error_set_errno(err, errno, "installing the base template");
     }
 
-    /* envd is copied, not bind-mounted from where it was built: the sandbox sees this one file,
-     * and a rebuild cannot change it under running sandboxes. */
+    /* envd is copied, not bind-mounted from where it was built: the sandbox sees only the
+     * bundle (envd with its own libraries and loader, so that it runs on any template), and a
+     * rebuild cannot change it under running sandboxes. Built aside, then renamed into place. */
     o->envd_dir = xasprintf("%s/envd", o->state_dir);
-    rm_rf(o->envd_dir);
-    if (mkdir(o->envd_dir, 0755) < 0)
-        return error_set_errno(err, errno, "creating %s", o->envd_dir);
-    _cleanup_free_ char *dest = xasprintf("%s/envd", o->envd_dir);
-    int r = copy_file(o->cfg.envd_path, dest, 0755);
+    _cleanup_free_ char *envd_new = xasprintf("%s/envd.new", o->state_dir);
+    rm_rf(envd_new);
+    int r = orch_envd_bundle(o->cfg.envd_path, envd_new, err);
     if (r < 0)
-        return error_set_errno(err, r, "copying envd from %s", o->cfg.envd_path);
+        return r;
+    rm_rf(o->envd_dir);
+    if (rename(envd_new, o->envd_dir) < 0)
+        return error_set_errno(err, errno, "installing %s", o->envd_dir);
 
     o->layers[0] = (struct runtime_layer){ o->template_dir, "/" };
     o->layers[1] = (struct runtime_layer){ o->envd_dir, "/opt/hutch" };
