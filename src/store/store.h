@@ -93,6 +93,12 @@ struct store_sandbox {
     bool pause_on_timeout;
     bool auto_resume;
     uint32_t slot;
+    /* Owned (store_sandbox_release()); NULL reads as the default:
+     * layers_json: the sandbox's lower layers, top first ("[]");
+     * restore_json: what a start from disk needs besides the layers ("{}"). */
+    char *layers_json;
+    char *restore_json;
+    char pause_mode[16]; /* "memory", "filesystem" or "" (never paused) */
 };
 
 void store_sandbox_release(struct store_sandbox *sb);
@@ -103,6 +109,12 @@ int store_sandbox_get(struct store *s, const char *id, struct store_sandbox *ret
 int store_sandbox_set_state(struct store *s, const char *id, enum store_sandbox_state state,
                             struct error_record *err);
 int store_sandbox_set_end(struct store *s, const char *id, int64_t end_at_ms, struct error_record *err);
+/* Records a pause: state paused, its mode, and (when not NULL) its new lower layers. */
+int store_sandbox_set_paused(struct store *s, const char *id, const char *mode, const char *layers_json,
+                             struct error_record *err);
+/* Every layer id named by a sandbox record. */
+int store_sandbox_layers_in_use(struct store *s, int (*cb)(const char *layer_id, void *userdata),
+                                void *userdata, struct error_record *err);
 int store_sandbox_delete(struct store *s, const char *id, struct error_record *err);
 
 /* One page of a listing. states is a bitmask of 1 << enum store_sandbox_state. The cursor
@@ -126,15 +138,22 @@ int store_sandbox_list(struct store *s, const struct store_sandbox_query *q, uns
 
 /* ---- templates, builds, names, tags, build logs (store-templates.c) ----
  *
- * A template has an id (20 lowercase alphanumerics, like a sandbox id), any number of names
- * (E2B's aliases: "name", unique across templates; the tag is not part of a name) and builds.
- * A tag maps (template, tag) to one build; the tag "default" follows the template's latest
- * ready build unless set explicitly. A snapshot (createSnapshot, fork) is a template with
- * is_snapshot and the sandbox it was taken from. */
+ * A template has an id (20 lowercase alphanumerics, like a sandbox id; the built-in one is
+ * "base"), any number of names (E2B's aliases: "name", unique across templates; the tag is not
+ * part of a name) and builds. A tag maps (template, tag) to one build. The tag "default" moves
+ * to a build when that build becomes ready (store_build_finish); any other tag points at the
+ * build it was set to from the moment it is set, ready or not (resolve then says -EAGAIN). A
+ * snapshot (createSnapshot, fork) is a template with is_snapshot and the sandbox it was taken
+ * from.
+ *
+ * Times are unix milliseconds. Deleting a template deletes its names, builds, tags and build
+ * logs with it (foreign keys, ON DELETE CASCADE). */
 
 #define STORE_BUILD_ID_MAX 36 /* a UUID */
 #define STORE_NAME_MAX 128
 #define STORE_TAG_MAX 64
+#define STORE_DEFAULT_TAG "default"
+#define STORE_BUILD_LOG_MAX 10000 /* entries per build, the last one saying the rest was dropped */
 
 enum store_build_status {
     STORE_BUILD_WAITING, /* created by POST /v3/templates, not started */
@@ -144,6 +163,7 @@ enum store_build_status {
     _STORE_BUILD_STATUS_MAX,
 };
 const char *store_build_status_to_string(enum store_build_status s); /* "waiting", ... */
+int store_build_status_from_string(const char *s);                   /* -EINVAL when unknown */
 
 struct store_template {
     char id[STORE_TEMPLATE_ID_MAX + 1];
@@ -176,54 +196,94 @@ struct store_build {
     char *reason;
     char *reason_step;
 };
+/* Frees the owned strings (NULL-safe); the struct may be reused. */
 void store_build_release(struct store_build *b);
 
-/* Creates a template (id given) with its first build (status waiting). */
+/* Creates a template row (id, is_snapshot, source_sandbox, public, created_at and updated_at
+ * given; 0 times mean now), without names or builds. -EEXIST when the id is taken. */
 int store_template_insert(struct store *s, const struct store_template *t, struct error_record *err);
+/* -ENOENT when unknown. */
 int store_template_get(struct store *s, const char *id, struct store_template *ret, struct error_record *err);
-/* Deletes the template, its names, tags, builds and their logs. -ENOENT when unknown. */
+/* Deletes the template, its names, tags, builds and their logs. -ENOENT when unknown. Layer
+ * directories are the caller's (orch_template_delete). */
 int store_template_delete(struct store *s, const char *id, struct error_record *err);
 int store_template_set_public(struct store *s, const char *id, bool public, struct error_record *err);
 /* Counts a create from the template (spawn_count, last_spawned_at). */
 int store_template_spawned(struct store *s, const char *id, int64_t at_ms, struct error_record *err);
 
-/* Names: -EEXIST when the name belongs to another template. */
-int store_template_name_add(struct store *s, const char *template_id, const char *name, struct error_record *err);
+/* POST /v3/templates in one transaction. When a template is named `name`, it gets a new build
+ * b (b->template_id is ignored); otherwise template t (its id chosen by the caller) is created
+ * with that name and b as its first build. Each tag of tags (NULL-terminated, may be NULL;
+ * "default" is skipped: it moves on its own) points at the new build at once. Writes the
+ * template's id into ret_template_id (STORE_TEMPLATE_ID_MAX + 1 bytes). -EEXIST when b's id is
+ * taken. */
+int store_template_request_build(struct store *s, const char *name, const struct store_template *t,
+                                 const struct store_build *b, const char *const *tags, char *ret_template_id,
+                                 struct error_record *err);
+
+/* Makes sure a ready template `id` exists with name `name` (both the same for the built-in
+ * `base`), one ready build with these layers, config and envd version, and its default tag.
+ * Idempotent: an existing template is left as it is. */
+int store_template_ensure_builtin(struct store *s, const char *id, const char *name, const char *layers_json,
+                                  const char *config_json, const char *envd_version,
+                                  struct error_record *err);
+
+/* Names: -EEXIST when the name belongs to another template (adding a name the template already
+ * has is a success). */
+int store_template_name_add(struct store *s, const char *template_id, const char *name,
+                            struct error_record *err);
 /* The template a name belongs to; -ENOENT when none. */
-int store_template_name_lookup(struct store *s, const char *name, char *ret_template_id /* STORE_TEMPLATE_ID_MAX + 1 */,
+int store_template_name_lookup(struct store *s, const char *name,
+                               char *ret_template_id /* STORE_TEMPLATE_ID_MAX + 1 */,
                                struct error_record *err);
+/* The template's names in the order they were added; a non-zero return from cb stops the walk
+ * and is returned. */
 typedef int (*store_name_cb)(const char *name, void *userdata);
 int store_template_names(struct store *s, const char *template_id, store_name_cb cb, void *userdata,
                          struct error_record *err);
 
+/* The template a reference names: a template id, else a name; any ":tag" is ignored. Writes
+ * STORE_TEMPLATE_ID_MAX + 1 bytes. -ENOENT when none. */
+int store_template_lookup(struct store *s, const char *ref, char *ret_template_id, struct error_record *err);
+
 /* Resolves what a create or fromTemplate names: a template id or a name, either optionally
- * ":tag" (default "default"), to the template and its build for that tag. -ENOENT when the
- * template or tag is unknown; -EAGAIN when the tag's build is not ready. */
+ * ":tag" (default "default"), to the template and its build for that tag (release ret_build).
+ * -ENOENT when the template or tag is unknown (or no build of the template is ready, waiting
+ * or building); -EAGAIN when the tag's build is not ready yet. */
 int store_template_resolve(struct store *s, const char *ref, struct store_template *ret_template,
                            struct store_build *ret_build, struct error_record *err);
 
-/* Builds. */
+/* Builds. store_build_insert: -ENOENT when the template is unknown, -EEXIST when the id is
+ * taken; created_at 0 means now. */
 int store_build_insert(struct store *s, const struct store_build *b, struct error_record *err);
+/* -ENOENT when the template has no such build. Release *ret. */
 int store_build_get(struct store *s, const char *template_id, const char *build_id, struct store_build *ret,
                     struct error_record *err);
+/* Moves a waiting build to building, atomically: the one caller that gets 0 starts the build.
+ * -ENOENT unknown build, -EALREADY when it is not waiting (the status is then in err). */
+int store_build_claim(struct store *s, const char *build_id, struct error_record *err);
 /* Sets status (and finished_at when ready or error), and, where not NULL, layers_json,
  * config_json, reason and reason_step. A build that becomes ready moves the "default" tag to
- * it, and the tags listed in the template's pending tags (set by store_build_insert's caller
- * through store_tag_set with build_id) stay as they are. */
+ * it; the other tags stay as they are. -ENOENT when unknown. */
 int store_build_finish(struct store *s, const char *build_id, enum store_build_status status,
                        const char *layers_json, const char *config_json, const char *reason,
                        const char *reason_step, struct error_record *err);
 int store_build_set_status(struct store *s, const char *build_id, enum store_build_status status,
                            struct error_record *err);
 typedef int (*store_build_cb)(const struct store_build *b, void *userdata);
-/* The template's builds, newest first. */
+/* The template's builds, newest first; a non-zero return from cb stops the walk and is
+ * returned (b is valid during the call only). */
 int store_build_list(struct store *s, const char *template_id, store_build_cb cb, void *userdata,
                      struct error_record *err);
-/* Every layer id used by any build (for garbage collection of layer directories). */
+/* Every layer id named by any build's layers (for garbage collection of layer directories),
+ * each once; a non-zero return from cb stops the walk and is returned. Saved layers of
+ * sandboxes are not included. */
 typedef int (*store_layer_cb)(const char *layer_id, void *userdata);
 int store_build_layers_in_use(struct store *s, store_layer_cb cb, void *userdata, struct error_record *err);
 
-/* Tags. */
+/* Tags. store_tag_set: -ENOENT when build_id is not a build of template_id. store_tag_remove:
+ * -ENOENT when the template has no such tag. The list is in order of assignment; a non-zero
+ * return from cb stops the walk and is returned. */
 int store_tag_set(struct store *s, const char *template_id, const char *tag, const char *build_id,
                   struct error_record *err);
 int store_tag_remove(struct store *s, const char *template_id, const char *tag, struct error_record *err);
@@ -231,15 +291,22 @@ typedef int (*store_tag_cb)(const char *tag, const char *build_id, int64_t creat
 int store_tag_list(struct store *s, const char *template_id, store_tag_cb cb, void *userdata,
                    struct error_record *err);
 
-/* Build logs: at most 10000 entries per build (later ones are dropped, with one final entry
- * saying so). level: "debug", "info", "warn" or "error"; step may be NULL. */
+/* Build logs: at most STORE_BUILD_LOG_MAX entries per build (later ones are dropped, the last
+ * kept entry saying so). level: "debug", "info", "warn" or "error"; step may be NULL. -ENOENT
+ * when the build is unknown. */
 int store_build_log_append(struct store *s, const char *build_id, int64_t at_ms, const char *level,
                            const char *message, const char *step, struct error_record *err);
 typedef int (*store_build_log_cb)(int64_t at_ms, const char *level, const char *message, const char *step,
                                   void *userdata);
-/* Entries from offset (0-based), up to limit, oldest first. */
+/* Entries from offset (0-based), up to limit, oldest first; a non-zero return from cb stops
+ * the walk and is returned. */
 int store_build_log_read(struct store *s, const char *build_id, uint64_t offset, unsigned limit,
                          store_build_log_cb cb, void *userdata, struct error_record *err);
+/* The same counting only entries of min_level or above (NULL: all), so that an offset advanced
+ * by what one call returned is right for the next. */
+int store_build_log_read_level(struct store *s, const char *build_id, const char *min_level, uint64_t offset,
+                               unsigned limit, store_build_log_cb cb, void *userdata,
+                               struct error_record *err);
 
 struct store_template_query {
     bool snapshots;             /* true: snapshots only; false: templates only */
@@ -247,6 +314,7 @@ struct store_template_query {
     const char *cursor;         /* NULL for the first page */
 };
 typedef int (*store_template_cb)(const struct store_template *t, void *userdata);
-/* Newest first; paginated like store_sandbox_list (ret_next: STORE_CURSOR_MAX bytes). */
+/* Newest first; paginated like store_sandbox_list (cb returns 1 to take, 0 to skip, < 0 to
+ * stop; ret_next: STORE_CURSOR_MAX bytes, "" when complete). -EINVAL for a malformed cursor. */
 int store_template_list(struct store *s, const struct store_template_query *q, unsigned limit,
                         store_template_cb cb, void *userdata, char *ret_next, struct error_record *err);
