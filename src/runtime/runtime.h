@@ -99,6 +99,9 @@ struct runtime_config {
 
 struct runtime_sandbox;
 
+/* Directory levels below a layer's root that export_layer copies (each level holds two fds). */
+#define RUNTIME_EXPORT_MAX_DEPTH 256
+
 struct runtime_ops {
     const char *name;
     /* Builds the sandbox up to the point where its first process is about to exec. */
@@ -131,6 +134,20 @@ struct runtime_ops {
      * -ETIMEDOUT, or -errno. */
     int (*wait)(struct runtime_sandbox *sb, usec_t timeout);
     int (*stats)(struct runtime_sandbox *sb, struct runtime_stats *ret);
+    /* Copies the sandbox's writable layer into dest_dir (created with mode 0700; must not exist):
+     * one subdirectory per distinct layer target, named "0", "1", ... in the order the targets
+     * first appear in spec.layers, holding that target's overlay upper directory: regular files,
+     * directories, symlinks, fifos, overlay whiteouts (char 0/0) and opaque markers (the
+     * user.overlay.opaque xattr), with owners shifted from the sandbox's uid/gid range back to
+     * 0..65535 (so the result can be a lower layer of any sandbox, idmapped like a template layer),
+     * modes (setuid bits included), mtimes and user.* xattrs other than overlay's own bookkeeping
+     * (keep only user.overlay.opaque). Anything else (sockets, device nodes other than 0/0) is
+     * skipped. Hard links become separate copies. Call it on a frozen sandbox for a consistent copy.
+     * Returns 0 or -errno with err filled; on failure dest_dir is removed.
+     * ns backend: the tree is written by the sandbox and read by fd only, never following a
+     * symlink or crossing a mount; a tree deeper than RUNTIME_EXPORT_MAX_DEPTH levels fails with
+     * ELOOP. It works until destroy(), also after the sandbox's processes have exited. */
+    int (*export_layer)(struct runtime_sandbox *sb, const char *dest_dir, struct error_record *err);
     /* Kills everything and removes every trace; always frees sb (NULL is accepted). Returns 0,
      * or the first -errno of a step that could not complete (the rest still ran). */
     int (*destroy)(struct runtime_sandbox *sb);

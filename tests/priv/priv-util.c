@@ -385,3 +385,58 @@ int priv_cgroup_read(const char *id, const char *controller, const char *file, c
     buf[n] = '\0';
     return (int)n;
 }
+
+void priv_write_file(const char *path, const char *content)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    if (fd < 0)
+        tap_fail(__FILE__, __LINE__, "create %s: %s", path, strerror(errno));
+    size_t n = strlen(content);
+    if (write(fd, content, n) != (ssize_t)n)
+        tap_fail(__FILE__, __LINE__, "write %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+void priv_write_view_script(const char *path)
+{
+    priv_write_file(path,
+                    "import hashlib, os, stat, sys\n"
+                    "def walk(p, rel):\n"
+                    "    try:\n"
+                    "        st = os.lstat(p)\n"
+                    "    except FileNotFoundError:\n"
+                    "        print(rel + ' listed-but-absent')\n"
+                    "        return\n"
+                    "    if stat.S_ISSOCK(st.st_mode):\n"
+                    "        return\n"
+                    "    line = '%s %o %d:%d %d' % (rel, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)\n"
+                    "    if stat.S_ISREG(st.st_mode):\n"
+                    "        with open(p, 'rb') as f:\n"
+                    "            line += ' %d %s' % (st.st_size, hashlib.sha256(f.read()).hexdigest())\n"
+                    "    if stat.S_ISLNK(st.st_mode):\n"
+                    "        line += ' -> ' + os.readlink(p)\n"
+                    "    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):\n"
+                    "        line += ' dev %d,%d' % (os.major(st.st_rdev), os.minor(st.st_rdev))\n"
+                    "    if not stat.S_ISLNK(st.st_mode):\n"
+                    "        for n in sorted(os.listxattr(p, follow_symlinks=False)):\n"
+                    "            line += ' %s=%s' % (n, os.getxattr(p, n, follow_symlinks=False).hex())\n"
+                    "    print(line)\n"
+                    "    if stat.S_ISDIR(st.st_mode):\n"
+                    "        for n in sorted(os.listdir(p)):\n"
+                    "            walk(os.path.join(p, n), rel + '/' + n)\n"
+                    "walk(sys.argv[1], '')\n");
+}
+
+ssize_t priv_read_file(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t len = 0;
+    ssize_t n;
+    while (len + 1 < size && (n = read(fd, buf + len, size - 1 - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    buf[len] = '\0';
+    return (ssize_t)len;
+}

@@ -66,4 +66,15 @@ int priv_cgroup_read(const char *id, const char *controller, const char *file, c
 /* The host uid of slot's root. */
 uid_t priv_slot_uid(const struct priv_env *env, unsigned slot);
 
+/* Writes content to path (created or truncated, mode 0755); fails the test on error. */
+void priv_write_file(const char *path, const char *content);
+/* Writes a Python script (run with /usr/bin/python3 SCRIPT DIR) that prints one line per entry
+ * below DIR, sorted: path, mode, owner, mtime, size and SHA-256 of files, symlink targets,
+ * device numbers, and xattrs (sockets are left out; a name that readdir lists but lstat does not
+ * find, as overlay shows a whiteout in a directory of a single lower layer, is marked). Two trees
+ * print the same text when they look the same to a process. */
+void priv_write_view_script(const char *path);
+/* Reads a whole (small) file into buf, NUL-terminated; returns its length or -errno. */
+ssize_t priv_read_file(const char *path, char *buf, size_t size);
+
 #define PROBE "/opt/hutch/hutch-probe"

@@ -944,3 +944,49 @@ TEST(ordinary_programs_work_under_the_filter)
     ASSERT_STREQ(res.out, "thread ok\nuser\nlisten ok\npool 45\n");
     priv_env_release(&env);
 }
+
+TEST(many_layers_stack_in_order)
+{
+    struct priv_env env;
+    priv_env_init(&env);
+    /* 97 layers at "/" over the template's three: 100 in all, the first on top. */
+    enum { N = 97 };
+    static struct runtime_layer layers[N + 3];
+    static char dirs[N][300];
+    for (int i = 0; i < N; i++) {
+        char d[300], cmd[1024];
+        snprintf(d, sizeof(d), "%s/l%d", env.dir, i);
+        memcpy(dirs[i], d, sizeof(d));
+        snprintf(cmd, sizeof(cmd), "mkdir -p %s && echo %d > %s/f%d && echo %d > %s/top", d, i, d, i, i, d);
+        ASSERT_EQ(priv_sh(cmd), 0);
+        layers[i] = (struct runtime_layer){ dirs[i], "/" };
+    }
+    for (int i = 0; i < 3; i++)
+        layers[N + i] = env.layers[i];
+    struct runtime_spec spec;
+    static struct priv_result res;
+    priv_spec_init(
+        &env, &spec,
+        SH("cat /top; ls / | grep -c '^f[0-9]'; cat /f0 /f96; grep -c overlay /proc/self/mountinfo"));
+    spec.layers = layers;
+    spec.n_layers = N + 3;
+    priv_run(&env, &spec, &res);
+    if (res.create_r < 0 || res.start_r < 0)
+        printf("# %s\n", res.err.msg);
+    ASSERT_OK(res.create_r);
+    ASSERT_OK(res.start_r);
+    printf("# %s", res.out);
+    ASSERT_EQ(WEXITSTATUS(res.status), 0);
+    assert_contains(res.out, "0\n97\n0\n96\n");
+
+    /* More than NS_MAX_LAYERS is refused at plan time. */
+    static struct runtime_layer too_many[NS_MAX_LAYERS + 1];
+    for (size_t i = 0; i < ARRAY_SIZE(too_many); i++)
+        too_many[i] = (struct runtime_layer){ env.tpl, "/" };
+    spec.layers = too_many;
+    spec.n_layers = ARRAY_SIZE(too_many);
+    priv_run(&env, &spec, &res);
+    ASSERT_EQ(res.create_r, -EINVAL);
+    assert_contains(res.err.msg, "layers");
+    priv_env_release(&env);
+}

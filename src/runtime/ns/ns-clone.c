@@ -7,7 +7,7 @@
  *   parent: clone3 -> write uid/gid maps -> attach to cgroup (v1; v2 uses CLONE_INTO_CGROUP)
  *           -> idmap the layers onto the child's user namespace -> GO (layer fds attached)
  *   child:  root inside -> cgroup ns -> hostname -> lo up -> root filesystem -> rlimits ->
- *           setsid -> READY
+ *           setsid -> READY (the writable tmpfs's fd attached)
  *   parent: (start) START
  *   child:  stdio -> caps, no_new_privs, seccomp -> uid/gid -> cwd -> close_range -> execve
  *   A failing step sends ERROR (errno + message) instead and exits; a successful execve closes
@@ -16,6 +16,7 @@
  * sandbox's setup never holds another's socket open. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <pthread.h>
 #include <arpa/inet.h>
@@ -50,6 +51,9 @@
 #define NS_SETNS_FLAGS (NS_CLONE_FLAGS | CLONE_NEWCGROUP)
 #define NS_SETUP_TIMEOUT_SEC 30
 
+/* GO carries every layer fd in one SCM_RIGHTS message; the kernel takes at most 253. */
+_Static_assert(NS_MAX_LAYERS <= 253, "NS_MAX_LAYERS exceeds SCM_MAX_FD");
+
 /* struct clone_args of <linux/sched.h>, which clashes with glibc's <sched.h>. */
 struct ns_clone_args {
     uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
@@ -76,6 +80,7 @@ struct runtime_sandbox {
     int pidfd;
     int sock;
     int netns_fd;
+    int rw_fd; /* O_PATH root of the writable tmpfs (export_layer) */
     bool started;
     bool reaped;
     bool net_added; /* online: nftables objects may exist */
@@ -154,7 +159,7 @@ static int recv_msg(int sock, struct ns_msg *msg, int *fds, size_t max_fds, size
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        size_t k = MIN((c->cmsg_len - CMSG_LEN(0)) / sizeof(int), (size_t)NS_MAX_LAYERS);
         int tmp[NS_MAX_LAYERS];
         memcpy(tmp, CMSG_DATA(c), k * sizeof(int));
         for (size_t i = 0; i < k; i++) {
@@ -321,7 +326,8 @@ static _noreturn_ void child_main(const struct ns_plan *plan, int sock)
     }
     if (ns_net_child_setup(plan, &err) < 0)
         goto fail;
-    if (ns_mount_rootfs(plan, fds, &err) < 0)
+    int rw_fd = -1;
+    if (ns_mount_rootfs(plan, fds, &rw_fd, &err) < 0)
         goto fail;
     for (size_t i = 0; i < nfds; i++)
         close(fds[i]);
@@ -332,8 +338,9 @@ static _noreturn_ void child_main(const struct ns_plan *plan, int sock)
         error_set_errno(&err, errno, "setsid");
         goto fail;
     }
-    if (send_msg(sock, NS_MSG_READY, NULL, NULL, 0) < 0)
+    if (send_msg(sock, NS_MSG_READY, NULL, &rw_fd, 1) < 0)
         _exit(126);
+    close(rw_fd);
     if (recv_msg(sock, &msg, NULL, 0, NULL) <= 0 || msg.type != NS_MSG_START)
         _exit(126);
     struct exec_params p = {
@@ -374,13 +381,26 @@ static int open_ns(pid_t pid, const char *name)
     return fd < 0 ? -errno : fd;
 }
 
-/* Reads the child's answer: READY (or, after START, EOF = exec'd) or ERROR. */
+/* Reads the child's answer: READY with the writable tmpfs's fd (or, after START, EOF =
+ * exec'd) or ERROR. */
 static int await_child(struct runtime_sandbox *sb, uint32_t want, struct error_record *err)
 {
     struct ns_msg msg;
-    int r = recv_msg(sb->sock, &msg, NULL, 0, NULL);
+    int fd = -1;
+    size_t nfds = 0;
+    int r = recv_msg(sb->sock, &msg, &fd, 1, &nfds);
     if (r == 0 && want == 0)
         return 0;
+    if (r > 0 && msg.type == want && want == NS_MSG_READY) {
+        struct statfs sfs;
+        if (nfds != 1 || fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC) {
+            safe_close(fd);
+            return error_set(err, EPROTO, "sandbox setup: READY without the writable layer");
+        }
+        sb->rw_fd = fd;
+        return 0;
+    }
+    safe_close(fd);
     if (r > 0 && msg.type == want)
         return 0;
     if (r > 0 && msg.type == NS_MSG_ERROR) {
@@ -428,7 +448,7 @@ static int sandbox_create(const struct runtime_config *cfg, const struct runtime
 {
     _cleanup_(sandbox_destroyp) struct runtime_sandbox *sb = xcalloc(1, sizeof(*sb));
     sb->pid = -1;
-    sb->pidfd = sb->sock = sb->netns_fd = -1;
+    sb->pidfd = sb->sock = sb->netns_fd = sb->rw_fd = -1;
     int r = ns_plan_new(cfg, spec, &sb->plan, err);
     if (r < 0)
         return r;
@@ -541,6 +561,8 @@ static int sandbox_destroy(struct runtime_sandbox *sb)
         if (poll(&pfd, 1, 10000) == 1 && waitpid(sb->pid, &sb->status, 0) == sb->pid)
             sb->reaped = true;
     }
+    /* The last reference to the writable tmpfs once the sandbox's mounts are gone. */
+    sb->rw_fd = safe_close(sb->rw_fd);
     if (sb->cg) {
         int r = ns_cgroup_destroy(sb->cg);
         if (r < 0)
@@ -580,6 +602,15 @@ static int sandbox_thaw(struct runtime_sandbox *sb)
     if (r >= 0)
         sb->frozen = false;
     return r;
+}
+
+static int sandbox_export_layer(struct runtime_sandbox *sb, const char *dest_dir, struct error_record *err)
+{
+    if (!sb || !dest_dir)
+        return error_set(err, EINVAL, "no sandbox or destination");
+    if (sb->rw_fd < 0)
+        return error_set(err, ESRCH, "sandbox %s has no writable layer", sb->plan->id);
+    return ns_export_layer(sb->plan, sb->rw_fd, dest_dir, err);
 }
 
 static int sandbox_stats(struct runtime_sandbox *sb, struct runtime_stats *ret)
@@ -830,6 +861,7 @@ const struct runtime_ops runtime_ns_ops = {
     .resume = sandbox_thaw,
     .wait = sandbox_wait,
     .stats = sandbox_stats,
+    .export_layer = sandbox_export_layer,
     .destroy = sandbox_destroy,
 };
 

@@ -275,7 +275,8 @@ static int setup_dev(int root_fd, int *ret_null, struct error_record *err)
     return 0;
 }
 
-int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, struct error_record *err)
+int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int *ret_rw_fd,
+                    struct error_record *err)
 {
     /* Nothing the sandbox mounts may propagate back to the host (the copy of the host's mount
      * tree this namespace starts with is shared with it otherwise). */
@@ -287,6 +288,8 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, struct err
      * writable tmpfs are attached below it first. The overlay root is then stacked on top, and
      * the staging tree leaves with the old root after pivot_root. */
     static const char *const staging_opts[] = { "size", "65536", "mode", "0700", "nr_inodes", "256", NULL };
+    /* The staging tmpfs holds its root, "rw" and one directory per layer. */
+    _Static_assert(NS_MAX_LAYERS + 2 <= 256, "staging tmpfs nr_inodes too small for NS_MAX_LAYERS");
     _cleanup_close_ int staging_mnt =
         new_fs("tmpfs", staging_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
     if (staging_mnt < 0)
@@ -393,6 +396,12 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, struct err
     if ((r = attach(sys, root, "sys", true, err)) < 0)
         return r;
 
+    /* The writable tmpfs leaves this namespace with the staging tree below; an fd keeps it
+     * reachable for the parent (export), which walks it by fd only. */
+    _cleanup_close_ int rw = fcntl(upper, F_DUPFD_CLOEXEC, 3);
+    if (rw < 0)
+        return error_set_errno(err, errno, "dup rw");
+
     /* pivot_root(".", "."): the old root ends up stacked under the new one, and detaching "."
      * removes it (and every host mount below it) from this namespace. */
     if (fchdir(root) < 0)
@@ -403,5 +412,6 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, struct err
         return error_set_errno(err, errno, "detach old root");
     if (chdir("/") < 0)
         return error_set_errno(err, errno, "chdir /");
+    *ret_rw_fd = TAKE_FD(rw);
     return 0;
 }

@@ -6,6 +6,7 @@
  *   ns-seccomp.c  the filter, compiled to BPF at plan time
  *   ns-caps.c     bounding set, identity switch, capabilities, rlimits
  *   ns-net.c      loopback over rtnetlink
+ *   ns-export.c   copying the writable layer out (export_layer)
  * Functions marked "child" run in the forked sandbox child: no allocation, no locks, no logging;
  * they return -errno and fill an error_record. */
 #pragma once
@@ -18,7 +19,9 @@
 #include "common/error.h"
 #include "runtime/runtime.h"
 
-#define NS_MAX_LAYERS 16
+/* Templates built in many steps stack one layer per step. Every layer fd travels in one
+ * SCM_RIGHTS message (the kernel's limit is 253 fds) and gets a directory on the staging tmpfs. */
+#define NS_MAX_LAYERS 128
 #define NS_MAX_MOUNTS 8 /* distinct layer targets */
 #define NS_ID_MAX 48
 #define NS_UID_RANGE 65536u
@@ -114,8 +117,14 @@ int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, char **deny,
  * layer_fd, detached; returns its fd. */
 int ns_mount_idmapped_layer(int layer_fd, int userns_fd, bool allow_setuid, struct error_record *err);
 /* child: builds the whole root filesystem and pivots into it. layer_fds are the idmapped
- * layers of plan->mounts in order. */
-int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, struct error_record *err);
+ * layers of plan->mounts in order. *ret_rw_fd gets an O_PATH fd of the writable tmpfs's root
+ * (u<index>/{upper,work} per mount of the plan), for the parent to copy the layer out. */
+int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int *ret_rw_fd,
+                    struct error_record *err);
+
+/* ns-export.c, parent: copies the upper directories below rw_fd (the writable tmpfs of a
+ * sandbox of plan) into dest_dir; see export_layer in runtime.h. */
+int ns_export_layer(const struct ns_plan *plan, int rw_fd, const char *dest_dir, struct error_record *err);
 
 /* ns-cgroup.c */
 struct ns_cgroup;
