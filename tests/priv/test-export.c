@@ -238,7 +238,7 @@ TEST(export_of_a_hostile_tree_touches_no_host_path)
     ASSERT_EQ(exec_sh(sb,
                       "rm -rf "
                       "/deep/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/"
-                      "d/d/d/d/d/d/d/d/d/d",
+                      "d/d/d/d/d/d/d/d/d/d; truncate -s 50G /sparse && printf data >> /sparse",
                       out, sizeof(out)),
               0);
     ASSERT_OK(runtime_ns_ops.freeze(sb));
@@ -247,16 +247,35 @@ TEST(export_of_a_hostile_tree_touches_no_host_path)
         printf("# %s\n", err.msg);
     ASSERT_OK(r);
     ASSERT_EQ(count_fds(), fds);
+    /* A sparse file costs what it holds; hard links (each exported as a copy) are bounded. */
+    struct stat s;
+    char p[1024];
+    snprintf(p, sizeof(p), "%s/0/sparse", exp);
+    ASSERT_OK(lstat(p, &s));
+    ASSERT_EQ(s.st_size, (50ll << 30) + 4);
+    ASSERT_TRUE(s.st_blocks < 1024);
+    ASSERT_OK(runtime_ns_ops.thaw(sb));
+    ASSERT_EQ(
+        exec_sh(sb,
+                "dd if=/dev/urandom of=/big bs=1M count=20 2>/dev/null; for i in 1 2 3 4 5 6 7; do ln /big "
+                "/big$i; done",
+                out, sizeof(out)),
+        0);
+    char exp2[600];
+    snprintf(exp2, sizeof(exp2), "%s-2", exp);
+    ASSERT_EQ(runtime_ns_ops.export_layer(sb, exp2, &err), -EFBIG);
+    printf("# %s\n", err.msg);
+    ASSERT_TRUE(access(exp2, F_OK) < 0);
+    ASSERT_EQ(count_fds(), fds);
     ASSERT_OK(runtime_ns_ops.destroy(sb));
 
-    char p[1024], target[256];
+    char target[256];
     snprintf(p, sizeof(p), "%s/0/shadow", exp);
     ssize_t n = readlink(p, target, sizeof(target) - 1);
     ASSERT_TRUE(n > 0);
     target[n] = '\0';
     ASSERT_STREQ(target, "/etc/shadow");
     snprintf(p, sizeof(p), "%s/0/trap/etc", exp);
-    struct stat s;
     ASSERT_OK(lstat(p, &s));
     ASSERT_TRUE(S_ISLNK(s.st_mode));
     snprintf(p, sizeof(p), "%s/0/deep/d/d/d", exp);

@@ -39,6 +39,10 @@
 struct export_ctx {
     uid_t host_uid; /* the sandbox's root on the host */
     dev_t dev;      /* the writable tmpfs: the walk never leaves it */
+    /* What the copy may still write to the host. The tmpfs bounds its data and inodes, but not
+     * hard links (each becomes a copy) nor a sparse file's size (holes are kept). */
+    uint64_t bytes_left;
+    uint64_t entries_left;
     char *xattr_list;
     char *xattr_value;
     char *link; /* PATH_MAX + 1 */
@@ -103,27 +107,71 @@ static int set_attrs_at(struct export_ctx *c, int ddir, const char *name, const 
     return 0;
 }
 
-static int copy_data(struct export_ctx *c, int in, int out, const char *name)
+static int over_budget(struct export_ctx *c)
 {
+    return error_set(c->err, EFBIG,
+                     "the export would write more than twice the sandbox's disk limit "
+                     "(hard links are copied)");
+}
+
+/* Copies [from, to) of in to the same offsets of out. */
+static int copy_range(struct export_ctx *c, int in, int out, off_t from, off_t to, const char *name)
+{
+    if ((uint64_t)(to - from) > c->bytes_left)
+        return over_budget(c);
+    c->bytes_left -= (uint64_t)(to - from);
+    off_t in_off = from, out_off = from;
     bool use_cfr = true;
-    for (;;) {
+    while (in_off < to) {
+        size_t want = (size_t)MIN(to - in_off, (off_t)1 << 30);
         ssize_t n;
         if (use_cfr) {
-            n = copy_file_range(in, NULL, out, NULL, SSIZE_MAX, 0);
+            n = copy_file_range(in, &in_off, out, &out_off, want, 0);
             if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS)) {
                 use_cfr = false;
                 continue;
             }
         } else {
-            n = sendfile(out, in, NULL, 1 << 30);
+            if (lseek(out, out_off, SEEK_SET) < 0)
+                return error_set_errno(c->err, errno, "seek in the copy of %s", name);
+            n = sendfile(out, in, &in_off, want);
+            if (n > 0)
+                out_off += n;
         }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return error_set_errno(c->err, errno, "copy %s", name);
-        if (n == 0)
-            return 0;
+        if (n == 0) /* truncated while copied */
+            break;
     }
+    return 0;
+}
+
+/* Copies the data segments of the first size bytes of in (holes stay holes, so a sparse file
+ * costs what it holds), then sets out's size. */
+static int copy_data(struct export_ctx *c, int in, int out, off_t size, const char *name)
+{
+    for (off_t pos = 0; pos < size;) {
+        off_t data = lseek(in, pos, SEEK_DATA);
+        if (data < 0 && errno == ENXIO)
+            break;
+        if (data < 0)
+            return error_set_errno(c->err, errno, "SEEK_DATA in %s", name);
+        if (data >= size)
+            break;
+        off_t hole = lseek(in, data, SEEK_HOLE);
+        if (hole < 0)
+            return error_set_errno(c->err, errno, "SEEK_HOLE in %s", name);
+        hole = MIN(hole, size);
+        int r = copy_range(c, in, out, data, hole, name);
+        if (r < 0)
+            return r;
+        pos = hole;
+    }
+    if (ftruncate(out, size) < 0)
+        return error_set_errno(c->err, errno, "truncate the copy of %s", name);
+    return 0;
 }
 
 static int changed(struct export_ctx *c, const char *name)
@@ -146,7 +194,7 @@ static int copy_regular(struct export_ctx *c, int sdir, int ddir, const char *na
     _cleanup_close_ int out = openat(ddir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (out < 0)
         return error_set_errno(c->err, errno, "create %s", name);
-    int r = copy_data(c, in, out, name);
+    int r = copy_data(c, in, out, st.st_size, name);
     if (r >= 0)
         r = copy_xattrs(c, in, out, name);
     if (r >= 0)
@@ -210,6 +258,9 @@ static int copy_entry(struct export_ctx *c, int sdir, int ddir, const char *name
     struct stat st;
     if (fstatat(sdir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
         return errno == ENOENT ? 0 : error_set_errno(c->err, errno, "stat %s", name);
+    if (c->entries_left == 0)
+        return over_budget(c);
+    c->entries_left--;
     switch (st.st_mode & S_IFMT) {
     case S_IFDIR:
         return copy_dir(c, sdir, name, ddir, name, depth + 1);
@@ -249,9 +300,12 @@ int ns_export_layer(const struct ns_plan *plan, int rw_fd, const char *dest_dir,
         return error_set_errno(err, errno, "stat the writable layer");
     if (mkdir(dest_dir, 0700) < 0)
         return error_set_errno(err, errno, "mkdir %s", dest_dir);
+    /* As many inodes as ns-mount.c gives the tmpfs, and as much data as its size, twice. */
     struct export_ctx c = {
         .host_uid = plan->host_uid,
         .dev = st.st_dev,
+        .bytes_left = 2 * plan->limits.disk_bytes,
+        .entries_left = 2 * ns_disk_inodes(plan->limits.disk_bytes),
         .xattr_list = xmalloc(XATTR_BUF),
         .xattr_value = xmalloc(XATTR_BUF),
         .link = xmalloc(PATH_MAX + 1),

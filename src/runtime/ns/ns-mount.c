@@ -302,9 +302,7 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int *ret_r
 
     char size[32], inodes[32];
     snprintf(size, sizeof(size), "%llu", (unsigned long long)plan->limits.disk_bytes);
-    /* One inode per 4 KiB of disk, at least 4096: an inode bomb ends in ENOSPC too. */
-    unsigned long long n_inodes = plan->limits.disk_bytes / 4096;
-    snprintf(inodes, sizeof(inodes), "%llu", n_inodes < 4096 ? 4096ULL : n_inodes);
+    snprintf(inodes, sizeof(inodes), "%llu", (unsigned long long)ns_disk_inodes(plan->limits.disk_bytes));
     const char *const upper_opts[] = { "size", size, "nr_inodes", inodes, "mode", "0755", NULL };
     _cleanup_close_ int upper_mnt = new_fs("tmpfs", upper_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, err);
     if (upper_mnt < 0)

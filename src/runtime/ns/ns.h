@@ -112,6 +112,13 @@ int ns_nft_veth_owner(const char *veth, char *ret_name, size_t size);
 int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, char **deny, bool deny_internet,
                           struct error_record *err);
 
+/* The writable tmpfs's inodes: one per 4 KiB of disk, at least 4096 (an inode bomb ends in
+ * ENOSPC too). */
+static inline uint64_t ns_disk_inodes(uint64_t disk_bytes)
+{
+    return disk_bytes / 4096 < 4096 ? 4096 : disk_bytes / 4096;
+}
+
 /* ns-mount.c */
 /* parent: an idmapped (host 0..65535 -> the sandbox range), read-only, nosuid, nodev clone of
  * layer_fd, detached; returns its fd. */
