@@ -4,7 +4,8 @@
  * Invariants: every 2xx carries a JSON body or Content-Length: 0 (the SDK parses any other 2xx
  * as JSON); every error is `{"code": <status>, "message": "..."}` with the status also in
  * `code` (the SDK reads the body's code, not the HTTP status); request bodies are read up to
- * API_MAX_BODY, chunked or not. */
+ * API_MAX_BODY, chunked or not, except on routes with a body sink (uploads), which stream
+ * theirs and set their own limit (API_MAX_UPLOAD for template files). */
 #pragma once
 
 #include <jansson.h>
@@ -18,6 +19,10 @@
 #include "orchestrator/orchestrator.h"
 
 #define API_MAX_BODY (1u << 20)
+/* The largest COPY upload of a template build (a gzip'd tar, streamed to disk). */
+#define API_MAX_UPLOAD (1ull << 30)
+/* The template every server has (e2b-compat 5.1): the host's base, ready from the start. */
+#define API_BUILTIN_TEMPLATE "base"
 #define API_DEFAULT_LISTEN "127.0.0.1:3000"
 #define API_MAX_PARAMS 4
 
@@ -53,17 +58,34 @@ struct api_request {
     const char *path;
     const char *params[API_MAX_PARAMS]; /* the {name} segments of the route, in order */
     struct buf body;                    /* the whole request body, NUL-terminated */
+    /* Routes with a body sink: what its begin returned, and the first failure of its write
+     * (0 when none; the rest of the body was then read and dropped). body stays empty. */
+    void *sink_ctx;
+    int sink_error;
 };
 
 /* A route handler queues exactly one response and returns MHD's result. */
 typedef enum MHD_Result (*api_handler_cb)(struct api_request *req);
 
+/* A route whose body is streamed rather than buffered. begin runs once the headers are in,
+ * before any of the body is read (a public route authenticates itself here): it either
+ * queues a response (an error; *ret_answered true) and returns MHD's result, or sets *ret_ctx
+ * and accepts the body. write gets each piece in order and returns 0 or -errno. The route's
+ * handler then runs as usual, with req->sink_ctx and req->sink_error, and free(ctx) runs when
+ * the request ends, however it ends (a client gone mid-body included). */
+struct api_body_sink {
+    enum MHD_Result (*begin)(struct api_request *req, void **ret_ctx, bool *ret_answered);
+    int (*write)(void *ctx, const void *data, size_t len);
+    void (*free)(void *ctx);
+};
+
 struct api_route {
     const char *method;  /* "GET", "POST", ... */
     const char *pattern; /* "/sandboxes/{id}/timeout": a {…} segment matches one path segment */
     api_handler_cb handler;
-    bool public;     /* no API key needed */
-    bool needs_orch; /* answers 503 when the server runs without an orchestrator */
+    bool public;                      /* no API key needed */
+    bool needs_orch;                  /* answers 503 when the server runs without an orchestrator */
+    const struct api_body_sink *sink; /* NULL: the body is buffered (API_MAX_BODY) */
 };
 
 /* The route table (exposed for the test that checks it against the OpenAPI document). */
@@ -91,6 +113,22 @@ enum MHD_Result api_sandbox_logs_v2(struct api_request *req);
 enum MHD_Result api_sandbox_pause(struct api_request *req);
 enum MHD_Result api_sandbox_resume(struct api_request *req);
 enum MHD_Result api_sandbox_network(struct api_request *req);
+/* templates.c (e2b-compat 2.7, and the snapshot listing of 2.3) */
+enum MHD_Result api_template_request_build(struct api_request *req);
+enum MHD_Result api_template_file_link(struct api_request *req);
+enum MHD_Result api_template_file_upload(struct api_request *req);
+enum MHD_Result api_template_build_start(struct api_request *req);
+enum MHD_Result api_template_build_status(struct api_request *req);
+enum MHD_Result api_template_alias(struct api_request *req);
+enum MHD_Result api_template_tags_assign(struct api_request *req);
+enum MHD_Result api_template_tags_delete(struct api_request *req);
+enum MHD_Result api_template_tags_list(struct api_request *req);
+enum MHD_Result api_template_list_v1(struct api_request *req);
+enum MHD_Result api_template_list_v2(struct api_request *req);
+enum MHD_Result api_template_get(struct api_request *req);
+enum MHD_Result api_template_delete(struct api_request *req);
+enum MHD_Result api_template_update_v2(struct api_request *req);
+enum MHD_Result api_snapshot_list(struct api_request *req);
 
 /* Queues the error response for a -errno failure of the orchestrator or store (ENOENT 404,
  * EINVAL 400, EEXIST/EALREADY 409, EOPNOTSUPP 501, EAGAIN/ENOSPC 503, else 500). */

@@ -18,6 +18,7 @@
 
 #include "api/api-internal.h"
 #include "common/cleanup.h"
+#include "common/crypto.h"
 #include "common/http-util.h"
 #include "common/json-util.h"
 #include "common/log.h"
@@ -41,6 +42,8 @@ struct api_server {
      * used from two threads at once, and key checks are short. */
     pthread_mutex_t store_lock;
     struct store *store;
+    char *state_dir;
+    unsigned char upload_secret[32];
 };
 
 static const struct api_route routes[] = {
@@ -63,6 +66,25 @@ static const struct api_route routes[] = {
     { "POST", "/sandboxes/{id}/pause", api_sandbox_pause, .needs_orch = true },
     { "POST", "/sandboxes/{id}/resume", api_sandbox_resume, .needs_orch = true },
     { "PUT", "/sandboxes/{id}/network", api_sandbox_network, .needs_orch = true },
+    /* Templates. The first match wins: literal segments come before {templateID}. */
+    { "POST", "/v3/templates", api_template_request_build },
+    { "GET", "/templates", api_template_list_v1 },
+    { "GET", "/v2/templates", api_template_list_v2 },
+    { "POST", "/templates/tags", api_template_tags_assign },
+    { "DELETE", "/templates/tags", api_template_tags_delete },
+    { "GET", "/templates/aliases/{alias}", api_template_alias },
+    { "GET", "/templates/{templateID}", api_template_get },
+    { "DELETE", "/templates/{templateID}", api_template_delete, .needs_orch = true },
+    { "PATCH", "/v2/templates/{templateID}", api_template_update_v2 },
+    { "GET", "/templates/{templateID}/tags", api_template_tags_list },
+    { "GET", "/templates/{templateID}/files/{hash}", api_template_file_link },
+    { "POST", "/v2/templates/{templateID}/builds/{buildID}", api_template_build_start, .needs_orch = true },
+    { "GET", "/templates/{templateID}/builds/{buildID}/status", api_template_build_status },
+    /* The upload URL that GET .../files/{hash} hands out: no API key (the SDK sends none), a
+     * signed token instead, checked by the sink before any of the body is read. */
+    { "PUT", "/upload/templates/{templateID}/files/{hash}", api_template_file_upload, .public = true,
+      .sink = &api_template_upload_sink },
+    { "GET", "/snapshots", api_snapshot_list },
 };
 
 /* Per-request state, allocated when MHD has read the request line (uri_logged) and freed when
@@ -74,6 +96,7 @@ struct request_state {
     const struct api_route *route;
     char *scratch;
     bool body_too_large;
+    bool answered;        /* a sink's begin queued the response */
     bool method_mismatch; /* the path exists, with another method */
     /* Sandbox traffic goes to the gateway instead. */
     bool to_gateway;
@@ -210,13 +233,36 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         st->req.path = url;
         buf_init(&st->req.body, API_MAX_BODY);
         find_route(st, method, url);
+        if (st->route && st->route->sink) {
+            enum MHD_Result ret;
+            if (!st->route->public) {
+                bool ok;
+                ret = check_api_key(s, conn, &ok);
+                if (!ok) {
+                    st->answered = true;
+                    return ret;
+                }
+            }
+            ret = st->route->sink->begin(&st->req, &st->req.sink_ctx, &st->answered);
+            if (st->answered)
+                return ret;
+        }
         return MHD_YES;
     }
 
+    if (st->answered) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
     if (*upload_data_size > 0) {
-        /* Past the limit the rest is read and dropped so the client still gets the 413. */
-        if (!st->body_too_large && buf_append(&st->req.body, upload_data, *upload_data_size) < 0)
+        if (st->route && st->route->sink) {
+            /* After a failure the rest is read and dropped, so the client hears why. */
+            if (!st->req.sink_error)
+                st->req.sink_error = st->route->sink->write(st->req.sink_ctx, upload_data, *upload_data_size);
+        } else if (!st->body_too_large && buf_append(&st->req.body, upload_data, *upload_data_size) < 0) {
+            /* Past the limit the rest is read and dropped so the client still gets the 413. */
             st->body_too_large = true;
+        }
         *upload_data_size = 0;
         return MHD_YES;
     }
@@ -249,6 +295,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (!st)
         return;
     gw_request_completed(st->gateway_request);
+    if (st->route && st->route->sink)
+        st->route->sink->free(st->req.sink_ctx);
     free(st->raw_uri);
     buf_release(&st->req.body);
     free(st->scratch);
@@ -327,7 +375,23 @@ int api_server_start(const struct api_config *cfg, struct api_server **ret, stru
     struct api_server *s = xcalloc(1, sizeof(*s));
     s->listen_fd = -1;
     pthread_mutex_init(&s->store_lock, NULL);
+    s->state_dir = xstrdup(cfg->state_dir);
     int r = store_open(cfg->state_dir, &s->store, err);
+    if (r < 0)
+        goto fail;
+    r = random_bytes(s->upload_secret, sizeof(s->upload_secret));
+    if (r < 0) {
+        error_set_errno(err, r, "drawing the upload secret");
+        goto fail;
+    }
+    /* Before the orchestrator: what it makes sandboxes from is in the store. The layer ids are
+     * the orchestrator's (src/orchestrator/template.c). */
+    r = store_template_ensure_builtin(s->store, API_BUILTIN_TEMPLATE, API_BUILTIN_TEMPLATE,
+                                      "[{\"layer\":\"host-base\",\"target\":\"/\"},"
+                                      "{\"layer\":\"host-usr\",\"target\":\"/usr\"}]",
+                                      "{\"user\":\"user\",\"uid\":1000,\"gid\":1000,"
+                                      "\"workdir\":\"/home/user\",\"env\":{}}",
+                                      "0.6.13", err);
     if (r < 0)
         goto fail;
     s->domain = cfg->domain ? xstrdup(cfg->domain) : NULL;
@@ -377,6 +441,28 @@ struct gw *api_server_gateway(struct api_server *s)
     return s->gateway;
 }
 
+const char *api_server_state_dir(const struct api_server *s)
+{
+    return s->state_dir;
+}
+
+struct store *api_store_lock(struct api_server *s)
+{
+    pthread_mutex_lock(&s->store_lock);
+    return s->store;
+}
+
+void api_store_unlock(struct api_server *s)
+{
+    pthread_mutex_unlock(&s->store_lock);
+}
+
+const unsigned char *api_server_upload_secret(const struct api_server *s, size_t *ret_len)
+{
+    *ret_len = sizeof(s->upload_secret);
+    return s->upload_secret;
+}
+
 size_t api_routes(const struct api_route **ret)
 {
     *ret = routes;
@@ -402,5 +488,7 @@ void api_server_stop(struct api_server *s)
     free(s->domain);
     store_free(s->store);
     pthread_mutex_destroy(&s->store_lock);
+    free(s->state_dir);
+    explicit_bzero(s->upload_secret, sizeof(s->upload_secret));
     free(s);
 }

@@ -139,6 +139,16 @@ struct orch_metrics {
 };
 void orch_get_metrics(struct orch *o, struct orch_metrics *ret);
 
+/* Starts building template_id's build build_id from spec (a TemplateBuildStartV2 object,
+ * already validated for shape by the API) in the background; progress and logs go to the
+ * store (status building -> ready | error). -EINVAL with err for a spec the builder
+ * cannot build (unknown base image, ...). */
+int orch_template_build_start(struct orch *o, const char *template_id, const char *build_id,
+                              const json_t *spec, struct error_record *err);
+/* Removes a template or snapshot (its names, tags, builds) and frees its layers once no
+ * sandbox uses them. -ENOENT when unknown. */
+int orch_template_delete(struct orch *o, const char *template_id, struct error_record *err);
+
 /* The store, for read-only queries by the API (list, get). The caller holds orch_store_lock. */
 struct store *orch_store_lock(struct orch *o);
 void orch_store_unlock(struct orch *o);

@@ -647,6 +647,15 @@ static int tag_build(struct store *s, const char *template_id, const char *tag, 
     return r;
 }
 
+int store_tag_get(struct store *s, const char *template_id, const char *tag, char *ret_build_id,
+                  struct error_record *err)
+{
+    int r = tag_build(s, template_id, tag, ret_build_id, err);
+    if (r == -ENOENT)
+        return error_set(err, ENOENT, "template '%s' has no tag '%s'", template_id, tag);
+    return r;
+}
+
 /* 1 when the template has a build that is waiting or building, 0 when not. */
 static int has_pending_build(struct store *s, const char *template_id, struct error_record *err)
 {

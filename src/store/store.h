@@ -287,6 +287,10 @@ int store_build_layers_in_use(struct store *s, store_layer_cb cb, void *userdata
 int store_tag_set(struct store *s, const char *template_id, const char *tag, const char *build_id,
                   struct error_record *err);
 int store_tag_remove(struct store *s, const char *template_id, const char *tag, struct error_record *err);
+/* The build a tag points at (STORE_BUILD_ID_MAX + 1 bytes), ready or not; -ENOENT when the
+ * template has no such tag. */
+int store_tag_get(struct store *s, const char *template_id, const char *tag, char *ret_build_id,
+                  struct error_record *err);
 typedef int (*store_tag_cb)(const char *tag, const char *build_id, int64_t created_at_ms, void *userdata);
 int store_tag_list(struct store *s, const char *template_id, store_tag_cb cb, void *userdata,
                    struct error_record *err);
