@@ -113,6 +113,8 @@ enum MHD_Result api_sandbox_logs_v2(struct api_request *req);
 enum MHD_Result api_sandbox_pause(struct api_request *req);
 enum MHD_Result api_sandbox_resume(struct api_request *req);
 enum MHD_Result api_sandbox_network(struct api_request *req);
+enum MHD_Result api_sandbox_snapshot(struct api_request *req);
+enum MHD_Result api_sandbox_fork(struct api_request *req);
 /* templates.c (e2b-compat 2.7, and the snapshot listing of 2.3) */
 enum MHD_Result api_template_request_build(struct api_request *req);
 enum MHD_Result api_template_file_link(struct api_request *req);

@@ -261,8 +261,20 @@ enum MHD_Result api_sandbox_resume(struct api_request *req)
 
 enum MHD_Result api_sandbox_pause(struct api_request *req)
 {
+    enum MHD_Result mr;
+    json_t *body = api_request_json(req, &mr);
+    if (!body)
+        return mr;
+    json_t *memory = json_object_get(body, "memory");
+    if (memory && !json_is_boolean(memory) && !json_is_null(memory)) {
+        json_decref(body);
+        return http_queue_error(req->conn, MHD_HTTP_BAD_REQUEST, "memory must be a boolean");
+    }
+    /* E2B's keepMemory: true unless the client says false. */
+    bool keep_memory = !json_is_false(memory);
+    json_decref(body);
     struct error_record err = { 0 };
-    int r = orch_sandbox_pause(req->server_orch, req->params[0], &err);
+    int r = orch_sandbox_pause(req->server_orch, req->params[0], keep_memory, &err);
     if (r < 0)
         return api_queue_failure(req, r, &err);
     return http_queue_empty(req->conn, MHD_HTTP_NO_CONTENT);
@@ -287,9 +299,10 @@ static json_t *listed_json(const struct store_sandbox *sb, bool detail)
     if (detail) {
         json_object_set_new(j, "envdAccessToken", json_string(sb->envd_access_token));
         json_object_set_new(j, "domain", json_null());
-        /* hutch's own: which kind of pause holds a paused sandbox (frozen in place). */
+        /* hutch's own: how a paused sandbox is kept ("memory": frozen in place, its processes
+         * resume too; "filesystem": its files only, the start command runs again). */
         if (sb->state == STORE_SANDBOX_PAUSED)
-            json_object_set_new(j, "pauseMode", json_string("memory"));
+            json_object_set_new(j, "pauseMode", json_string(sb->pause_mode[0] ? sb->pause_mode : "memory"));
         json_object_set_new(j, "lifecycle",
                             json_pack("{s:s, s:b}", "onTimeout", sb->pause_on_timeout ? "pause" : "kill",
                                       "autoResume", sb->auto_resume));
@@ -506,4 +519,57 @@ enum MHD_Result api_sandbox_network(struct api_request *req)
     if (r < 0)
         return api_queue_failure(req, r, &err);
     return http_queue_empty(req->conn, MHD_HTTP_NO_CONTENT);
+}
+
+/* ---- snapshots and forks ---- */
+
+enum MHD_Result api_sandbox_snapshot(struct api_request *req)
+{
+    enum MHD_Result mr;
+    json_t *body = api_request_json(req, &mr);
+    if (!body)
+        return mr;
+    json_t *name = json_object_get(body, "name");
+    if (name && !json_is_string(name) && !json_is_null(name)) {
+        json_decref(body);
+        return http_queue_error(req->conn, MHD_HTTP_BAD_REQUEST, "name must be a string");
+    }
+    char id[STORE_TEMPLATE_ID_MAX + 1];
+    struct error_record err = { 0 };
+    int r = orch_sandbox_snapshot(req->server_orch, req->params[0], json_string_value(name), false, id, &err);
+    json_t *names = json_array();
+    if (r >= 0 && json_string_value(name) && *json_string_value(name))
+        json_array_append_new(names, json_string(json_string_value(name)));
+    json_decref(body);
+    if (r < 0) {
+        json_decref(names);
+        return api_queue_failure(req, r, &err);
+    }
+    json_t *j = json_pack("{s:s, s:o}", "snapshotID", id, "names", names);
+    enum MHD_Result res = http_queue_json(req->conn, MHD_HTTP_CREATED, j);
+    json_decref(j);
+    return res;
+}
+
+enum MHD_Result api_sandbox_fork(struct api_request *req)
+{
+    enum MHD_Result mr;
+    json_t *body = api_request_json(req, &mr);
+    if (!body)
+        return mr;
+    uint32_t timeout = 0, count = 0;
+    struct error_record err = { 0 };
+    int r = get_uint(body, "timeout", 1, UINT32_MAX, &timeout, &err);
+    if (r >= 0)
+        r = get_uint(body, "count", 1, 64, &count, &err);
+    json_decref(body);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    json_t *results = NULL;
+    r = orch_sandbox_fork(req->server_orch, req->params[0], count ? count : 1, timeout, &results, &err);
+    if (r < 0)
+        return api_queue_failure(req, r, &err);
+    enum MHD_Result res = http_queue_json(req->conn, MHD_HTTP_CREATED, results);
+    json_decref(results);
+    return res;
 }

@@ -36,7 +36,10 @@ static void usage(FILE *f)
             "  --max-timeout S           longest sandbox timeout in seconds (default 86400)\n"
             "  --max-sandboxes N         running at once on this server (default 256)\n"
             "  --net-pool CIDR           addresses of online sandboxes' links (default 10.200.0.0/16)\n"
-            "  --warm-pool N             keep N base sandboxes started for fast creates (default 0)\n",
+            "  --warm-pool N             keep N base sandboxes started for fast creates (default 0)\n"
+            "  --ready-timeout S         how long a template's ready command may take (default 600)\n"
+            "  --max-paused-in-memory N  paused sandboxes kept frozen in memory; beyond, a pause\n"
+            "                            keeps the filesystem only (default 64)\n",
             API_DEFAULT_LISTEN, HUTCH_DEFAULT_STATE_DIR);
 }
 
@@ -51,6 +54,8 @@ enum {
     OPT_MAX_SANDBOXES,
     OPT_NET_POOL,
     OPT_WARM_POOL,
+    OPT_READY_TIMEOUT,
+    OPT_MAX_PAUSED_IN_MEMORY,
 };
 
 /* Parses a positive number for a server limit; false (with a message) when it is not one. */
@@ -117,6 +122,8 @@ int cmd_serve(int argc, char **argv)
         { "max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES },
         { "net-pool", required_argument, NULL, OPT_NET_POOL },
         { "warm-pool", required_argument, NULL, OPT_WARM_POOL },
+        { "ready-timeout", required_argument, NULL, OPT_READY_TIMEOUT },
+        { "max-paused-in-memory", required_argument, NULL, OPT_MAX_PAUSED_IN_MEMORY },
         { "help", no_argument, NULL, 'h' },
         {},
     };
@@ -180,6 +187,18 @@ int cmd_serve(int argc, char **argv)
                 fprintf(stderr, "hutch serve: --warm-pool wants a number from 0 to 1024, not '%s'\n", optarg);
                 return 2;
             }
+            break;
+        case OPT_READY_TIMEOUT:
+            if (!positive("ready-timeout", optarg, &cfg.orch.ready_timeout_s))
+                return 2;
+            break;
+        case OPT_MAX_PAUSED_IN_MEMORY:
+            /* 0 is meaningful: every pause keeps the filesystem only. */
+            if (parse_uint32(optarg, &cfg.orch.max_paused_in_memory) < 0) {
+                fprintf(stderr, "hutch serve: --max-paused-in-memory wants a number, not '%s'\n", optarg);
+                return 2;
+            }
+            cfg.orch.pause_filesystem_only = cfg.orch.max_paused_in_memory == 0;
             break;
         case 'h':
             usage(stdout);

@@ -41,6 +41,100 @@ void orch_logs_sink_unref(struct log_sink *s);
 /* Calls cb for up to limit lines received at or after since_ms, oldest first. */
 int orch_logs_read(struct log_sink *s, int64_t since_ms, size_t limit, orch_log_line_cb cb, void *userdata);
 
+/* ---- templates and layers (template.c) ---- */
+
+#define ORCH_MAX_LAYERS 120 /* below the runtime's limit, leaving room for envd and saved layers */
+#define ORCH_LAYER_ID_MAX 128
+#define ORCH_MAX_TARGETS 8
+
+/* A stack of read-only layers, top first, with their ids (as the store names them), host
+ * paths and targets. */
+struct orch_stack {
+    char *ids[ORCH_MAX_LAYERS];
+    char *paths[ORCH_MAX_LAYERS];
+    char *targets[ORCH_MAX_LAYERS];
+    size_t n;
+};
+/* The host path of a layer id, or NULL when the id is malformed. */
+char *orch_layer_path(const struct orch *o, const char *id);
+int orch_stack_push(const struct orch *o, struct orch_stack *st, const char *id, const char *target,
+                    struct error_record *err);
+/* Appends the entries of a store layer list (JSON) to st. */
+int orch_stack_from_json(const struct orch *o, const char *json, struct orch_stack *st,
+                         struct error_record *err);
+json_t *orch_stack_to_json(const struct orch_stack *st);
+void orch_stack_copy(const struct orch_stack *src, struct orch_stack *dst);
+void orch_stack_release(struct orch_stack *st);
+/* The distinct targets of st: "/" first, then in order of first appearance. This is the order
+ * of orch_stack_layers(), so the runtime's export_layer names its directories "0", "1", ...
+ * after these. */
+size_t orch_stack_targets(const struct orch_stack *st, const char **ret, size_t max);
+/* st as runtime layers grouped by target in that order (paths borrowed from st). */
+size_t orch_stack_layers(const struct orch_stack *st, struct runtime_layer *ret, size_t max);
+
+/* A template build, resolved: what sandboxes are made from. */
+struct orch_template {
+    char ref[STORE_TEMPLATE_ID_MAX + 1 + STORE_TAG_MAX + 1]; /* as the create named it */
+    char template_id[STORE_TEMPLATE_ID_MAX + 1];
+    char build_id[STORE_BUILD_ID_MAX + 1];
+    struct orch_stack stack;
+    char *user;
+    uid_t uid;
+    gid_t gid;
+    char *home;
+    char *workdir;
+    json_t *env;
+    char *start_cmd; /* NULL: none */
+    char *ready_cmd;
+    struct orch_limits limits; /* the template's defaults; zeros: the server's */
+};
+int orch_template_load(struct orch *o, const char *ref, struct orch_template **ret, struct error_record *err);
+int orch_template_from_build(const struct orch *o, const struct store_build *b, struct orch_template **ret,
+                             struct error_record *err);
+struct orch_template *orch_template_dup(const struct orch_template *t);
+/* t's settings as a build's config JSON (user, uid, gid, home, workdir, env, start/ready). */
+json_t *orch_template_config_json(const struct orch_template *t);
+void orch_template_free(struct orch_template *t);
+
+/* Removes layer directories nothing uses any more: no build, no sandbox record, no live or
+ * pooled sandbox. Does nothing while a build runs (its layers are not recorded yet). Returns
+ * how many were removed. */
+int orch_layers_gc(struct orch *o, struct error_record *err);
+
+/* orchestrator.c: references to sandboxes for the other files. */
+struct sandbox;
+struct sandbox *orch_sandbox_ref(struct orch *o, const char *id);
+void orch_sandbox_unref(struct orch *o, struct sandbox *s);
+/* With s->op_lock held: writes s's writable layer as the layer directory id (s frozen for
+ * the copy) and returns the stack that reproduces its filesystem: that layer over s's own. */
+int orch_sandbox_save_layer(struct orch *o, struct sandbox *s, const char *id, struct orch_stack *ret,
+                            struct error_record *err);
+/* The HTTP status the API gives a -errno (as api_queue_failure). */
+int orch_errno_to_status(int r);
+
+/* build.c */
+bool orch_image_is_host(const char *image);
+int orch_image_debian_suite(const char *image, char ret[32]);
+/* orchestrator.c: boots a sandbox from t the way a create does (start and ready commands
+ * included), then removes it. */
+int orch_template_check(struct orch *o, const struct orch_template *t, struct error_record *err);
+
+/* envd-bundle.c: where every sandbox sees the bundle, and how envd is started from it: through
+ * the bundle's own dynamic loader (lib/ld.so, a link to the host loader's real name), which
+ * searches only the bundle's lib/ and ignores the template's /etc/ld.so.cache. These are loader
+ * options, not environment variables, so nothing of the bundle reaches what envd starts.
+ * --argv0 keeps envd's argv[0] its own path. Use as the first elements of the argv array. */
+#define ORCH_ENVD_MOUNT "/opt/hutch"
+#define ORCH_ENVD_ARGV_PREFIX                                                                                \
+    ORCH_ENVD_MOUNT "/lib/ld.so", "--inhibit-cache", "--library-path", ORCH_ENVD_MOUNT "/lib", "--argv0",    \
+        ORCH_ENVD_MOUNT "/envd", ORCH_ENVD_MOUNT "/envd"
+/* Builds dest_dir (which must not exist): dest_dir/envd (a copy of envd_path) and dest_dir/lib/
+ * with every shared object envd loads and the dynamic loader, as `envd_path --list-libraries`
+ * reports them (the loader first). Runs envd (posix_spawn, so safe in a threaded process) and
+ * blocks until the copies are made. Returns 0, or -errno with err filled and dest_dir removed
+ * (unless it existed before). */
+int orch_envd_bundle(const char *envd_path, const char *dest_dir, struct error_record *err);
+
 /* ---- the orchestrator's state, shared by its files ---- */
 
 #define ENVD_VERSION "0.6.13"
@@ -51,11 +145,13 @@ int orch_logs_read(struct log_sink *s, int64_t since_ms, size_t limit, orch_log_
 #define ENVD_START_TIMEOUT (10 * USEC_PER_SEC)
 #define PIDS_MAX 4096
 #define MAX_SLOTS 4096
+#define PATH_ENV "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct sandbox {
     struct sandbox *next;
     char id[SANDBOX_ID_LEN + 1];
     char template_id[STORE_TEMPLATE_ID_MAX + 1];
+    char alias[STORE_TEMPLATE_ID_MAX + 1]; /* the name the create used, without its tag */
     char token[2 * 32 + 1];
     unsigned slot;
     int slot_fd; /* holds the slot (see slots.c) */
@@ -64,11 +160,20 @@ struct sandbox {
     int64_t end_at_ms;
     bool pause_on_timeout;
     bool auto_resume;
-    bool paused;        /* frozen in place; under orch.lock */
+    bool paused;        /* under orch.lock; frozen in place while rt, else only on disk */
     uint32_t timeout_s; /* the create's timeout, given again on an automatic resume */
-    struct runtime_sandbox *rt;
-    struct log_sink *log;   /* envd's stdout and stderr */
-    uint64_t last_cpu_usec; /* the previous stats sample, for cpuUsedPct; under orch.lock */
+    /* What it was made with, to start it again from disk after a pause. */
+    struct orch_template *tpl;
+    struct orch_stack stack; /* the lower layers of rt, top first */
+    json_t *env_vars;        /* the create's sandbox-wide env vars, or NULL */
+    bool online;
+    bool deny_internet;
+    json_t *allow_out, *deny_out; /* arrays of strings, or NULL */
+    /* Serialises what changes rt (pause, resume, snapshot, kill) between request threads. */
+    pthread_mutex_t op_lock;
+    struct runtime_sandbox *rt; /* NULL while paused to disk only */
+    struct log_sink *log;       /* envd's stdout and stderr */
+    uint64_t last_cpu_usec;     /* the previous stats sample, for cpuUsedPct; under orch.lock */
     usec_t last_sample;
     int refs;  /* the table's one, plus one per in-flight user; under orch.lock */
     bool gone; /* removed from the table; destroyed when refs drops to 0 */
@@ -106,24 +211,12 @@ struct orch {
     bool pool_started;
     pthread_cond_t pool_wake;
 
+    /* Template builds in flight (under lock); layer GC waits for none, orch_free for all. */
+    size_t n_building;
+    pthread_cond_t builds_done;
+
     /* Counters for /metrics, under lock. */
     uint64_t creates, create_failures, timeouts;
     uint64_t create_bucket[ORCH_CREATE_BUCKETS + 1]; /* per bucket, not cumulative */
     usec_t create_usec_sum;
 };
-
-/* envd-bundle.c: where every sandbox sees the bundle, and how envd is started from it: through
- * the bundle's own dynamic loader (lib/ld.so, a link to the host loader's real name), which
- * searches only the bundle's lib/ and ignores the template's /etc/ld.so.cache. These are loader
- * options, not environment variables, so nothing of the bundle reaches what envd starts.
- * --argv0 keeps envd's argv[0] its own path. Use as the first elements of the argv array. */
-#define ORCH_ENVD_MOUNT "/opt/hutch"
-#define ORCH_ENVD_ARGV_PREFIX                                                                                \
-    ORCH_ENVD_MOUNT "/lib/ld.so", "--inhibit-cache", "--library-path", ORCH_ENVD_MOUNT "/lib", "--argv0",    \
-        ORCH_ENVD_MOUNT "/envd", ORCH_ENVD_MOUNT "/envd"
-/* Builds dest_dir (which must not exist): dest_dir/envd (a copy of envd_path) and dest_dir/lib/
- * with every shared object envd loads and the dynamic loader, as `envd_path --list-libraries`
- * reports them (the loader first). Runs envd (posix_spawn, so safe in a threaded process) and
- * blocks until the copies are made. Returns 0, or -errno with err filled and dest_dir removed
- * (unless it existed before). */
-int orch_envd_bundle(const char *envd_path, const char *dest_dir, struct error_record *err);

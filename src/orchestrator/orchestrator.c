@@ -7,7 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +24,10 @@
 #include "common/xalloc.h"
 #include "orchestrator/orchestrator-internal.h"
 #include "common/banned.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
 
 const unsigned orch_create_bucket_ms[ORCH_CREATE_BUCKETS] = { 10,  25,   50,   100,  250,
                                                               500, 1000, 2500, 5000, 10000 };
@@ -95,6 +103,21 @@ static void sandbox_free(struct orch *o, struct sandbox *s)
     /* Only now, with the sandbox gone, may another one use its uid range. */
     safe_close(s->slot_fd);
     orch_logs_sink_unref(s->log);
+    /* Its saved layers (from pauses) are unused once its record is gone too. */
+    bool saved = false;
+    for (size_t i = 0; i < s->stack.n && !saved; i++)
+        saved = str_startswith(s->stack.ids[i], "s-");
+    if (saved && s->gone) {
+        struct error_record e = { 0 };
+        orch_stack_release(&s->stack);
+        orch_layers_gc(o, &e);
+    }
+    orch_template_free(s->tpl);
+    orch_stack_release(&s->stack);
+    json_decref(s->env_vars);
+    json_decref(s->allow_out);
+    json_decref(s->deny_out);
+    pthread_mutex_destroy(&s->op_lock);
     free(s);
 }
 
@@ -128,12 +151,22 @@ static bool sandbox_unlink(struct orch *o, struct sandbox *s)
     return was;
 }
 
+struct sandbox *orch_sandbox_ref(struct orch *o, const char *id)
+{
+    return sandbox_get(o, id);
+}
+
+void orch_sandbox_unref(struct orch *o, struct sandbox *s)
+{
+    sandbox_put(o, s);
+}
+
 /* ---- the Sandbox JSON ---- */
 
 static json_t *sandbox_json(const struct sandbox *s)
 {
     json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:n}", "sandboxID", s->id, "templateID",
-                          s->template_id, "alias", s->template_id, "clientID", ORCH_CLIENT_ID, "envdVersion",
+                          s->template_id, "alias", s->alias, "clientID", ORCH_CLIENT_ID, "envdVersion",
                           ENVD_VERSION, "envdAccessToken", s->token, "domain");
     if (!j)
         abort();
@@ -161,6 +194,7 @@ static int check_string_map(const json_t *m, const char *what, struct error_reco
     return 0;
 }
 
+/* Counts a sandbox being started against the server's maximum and claims a host slot for it. */
 static int reserve(struct orch *o, struct sandbox *s, struct error_record *err)
 {
     uint32_t max = o->cfg.max_sandboxes ? o->cfg.max_sandboxes : 256;
@@ -190,6 +224,13 @@ static int reserve(struct orch *o, struct sandbox *s, struct error_record *err)
     return r;
 }
 
+static void unreserve(struct orch *o)
+{
+    pthread_mutex_lock(&o->lock);
+    o->n_creating--;
+    pthread_mutex_unlock(&o->lock);
+}
+
 static int random_id(char out[SANDBOX_ID_LEN + 1])
 {
     static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
@@ -203,35 +244,164 @@ static int random_id(char out[SANDBOX_ID_LEN + 1])
     return 0;
 }
 
-static int start_sandbox(struct orch *o, struct sandbox *s, const struct orch_create *req,
-                         struct error_record *err)
+static char **strv_from_json(const json_t *a)
 {
+    if (!json_is_array(a) || json_array_size(a) == 0)
+        return NULL;
+    char **v = xcalloc(json_array_size(a) + 1, sizeof(char *));
+    size_t i, n = 0;
+    json_t *e;
+    json_array_foreach (a, i, e)
+        if (json_is_string(e))
+            v[n++] = xstrdup(json_string_value(e));
+    return v;
+}
+
+static void strv_free(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* The environment of a process the orchestrator starts as the template's user: PATH, HOME,
+ * USER, then the template's env, then the sandbox's own env vars. */
+static char **user_env(const struct sandbox *s)
+{
+    const struct orch_template *t = s->tpl;
+    size_t n = 4 + json_object_size(t->env) + json_object_size(s->env_vars);
+    char **env = xcalloc(n + 1, sizeof(char *));
+    size_t i = 0;
+    env[i++] = xstrdup(PATH_ENV);
+    env[i++] = xasprintf("HOME=%s", t->home);
+    env[i++] = xasprintf("USER=%s", t->user);
+    env[i++] = xstrdup("LANG=C.UTF-8");
+    const json_t *maps[] = { t->env, s->env_vars };
+    for (size_t m = 0; m < ARRAY_SIZE(maps); m++) {
+        const char *k;
+        json_t *v;
+        json_object_foreach ((json_t *)maps[m], k, v)
+            env[i++] = xasprintf("%s=%s", k, json_string_value(v));
+    }
+    return env;
+}
+
+/* Runs argv as the template's user in the sandbox and waits for it; returns its wait status. */
+static int exec_and_wait(struct orch *o, struct sandbox *s, const char *const *argv, int out_fd,
+                         usec_t timeout, struct error_record *err)
+{
+    char **env = user_env(s);
+    struct runtime_exec ex = {
+        .argv = argv,
+        .env = (const char *const *)env,
+        .cwd = s->tpl->workdir,
+        .uid = s->tpl->uid,
+        .gid = s->tpl->gid,
+        .stdin_fd = -1,
+        .stdout_fd = out_fd,
+        .stderr_fd = out_fd,
+    };
+    int pidfd = o->cfg.runtime->exec(s->rt, &ex, err);
+    strv_free(env);
+    if (pidfd < 0)
+        return pidfd;
+    struct pollfd p = { .fd = pidfd, .events = POLLIN };
+    int ms = (int)MIN(timeout / USEC_PER_MSEC, (usec_t)INT32_MAX);
+    int r = poll(&p, 1, ms);
+    if (r == 0) {
+        /* Too slow: it is killed with the rest when the sandbox goes, or gets SIGKILL now. */
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+    }
+    siginfo_t si = { 0 };
+    r = waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED);
+    close(pidfd);
+    if (r < 0)
+        return error_set_errno(err, errno, "waiting for a command in the sandbox");
+    if (p.revents == 0)
+        return -ETIMEDOUT;
+    return si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : W_EXITCODE(0, si.si_status);
+}
+
+/* §5.3: the template's start command runs in the background (envd, pid 1, adopts it), then its
+ * ready command is run until it exits 0. Output goes to the sandbox's log. */
+static int start_and_ready(struct orch *o, struct sandbox *s, int log_fd, struct error_record *err)
+{
+    const struct orch_template *t = s->tpl;
+    if (t->start_cmd) {
+        const char *argv[] = { "/bin/sh", "-c",         "/bin/sh -c \"$1\" </dev/null & exit 0",
+                               "sh",      t->start_cmd, NULL };
+        int st = exec_and_wait(o, s, argv, log_fd, 10 * USEC_PER_SEC, err);
+        if (st < 0)
+            return st == -ETIMEDOUT ? error_set(err, ETIMEDOUT, "the start command did not start") : st;
+    }
+    if (!t->ready_cmd)
+        return 0;
+    usec_t timeout = (usec_t)(o->cfg.ready_timeout_s ? o->cfg.ready_timeout_s : 600) * USEC_PER_SEC;
+    usec_t deadline = now_usec(CLOCK_MONOTONIC) + timeout, wait = 5 * USEC_PER_MSEC;
+    const char *argv[] = { "/bin/sh", "-c", t->ready_cmd, NULL };
+    for (;;) {
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+        if (now >= deadline)
+            return error_set(err, ETIMEDOUT, "the ready command '%s' did not pass within %llu s",
+                             t->ready_cmd, (unsigned long long)(timeout / USEC_PER_SEC));
+        int st = exec_and_wait(o, s, argv, -1, deadline - now, err);
+        if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+            return 0;
+        if (st < 0 && st != -ETIMEDOUT)
+            return st;
+        pthread_mutex_lock(&o->lock);
+        bool stopping = o->stopping;
+        pthread_mutex_unlock(&o->lock);
+        if (stopping)
+            return error_set(err, ECANCELED, "the server is shutting down");
+        usleep((useconds_t)MIN(wait, deadline - MIN(deadline, now_usec(CLOCK_MONOTONIC))));
+        wait = MIN(wait * 2, 500 * USEC_PER_MSEC);
+    }
+}
+
+/* Starts s's runtime sandbox from its settings (template, layers, limits, network, env vars):
+ * envd up and initialised, the start command running and the ready command passed. s holds a
+ * slot. On failure s->rt is whatever is left to destroy. */
+static int start_sandbox(struct orch *o, struct sandbox *s, struct error_record *err)
+{
+    /* A sandbox started again from disk gets a new log: the old one ended with its processes. */
     _cleanup_close_ int log_fd = -1;
+    struct log_sink *old_log = TAKE_PTR(s->log);
+    orch_logs_sink_unref(old_log);
     int r = orch_logs_new_sink(o->logs, &s->log, &log_fd, err);
     if (r < 0)
         return r;
 
-    const char *argv[] = { ORCH_ENVD_ARGV_PREFIX, "--listen",          "127.0.0.1:49983", "--default-user",
-                           DEFAULT_USER,          "--default-workdir", DEFAULT_WORKDIR,   NULL };
+    const struct orch_template *t = s->tpl;
+    const char *argv[] = { ORCH_ENVD_ARGV_PREFIX,
+                           "--listen",
+                           "127.0.0.1:49983",
+                           "--default-user",
+                           t->user,
+                           "--default-workdir",
+                           t->workdir,
+                           NULL };
     /* envd logs JSON lines, which the logs endpoint hands out as structured entries. */
-    const char *env[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
-                          "LANG=C.UTF-8", "HUTCH_LOG_FORMAT=json", NULL };
+    const char *env[] = { PATH_ENV, "HOME=/root", "LANG=C.UTF-8", "HUTCH_LOG_FORMAT=json", NULL };
+    struct runtime_layer layers[ORCH_MAX_LAYERS + 1];
+    size_t n_layers = orch_stack_layers(&s->stack, layers, ORCH_MAX_LAYERS);
+    layers[n_layers++] = (struct runtime_layer){ o->envd_dir, ORCH_ENVD_MOUNT };
+    char **allow_out = strv_from_json(s->allow_out), **deny_out = strv_from_json(s->deny_out);
     struct runtime_spec spec = {
         .id = s->id,
         .slot = s->slot,
-        .layers = o->layers,
-        .n_layers = ARRAY_SIZE(o->layers),
+        .layers = layers,
+        .n_layers = n_layers,
         .limits = {
             .memory_bytes = (uint64_t)s->limits.memory_mb << 20,
             .disk_bytes = (uint64_t)s->limits.disk_mb << 20,
             .cpu_millis = s->limits.cpu_count * 1000,
             .pids_max = PIDS_MAX,
         },
-        .net = req->allow_internet_access || (req->allow_out && req->allow_out[0]) ? RUNTIME_NET_ONLINE
-                                                                                   : RUNTIME_NET_OFFLINE,
-        .allow_out = req->allow_out,
-        .deny_out = req->deny_out,
-        .deny_internet = !req->allow_internet_access,
+        .net = s->online ? RUNTIME_NET_ONLINE : RUNTIME_NET_OFFLINE,
+        .allow_out = (const char *const *)allow_out,
+        .deny_out = (const char *const *)deny_out,
+        .deny_internet = s->deny_internet,
         .argv = argv,
         .env = env,
         .cwd = "/",
@@ -246,10 +416,10 @@ static int start_sandbox(struct orch *o, struct sandbox *s, const struct orch_cr
     };
     const struct runtime_ops *rt = o->cfg.runtime;
     r = rt->create(&o->cfg.runtime_config, &spec, &s->rt, err);
+    strv_free(allow_out);
+    strv_free(deny_out);
     if (r < 0)
         return r;
-    /* The sandbox holds the write end now; ours would keep the pipe open after it is gone. */
-    log_fd = safe_close(log_fd);
     r = rt->start(s->rt, err);
     if (r < 0)
         return r;
@@ -257,42 +427,92 @@ static int start_sandbox(struct orch *o, struct sandbox *s, const struct orch_cr
     if (r < 0)
         return r;
 
-    json_t *init = json_pack("{s:O?, s:s, s:s, s:s}", "envVars", req->env_vars, "accessToken", s->token,
-                             "defaultUser", DEFAULT_USER, "defaultWorkdir", DEFAULT_WORKDIR);
+    json_t *envs = json_deep_copy(t->env);
+    if (s->env_vars)
+        json_object_update(envs, s->env_vars);
+    json_t *init = json_pack("{s:o, s:s, s:s, s:s}", "envVars", envs, "accessToken", s->token, "defaultUser",
+                             t->user, "defaultWorkdir", t->workdir);
     if (!init)
         abort();
-    if (!json_object_get(init, "envVars"))
-        json_object_set_new(init, "envVars", json_object());
     r = orch_envd_init(rt, s->rt, init, NULL, err);
     json_decref(init);
+    if (r < 0)
+        return r;
+    r = start_and_ready(o, s, log_fd, err);
+    /* Only the sandbox holds the log's write end from now on: the log ends when it does. */
     return r;
 }
 
-/* Starts a sandbox for req: a slot, a fresh id and token, envd up and initialised. It is in no
- * table yet; on failure nothing of it is left. */
-static int boot(struct orch *o, const struct orch_create *req, struct sandbox **ret, struct error_record *err)
+static void set_template_names(struct sandbox *s, const struct orch_template *t)
+{
+    str_copy(s->template_id, sizeof(s->template_id), t->template_id);
+    const char *ref = t->ref[0] ? t->ref : t->template_id;
+    str_copy(s->alias, sizeof(s->alias), ref);
+    char *colon = strchr(s->alias, ':');
+    if (colon)
+        *colon = '\0';
+}
+
+/* Fills s's settings for req from template t (taking a copy of it). */
+static void sandbox_settings(struct orch *o, struct sandbox *s, const struct orch_template *t,
+                             const struct orch_create *req)
+{
+    s->limits = o->cfg.defaults;
+    const struct orch_limits *pick[] = { &t->limits, &req->limits };
+    for (size_t i = 0; i < ARRAY_SIZE(pick); i++) {
+        if (pick[i]->cpu_count)
+            s->limits.cpu_count = MIN(pick[i]->cpu_count, o->cfg.maximums.cpu_count);
+        if (pick[i]->memory_mb)
+            s->limits.memory_mb = MIN(pick[i]->memory_mb, o->cfg.maximums.memory_mb);
+        if (pick[i]->disk_mb)
+            s->limits.disk_mb = MIN(pick[i]->disk_mb, o->cfg.maximums.disk_mb);
+    }
+    s->tpl = orch_template_dup(t);
+    orch_stack_copy(&t->stack, &s->stack);
+    set_template_names(s, t);
+    s->env_vars = req->env_vars ? json_deep_copy(req->env_vars) : NULL;
+    s->online = req->allow_internet_access || (req->allow_out && req->allow_out[0]);
+    s->deny_internet = !req->allow_internet_access;
+    for (int k = 0; k < 2; k++) {
+        const char *const *v = k ? req->deny_out : req->allow_out;
+        if (!v || !v[0])
+            continue;
+        json_t *a = json_array();
+        for (size_t i = 0; v[i]; i++)
+            json_array_append_new(a, json_string(v[i]));
+        if (k)
+            s->deny_out = a;
+        else
+            s->allow_out = a;
+    }
+}
+
+static struct sandbox *sandbox_new(void)
 {
     struct sandbox *s = xcalloc(1, sizeof(*s));
     s->slot_fd = -1;
+    s->refs = 1;
+    pthread_mutex_init(&s->op_lock, NULL);
+    return s;
+}
+
+/* Starts a sandbox for req from t: a slot, a fresh id and token, envd up and initialised, the
+ * template's start and ready commands done. It is in no table yet; on failure nothing of it is
+ * left. */
+static int boot(struct orch *o, const struct orch_template *t, const struct orch_create *req,
+                struct sandbox **ret, struct error_record *err)
+{
+    struct sandbox *s = sandbox_new();
     int r = reserve(o, s, err);
     if (r < 0) {
-        free(s);
+        sandbox_free(o, s);
         return r;
     }
-    s->refs = 1;
-    s->limits = o->cfg.defaults;
-    if (req->limits.cpu_count)
-        s->limits.cpu_count = req->limits.cpu_count;
-    if (req->limits.memory_mb)
-        s->limits.memory_mb = req->limits.memory_mb;
-    if (req->limits.disk_mb)
-        s->limits.disk_mb = req->limits.disk_mb;
+    sandbox_settings(o, s, t, req);
     if (random_id(s->id) < 0 || random_hex(s->token, 32) < 0)
         abort();
-    r = start_sandbox(o, s, req, err);
-    pthread_mutex_lock(&o->lock);
-    o->n_creating--;
-    pthread_mutex_unlock(&o->lock);
+    r = start_sandbox(o, s, err);
+    unreserve(o);
     if (r < 0) {
         sandbox_free(o, s);
         return r;
@@ -301,37 +521,70 @@ static int boot(struct orch *o, const struct orch_create *req, struct sandbox **
     return 0;
 }
 
-/* ---- the warm pool ---- */
+int orch_errno_to_status(int r)
+{
+    switch (-r) {
+    case ENOENT:
+        return 404;
+    case EINVAL:
+        return 400;
+    case EEXIST:
+    case EALREADY:
+        return 409;
+    case EOPNOTSUPP:
+        return 501;
+    case EAGAIN:
+    case ENOSPC:
+        return 503;
+    default:
+        return 500;
+    }
+}
 
+int orch_template_check(struct orch *o, const struct orch_template *t, struct error_record *err)
+{
+    const struct orch_create req = { .allow_internet_access = true };
+    struct sandbox *s = NULL;
+    int r = boot(o, t, &req, &s, err);
+    if (r >= 0)
+        sandbox_free(o, s);
+    return r;
+}
+
+/* ---- the warm pool ---- */
 static bool same_or_default(uint32_t asked, uint32_t dflt)
 {
     return asked == 0 || asked == dflt;
 }
 
-/* Pooled sandboxes are started as a plain create would start them: default limits, online,
- * no allow or deny lists, no env vars (those come with the hand-over's /init). */
-static bool pool_compatible(const struct orch *o, const struct orch_create *req)
+/* Pooled sandboxes are started as a plain create of `base` would start them: default limits,
+ * online, no allow or deny lists, no env vars (those come with the hand-over's /init). */
+static bool pool_compatible(const struct orch *o, const struct orch_template *t,
+                            const struct orch_create *req)
 {
-    return o->cfg.warm_pool && req->allow_internet_access && !(req->allow_out && req->allow_out[0]) &&
-           !(req->deny_out && req->deny_out[0]) &&
+    return o->cfg.warm_pool && streq(t->template_id, ORCH_DEFAULT_TEMPLATE) && req->allow_internet_access &&
+           !(req->allow_out && req->allow_out[0]) && !(req->deny_out && req->deny_out[0]) &&
            same_or_default(req->limits.cpu_count, o->cfg.defaults.cpu_count) &&
            same_or_default(req->limits.memory_mb, o->cfg.defaults.memory_mb) &&
            same_or_default(req->limits.disk_mb, o->cfg.defaults.disk_mb);
 }
 
-/* Hands a pooled sandbox over: a new access token (so that no one who knew the pool's can reach
- * it) and the request's env vars, through envd's /init. NULL when the pool is empty or the
- * hand-over failed (the caller then boots one). */
-static struct sandbox *pool_take(struct orch *o, const struct orch_create *req)
+/* Hands a pooled sandbox of t's build over: a new access token (so that no one who knew the
+ * pool's can reach it) and the request's env vars, through envd's /init. NULL when the pool is
+ * empty or the hand-over failed (the caller then boots one). */
+static struct sandbox *pool_take(struct orch *o, const struct orch_template *t, const struct orch_create *req)
 {
     pthread_mutex_lock(&o->lock);
-    struct sandbox *s = o->pool;
-    if (s) {
-        o->pool = s->next;
-        s->next = NULL;
-        o->n_pooled--;
-        pthread_cond_signal(&o->pool_wake);
-    }
+    struct sandbox **p = &o->pool, *s = NULL;
+    for (; *p; p = &(*p)->next)
+        if (streq((*p)->tpl->build_id, t->build_id)) {
+            s = *p;
+            *p = s->next;
+            s->next = NULL;
+            o->n_pooled--;
+            pthread_cond_signal(&o->pool_wake);
+            break;
+        }
     pthread_mutex_unlock(&o->lock);
     if (!s)
         return NULL;
@@ -352,6 +605,8 @@ static struct sandbox *pool_take(struct orch *o, const struct orch_create *req)
         sandbox_free(o, s);
         return NULL;
     }
+    s->env_vars = req->env_vars ? json_deep_copy(req->env_vars) : NULL;
+    set_template_names(s, t);
     pthread_mutex_lock(&o->lock);
     o->pool_hits++;
     pthread_mutex_unlock(&o->lock);
@@ -372,7 +627,11 @@ static void *pool_main(void *arg)
         pthread_mutex_unlock(&o->lock);
         struct sandbox *s = NULL;
         struct error_record err = { 0 };
-        int r = boot(o, &pooled, &s, &err);
+        struct orch_template *t = NULL;
+        int r = orch_template_load(o, ORCH_DEFAULT_TEMPLATE, &t, &err);
+        if (r >= 0)
+            r = boot(o, t, &pooled, &s, &err);
+        orch_template_free(t);
         pthread_mutex_lock(&o->lock);
         o->n_pool_creating--;
         if (r >= 0) {
@@ -391,11 +650,27 @@ static void *pool_main(void *arg)
     return NULL;
 }
 
+/* The restore record: what starting s again from disk needs besides its layers. */
+static char *restore_json(const struct sandbox *s)
+{
+    const struct orch_template *t = s->tpl;
+    json_t *tj = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:s, s:O, s:s?, s:s?}", "templateID",
+                           t->template_id, "buildID", t->build_id, "user", t->user, "uid", (json_int_t)t->uid,
+                           "gid", (json_int_t)t->gid, "home", t->home, "workdir", t->workdir, "env", t->env,
+                           "startCmd", t->start_cmd, "readyCmd", t->ready_cmd);
+    json_t *j = json_pack("{s:o, s:O?, s:b, s:b, s:O?, s:O?, s:i}", "template", tj, "envVars", s->env_vars,
+                          "online", s->online, "denyInternet", s->deny_internet, "allowOut", s->allow_out,
+                          "denyOut", s->deny_out, "timeout", (json_int_t)s->timeout_s);
+    if (!j)
+        abort();
+    char *out = json_dump_compact(j, NULL);
+    json_decref(j);
+    return out;
+}
+
 int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **ret, struct error_record *err)
 {
-    const char *tpl = req->template_id && *req->template_id ? req->template_id : ORCH_DEFAULT_TEMPLATE;
-    if (!streq(tpl, ORCH_DEFAULT_TEMPLATE))
-        return error_set(err, ENOENT, "template '%s' not found (this host has: base)", tpl);
+    const char *ref = req->template_id && *req->template_id ? req->template_id : ORCH_DEFAULT_TEMPLATE;
     uint32_t max_timeout = o->cfg.max_timeout_s ? o->cfg.max_timeout_s : 24 * 3600;
     /* A server whose maximum is below E2B's default of 300 s gives its maximum by default. */
     uint32_t default_timeout = MIN(o->cfg.default_timeout_s ? o->cfg.default_timeout_s : 300u, max_timeout);
@@ -420,15 +695,19 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
         return r;
 
     usec_t began = now_usec(CLOCK_MONOTONIC);
-    struct sandbox *s = pool_compatible(o, req) ? pool_take(o, req) : NULL;
+    struct orch_template *t = NULL;
+    r = orch_template_load(o, ref, &t, err);
+    if (r < 0)
+        return r;
+    struct sandbox *s = pool_compatible(o, t, req) ? pool_take(o, t, req) : NULL;
     if (!s) {
-        r = boot(o, req, &s, err);
+        r = boot(o, t, req, &s, err);
         if (r < 0) {
+            orch_template_free(t);
             count_create(o, false, 0);
             return r;
         }
     }
-    str_copy(s->template_id, sizeof(s->template_id), tpl);
     s->pause_on_timeout = req->auto_pause;
     s->auto_resume = req->auto_resume;
     s->timeout_s = timeout;
@@ -451,12 +730,23 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
     };
     str_copy(rec.id, sizeof(rec.id), s->id);
     str_copy(rec.template_id, sizeof(rec.template_id), s->template_id);
-    str_copy(rec.alias, sizeof(rec.alias), s->template_id);
+    str_copy(rec.alias, sizeof(rec.alias), s->alias);
     str_copy(rec.envd_version, sizeof(rec.envd_version), ENVD_VERSION);
     str_copy(rec.envd_access_token, sizeof(rec.envd_access_token), s->token);
+    json_t *layers = orch_stack_to_json(&s->stack);
+    _cleanup_free_ char *layers_s = json_dump_compact(layers, NULL);
+    json_decref(layers);
+    _cleanup_free_ char *restore = restore_json(s);
+    rec.layers_json = layers_s;
+    rec.restore_json = restore;
     pthread_mutex_lock(&o->store_lock);
     r = store_sandbox_insert(o->store, &rec, err);
+    if (r >= 0) {
+        struct error_record e = { 0 };
+        store_template_spawned(o->store, t->template_id, s->started_at_ms, &e);
+    }
     pthread_mutex_unlock(&o->store_lock);
+    orch_template_free(t);
 
     pthread_mutex_lock(&o->lock);
     if (r >= 0) {
@@ -522,8 +812,97 @@ int orch_sandbox_set_timeout(struct orch *o, const char *id, uint32_t timeout_s,
     return r;
 }
 
-/* Freezes s (a reference held, orch.lock not held) and records it as paused. */
-static int pause_locked_out(struct orch *o, struct sandbox *s, struct error_record *err)
+/* ---- pause and resume ----
+ *
+ * A pause always writes the sandbox's writable layer to disk (a new layer on top of its
+ * stack, recorded in the store), so a paused sandbox survives a restart of the server or the
+ * machine. Where capacity allows it also stays frozen in memory ("memory" mode): resume then
+ * thaws it and its processes go on as they were. Otherwise ("filesystem" mode) the runtime
+ * sandbox is removed, and resume starts a new one on the saved layers, with the template's
+ * start command running again. */
+
+/* Writes s's writable layer (s frozen) as the layer directory `id` and returns the stack a
+ * start from disk would use: that layer over s->stack. */
+static int save_layer(struct orch *o, struct sandbox *s, const char *id, struct orch_stack *ret,
+                      struct error_record *err)
+{
+    _cleanup_free_ char *layers = xasprintf("%s/layers", o->state_dir);
+    if (mkdir(layers, 0700) < 0 && errno != EEXIST)
+        return error_set_errno(err, errno, "creating %s", layers);
+    _cleanup_free_ char *tmp = xasprintf("%s/.tmp-%s", layers, id);
+    _cleanup_free_ char *dir = xasprintf("%s/%s", layers, id);
+    int r = o->cfg.runtime->export_layer(s->rt, tmp, err);
+    if (r < 0)
+        return r;
+    if (rename(tmp, dir) < 0) {
+        r = error_set_errno(err, errno, "installing layer %s", id);
+        rm_rf(tmp);
+        return r;
+    }
+    const char *targets[ORCH_MAX_TARGETS];
+    size_t n = orch_stack_targets(&s->stack, targets, ORCH_MAX_TARGETS);
+    struct orch_stack st = { 0 };
+    for (size_t i = 0; i < n && r >= 0; i++) {
+        _cleanup_free_ char *lid = xasprintf("%s/%zu", id, i);
+        _cleanup_free_ char *path = orch_layer_path(o, lid);
+        struct stat sst;
+        /* A target the sandbox did not change adds nothing. */
+        if (stat(path, &sst) == 0)
+            r = orch_stack_push(o, &st, lid, targets[i], err);
+    }
+    if (r >= 0 && st.n + s->stack.n > ORCH_MAX_LAYERS)
+        r = error_set(err, E2BIG, "sandbox %s has too many saved layers", s->id);
+    if (r < 0) {
+        orch_stack_release(&st);
+        return r;
+    }
+    orch_stack_copy(&s->stack, &st);
+    *ret = st;
+    return 0;
+}
+
+static int save_layer_random(struct orch *o, struct sandbox *s, struct orch_stack *ret,
+                             struct error_record *err)
+{
+    char rnd[9], id[64];
+    if (random_hex(rnd, 4) < 0)
+        abort();
+    snprintf(id, sizeof(id), "s-%s-%s", s->id, rnd);
+    return save_layer(o, s, id, ret, err);
+}
+
+int orch_sandbox_save_layer(struct orch *o, struct sandbox *s, const char *id, struct orch_stack *ret,
+                            struct error_record *err)
+{
+    if (!s->rt) {
+        /* Paused to disk: its layers are its whole filesystem already. */
+        orch_stack_copy(&s->stack, ret);
+        return 0;
+    }
+    pthread_mutex_lock(&o->lock);
+    bool paused = s->paused;
+    pthread_mutex_unlock(&o->lock);
+    int r = paused ? 0 : o->cfg.runtime->freeze(s->rt);
+    if (r < 0)
+        return error_set_errno(err, r, "freezing sandbox %s", s->id);
+    r = save_layer(o, s, id, ret, err);
+    if (!paused)
+        o->cfg.runtime->thaw(s->rt);
+    return r;
+}
+
+static size_t paused_in_memory(struct orch *o)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&o->lock);
+    for (struct sandbox *x = o->sandboxes; x; x = x->next)
+        n += x->paused && x->rt;
+    pthread_mutex_unlock(&o->lock);
+    return n;
+}
+
+/* With s->op_lock held. */
+static int pause_op(struct orch *o, struct sandbox *s, bool keep_memory, struct error_record *err)
 {
     pthread_mutex_lock(&o->lock);
     bool already = s->paused;
@@ -533,39 +912,100 @@ static int pause_locked_out(struct orch *o, struct sandbox *s, struct error_reco
     int r = o->cfg.runtime->freeze(s->rt);
     if (r < 0)
         return error_set_errno(err, r, "freezing sandbox %s", s->id);
-    pthread_mutex_lock(&o->lock);
-    s->paused = true;
-    pthread_mutex_unlock(&o->lock);
     /* Its pooled connections would only hang now. */
     if (o->cfg.on_gone)
         o->cfg.on_gone(o->cfg.on_gone_userdata, s->id);
+    struct orch_stack saved = { 0 };
+    r = save_layer_random(o, s, &saved, err);
+    if (r < 0) {
+        o->cfg.runtime->thaw(s->rt);
+        return r;
+    }
+    uint32_t max_mem = o->cfg.max_paused_in_memory ? o->cfg.max_paused_in_memory : 64;
+    bool memory = keep_memory && !o->cfg.pause_filesystem_only && paused_in_memory(o) < max_mem;
+    json_t *j = orch_stack_to_json(&saved);
+    _cleanup_free_ char *layers = json_dump_compact(j, NULL);
+    json_decref(j);
     pthread_mutex_lock(&o->store_lock);
-    r = store_sandbox_set_state(o->store, s->id, STORE_SANDBOX_PAUSED, err);
+    r = store_sandbox_set_paused(o->store, s->id, memory ? "memory" : "filesystem", layers, err);
     pthread_mutex_unlock(&o->store_lock);
-    return r;
+    if (r < 0) {
+        orch_stack_release(&saved);
+        o->cfg.runtime->thaw(s->rt);
+        return r;
+    }
+    if (!memory) {
+        /* Everything it needs is on disk: its runtime sandbox and slot go. */
+        struct runtime_sandbox *rt = s->rt;
+        pthread_mutex_lock(&o->lock);
+        s->rt = NULL;
+        pthread_mutex_unlock(&o->lock);
+        o->cfg.runtime->destroy(rt);
+        s->slot_fd = safe_close(s->slot_fd);
+        orch_stack_release(&s->stack);
+        s->stack = saved;
+    } else {
+        orch_stack_release(&saved);
+    }
+    pthread_mutex_lock(&o->lock);
+    s->paused = true;
+    pthread_mutex_unlock(&o->lock);
+    struct error_record e = { 0 };
+    orch_layers_gc(o, &e);
+    return 0;
 }
 
-int orch_sandbox_pause(struct orch *o, const char *id, struct error_record *err)
+int orch_sandbox_pause(struct orch *o, const char *id, bool keep_memory, struct error_record *err)
 {
     struct sandbox *s = sandbox_get(o, id);
     if (!s)
         return error_set(err, ENOENT, "sandbox %s not found", id);
-    int r = pause_locked_out(o, s, err);
+    pthread_mutex_lock(&s->op_lock);
+    int r = pause_op(o, s, keep_memory, err);
+    pthread_mutex_unlock(&s->op_lock);
     sandbox_put(o, s);
     return r;
 }
 
-static int resume_sandbox(struct orch *o, struct sandbox *s, uint32_t timeout_s, struct error_record *err)
+/* Starts a sandbox paused to disk again, on its saved layers. With s->op_lock held. */
+static int start_from_disk(struct orch *o, struct sandbox *s, struct error_record *err)
+{
+    for (size_t i = 0; i < s->stack.n; i++) {
+        struct stat st;
+        if (stat(s->stack.paths[i], &st) < 0)
+            return error_set(err, EIO, "sandbox %s cannot resume: its layer %s is gone", s->id,
+                             s->stack.ids[i]);
+    }
+    int r = reserve(o, s, err);
+    if (r < 0)
+        return r;
+    r = start_sandbox(o, s, err);
+    unreserve(o);
+    if (r < 0) {
+        struct runtime_sandbox *rt = s->rt;
+        pthread_mutex_lock(&o->lock);
+        s->rt = NULL;
+        pthread_mutex_unlock(&o->lock);
+        o->cfg.runtime->destroy(rt);
+        s->slot_fd = safe_close(s->slot_fd);
+    }
+    return r;
+}
+
+/* With s->op_lock held. Returns 1 when s was paused and now runs, 0 when it ran already. */
+static int resume_op(struct orch *o, struct sandbox *s, uint32_t timeout_s, struct error_record *err)
 {
     pthread_mutex_lock(&o->lock);
     bool was_paused = s->paused;
     pthread_mutex_unlock(&o->lock);
     if (was_paused) {
-        int r = o->cfg.runtime->thaw(s->rt);
+        int r = s->rt ? o->cfg.runtime->thaw(s->rt) : start_from_disk(o, s, err);
         if (r < 0)
-            return error_set_errno(err, r, "thawing sandbox %s", s->id);
+            return err->msg[0] ? r : error_set_errno(err, r, "resuming sandbox %s", s->id);
         pthread_mutex_lock(&o->lock);
         s->paused = false;
+        s->last_sample = now_usec(CLOCK_MONOTONIC);
+        s->last_cpu_usec = 0;
         pthread_mutex_unlock(&o->lock);
         pthread_mutex_lock(&o->store_lock);
         r = store_sandbox_set_state(o->store, s->id, STORE_SANDBOX_RUNNING, err);
@@ -583,7 +1023,9 @@ int orch_sandbox_resume(struct orch *o, const char *id, uint32_t timeout_s, stru
     struct sandbox *s = sandbox_get(o, id);
     if (!s)
         return error_set(err, ENOENT, "sandbox %s not found", id);
-    int r = resume_sandbox(o, s, timeout_s, err);
+    pthread_mutex_lock(&s->op_lock);
+    int r = resume_op(o, s, timeout_s, err);
+    pthread_mutex_unlock(&s->op_lock);
     sandbox_put(o, s);
     return r;
 }
@@ -609,7 +1051,13 @@ static void *timer_main(void *arg)
             o->timeouts++;
             pthread_mutex_unlock(&o->lock);
             struct error_record err = { 0 };
-            if (!expired->pause_on_timeout || pause_locked_out(o, expired, &err) < 0)
+            bool paused = false;
+            if (expired->pause_on_timeout) {
+                pthread_mutex_lock(&expired->op_lock);
+                paused = pause_op(o, expired, true, &err) >= 0;
+                pthread_mutex_unlock(&expired->op_lock);
+            }
+            if (!paused)
                 kill_sandbox(o, expired, &err);
             sandbox_put(o, expired);
             pthread_mutex_lock(&o->lock);
@@ -628,6 +1076,18 @@ static void *timer_main(void *arg)
 
 /* ---- queries ---- */
 
+int orch_sandbox_pause_mode(struct orch *o, const char *id, char *ret, struct error_record *err)
+{
+    struct sandbox *s = sandbox_get(o, id);
+    if (!s)
+        return error_set(err, ENOENT, "sandbox %s not found", id);
+    pthread_mutex_lock(&o->lock);
+    str_copy(ret, 16, !s->paused ? "" : s->rt ? "memory" : "filesystem");
+    pthread_mutex_unlock(&o->lock);
+    sandbox_put(o, s);
+    return 0;
+}
+
 int orch_sandbox_connect_info(struct orch *o, const char *id, json_t **ret, struct error_record *err)
 {
     struct sandbox *s = sandbox_get(o, id);
@@ -644,8 +1104,12 @@ int orch_sandbox_stats(struct orch *o, const char *id, struct runtime_stats *ret
     struct sandbox *s = sandbox_get(o, id);
     if (!s)
         return error_set(err, ENOENT, "sandbox %s not found", id);
-    int r = o->cfg.runtime->stats(s->rt, ret);
-    if (r < 0) {
+    pthread_mutex_lock(&s->op_lock);
+    int r = s->rt ? o->cfg.runtime->stats(s->rt, ret) : -EAGAIN;
+    pthread_mutex_unlock(&s->op_lock);
+    if (r == -EAGAIN) {
+        error_set(err, EAGAIN, "sandbox %s is paused", id);
+    } else if (r < 0) {
         error_set_errno(err, r, "reading the usage of sandbox %s", id);
     } else {
         *ret_limits = s->limits;
@@ -701,7 +1165,28 @@ int orch_sandbox_set_network(struct orch *o, const char *id, bool allow_internet
     struct sandbox *s = sandbox_get(o, id);
     if (!s)
         return error_set(err, ENOENT, "sandbox %s not found", id);
-    int r = o->cfg.runtime->set_egress(s->rt, allow_out, deny_out, !allow_internet_access, err);
+    pthread_mutex_lock(&s->op_lock);
+    int r = s->online || !s->rt ? 0 : error_set(err, EOPNOTSUPP, "sandbox %s was created offline", id);
+    if (r >= 0 && s->rt)
+        r = o->cfg.runtime->set_egress(s->rt, allow_out, deny_out, !allow_internet_access, err);
+    if (r >= 0) {
+        /* Kept for a start from disk after a pause. */
+        json_t *lists[2] = { NULL, NULL };
+        for (int k = 0; k < 2; k++) {
+            const char *const *v = k ? deny_out : allow_out;
+            if (v && v[0]) {
+                lists[k] = json_array();
+                for (size_t i = 0; v[i]; i++)
+                    json_array_append_new(lists[k], json_string(v[i]));
+            }
+        }
+        json_decref(s->allow_out);
+        json_decref(s->deny_out);
+        s->allow_out = lists[0];
+        s->deny_out = lists[1];
+        s->deny_internet = !allow_internet_access;
+    }
+    pthread_mutex_unlock(&s->op_lock);
     sandbox_put(o, s);
     return r;
 }
@@ -712,18 +1197,17 @@ int orch_sandbox_socket(void *userdata, const char *id, uint16_t port, struct er
     struct sandbox *s = sandbox_get(o, id);
     if (!s)
         return error_set(err, ENOENT, "sandbox %s not found", id);
+    pthread_mutex_lock(&s->op_lock);
     pthread_mutex_lock(&o->lock);
     bool paused = s->paused;
     pthread_mutex_unlock(&o->lock);
-    if (paused) {
-        int r = s->auto_resume ? resume_sandbox(o, s, s->timeout_s, err)
-                               : error_set(err, EAGAIN, "sandbox %s is paused", id);
-        if (r < 0) {
-            sandbox_put(o, s);
-            return r;
-        }
-    }
-    int fd = o->cfg.runtime->socket(s->rt, err);
+    int fd = 0;
+    if (paused)
+        fd = s->auto_resume ? resume_op(o, s, s->timeout_s, err)
+                            : error_set(err, EAGAIN, "sandbox %s is paused", id);
+    if (fd >= 0)
+        fd = s->rt ? o->cfg.runtime->socket(s->rt, err) : error_set(err, EAGAIN, "sandbox %s is paused", id);
+    pthread_mutex_unlock(&s->op_lock);
     sandbox_put(o, s);
     return fd;
 }
@@ -742,15 +1226,69 @@ void orch_store_unlock(struct orch *o)
 /* ---- setup and teardown ---- */
 
 /* Sandboxes recorded as running by a previous server cannot be adopted: their runtime handles
- * died with it. Forget the records; the runtime removes what is left on the host. */
-static int forget_stale(const struct store_sandbox *sb, void *userdata)
+ * died with it, and with them their writable layers. Their records are forgotten (the runtime
+ * removes what is left on the host). Paused ones are on disk: they come back as paused
+ * ("filesystem" mode) and resume from their saved layers. */
+struct stale {
+    char **ids;
+    size_t n;
+};
+
+static int note_stale(const struct store_sandbox *sb, void *userdata)
 {
-    struct orch *o = userdata;
-    /* A paused sandbox was frozen in memory ("memory" mode): it died with that server too. */
-    if (sb->state == STORE_SANDBOX_RUNNING || sb->state == STORE_SANDBOX_PAUSED) {
-        struct error_record err = { 0 };
-        store_sandbox_delete(o->store, sb->id, &err);
+    struct stale *st = userdata;
+    st->ids = xreallocarray(st->ids, st->n + 1, sizeof(char *));
+    st->ids[st->n++] = xstrdup(sb->id);
+    return 1;
+}
+
+/* A sandbox paused by an earlier server, back in the table (no runtime sandbox, no slot). */
+static int adopt_paused(struct orch *o, const struct store_sandbox *rec, struct error_record *err)
+{
+    json_error_t jerr;
+    json_t *restore = json_loads(rec->restore_json ? rec->restore_json : "{}", 0, &jerr);
+    json_t *tj = json_object_get(restore, "template");
+    if (!json_is_object(tj)) {
+        json_decref(restore);
+        return error_set(err, EIO, "sandbox %s has no restore record", rec->id);
     }
+    _cleanup_free_ char *config = json_dump_compact(tj, NULL);
+    struct store_build b = { .layers_json = rec->layers_json, .config_json = config };
+    str_copy(b.template_id, sizeof(b.template_id), json_get_string_or(tj, "templateID", rec->template_id));
+    str_copy(b.id, sizeof(b.id), json_get_string_or(tj, "buildID", ""));
+    struct sandbox *s = sandbox_new();
+    int r = orch_template_from_build(o, &b, &s->tpl, err);
+    if (r < 0) {
+        json_decref(restore);
+        sandbox_free(o, s);
+        return r;
+    }
+    str_copy(s->tpl->ref, sizeof(s->tpl->ref), rec->alias[0] ? rec->alias : rec->template_id);
+    orch_stack_copy(&s->tpl->stack, &s->stack);
+    str_copy(s->id, sizeof(s->id), rec->id);
+    str_copy(s->template_id, sizeof(s->template_id), rec->template_id);
+    str_copy(s->alias, sizeof(s->alias), rec->alias);
+    str_copy(s->token, sizeof(s->token), rec->envd_access_token);
+    s->limits = (struct orch_limits){ rec->cpu_count, rec->memory_mb, rec->disk_mb };
+    s->started_at_ms = rec->started_at_ms;
+    s->end_at_ms = rec->end_at_ms;
+    s->pause_on_timeout = rec->pause_on_timeout;
+    s->auto_resume = rec->auto_resume;
+    s->paused = true;
+    json_t *env = json_object_get(restore, "envVars");
+    s->env_vars = json_is_object(env) ? json_incref(env) : NULL;
+    s->online = json_is_true(json_object_get(restore, "online"));
+    s->deny_internet = json_is_true(json_object_get(restore, "denyInternet"));
+    json_t *a = json_object_get(restore, "allowOut"), *d = json_object_get(restore, "denyOut");
+    s->allow_out = json_is_array(a) ? json_incref(a) : NULL;
+    s->deny_out = json_is_array(d) ? json_incref(d) : NULL;
+    s->timeout_s = (uint32_t)json_integer_value(json_object_get(restore, "timeout"));
+    json_decref(restore);
+    pthread_mutex_lock(&o->lock);
+    s->next = o->sandboxes;
+    o->sandboxes = s;
+    o->n_sandboxes++;
+    pthread_mutex_unlock(&o->lock);
     return 0;
 }
 
@@ -759,21 +1297,40 @@ static int reconcile(struct orch *o, struct error_record *err)
     int r = o->cfg.runtime == &runtime_ns_ops ? runtime_ns_cleanup(&o->cfg.runtime_config) : 0;
     if (r < 0)
         return error_set_errno(err, r, "removing sandboxes left by a previous run");
+    struct stale st = { 0 };
     struct store_sandbox_query q = { .states = 1u << STORE_SANDBOX_RUNNING | 1u << STORE_SANDBOX_PAUSED };
     char next[STORE_CURSOR_MAX];
     do {
-        r = store_sandbox_list(o->store, &q, 1000, forget_stale, o, next, err);
-        if (r < 0)
-            return r;
-    } while (next[0]);
-    return 0;
+        r = store_sandbox_list(o->store, &q, 1000, note_stale, &st, next, err);
+        q.cursor = next;
+    } while (r >= 0 && next[0]);
+    for (size_t i = 0; r >= 0 && i < st.n; i++) {
+        struct store_sandbox rec = { 0 };
+        if (store_sandbox_get(o->store, st.ids[i], &rec, err) < 0)
+            continue;
+        struct error_record e = { 0 };
+        bool keep = rec.state == STORE_SANDBOX_PAUSED && rec.pause_mode[0] && adopt_paused(o, &rec, &e) >= 0;
+        if (keep && streq(rec.pause_mode, "memory"))
+            store_sandbox_set_paused(o->store, rec.id, "filesystem", NULL, &e);
+        if (!keep)
+            store_sandbox_delete(o->store, rec.id, &e);
+        store_sandbox_release(&rec);
+    }
+    for (size_t i = 0; i < st.n; i++)
+        free(st.ids[i]);
+    free(st.ids);
+    return r < 0 ? r : 0;
 }
 
 static int prepare_templates(struct orch *o, struct error_record *err)
 {
     _cleanup_free_ char *templates = xasprintf("%s/templates", o->state_dir);
-    if (mkdir(templates, 0700) < 0 && errno != EEXIST)
-        return error_set_errno(err, errno, "creating %s", templates);
+    _cleanup_free_ char *layers = xasprintf("%s/layers", o->state_dir);
+    _cleanup_free_ char *cache = xasprintf("%s/cache", o->state_dir);
+    const char *dirs[] = { templates, layers, cache };
+    for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
+        if (mkdir(dirs[i], 0700) < 0 && errno != EEXIST)
+            return error_set_errno(err, errno, "creating %s", dirs[i]);
 
     /* The base template's "/" layer is generated once; the host's /usr is the other layer. A
      * half-built one from a crash is rebuilt (it is written to a temporary name first). */

@@ -44,6 +44,13 @@ struct orch_config {
      * defaults (limits, internet access, no allow/deny lists): such a create is a hand-over of
      * a few milliseconds. Refilled in the background. 0: no pool. */
     uint32_t warm_pool;
+    /* How long a template's ready command may take to pass, at build and at create; 0: 600 s. */
+    uint32_t ready_timeout_s;
+    /* Paused sandboxes kept frozen in memory (their processes resume too); beyond this a pause
+     * keeps the filesystem only. 0: 64, unless pause_filesystem_only (every pause keeps the
+     * filesystem only). */
+    uint32_t max_paused_in_memory;
+    bool pause_filesystem_only;
     /* Called (on any thread) when a sandbox stops running, so that the gateway drops its
      * pooled connections into it (they would keep its network namespace alive). */
     void (*on_gone)(void *userdata, const char *id);
@@ -84,13 +91,18 @@ int orch_sandbox_set_timeout(struct orch *o, const char *id, uint32_t timeout_s,
                              struct error_record *err);
 /* The `Sandbox` JSON of a running or paused sandbox. */
 int orch_sandbox_connect_info(struct orch *o, const char *id, json_t **ret, struct error_record *err);
+/* How a paused sandbox is kept: "memory", "filesystem", or "" when it is not paused. Writes
+ * into ret (16 bytes). -ENOENT when unknown. */
+int orch_sandbox_pause_mode(struct orch *o, const char *id, char *ret, struct error_record *err);
 
-/* Pause keeps a sandbox whole in memory: its cgroup is frozen, so its processes, files and
- * sockets are exactly as they were when it resumes ("memory" mode; a pause that survives a
- * restart of the server needs persistent layers, issue 6). A paused sandbox does not time out
+/* Pause writes the sandbox's writable layer to disk as a new layer (so the pause survives a
+ * restart of the server or the machine) and, with keep_memory and while fewer than
+ * max_paused_in_memory are, keeps it frozen in memory ("memory" mode: its processes resume as
+ * they were); otherwise its processes end ("filesystem" mode: resume starts it again on its
+ * saved layers, the template's start command included). A paused sandbox does not time out
  * and answers no traffic (unless it resumes on traffic). -ENOENT unknown, -EALREADY already
  * paused. */
-int orch_sandbox_pause(struct orch *o, const char *id, struct error_record *err);
+int orch_sandbox_pause(struct orch *o, const char *id, bool keep_memory, struct error_record *err);
 /* Resumes a paused sandbox with a new end of now + timeout_s (0: 300 s). Returns 1 when it was
  * paused and now runs, 0 when it was running already (its end is then only extended). */
 int orch_sandbox_resume(struct orch *o, const char *id, uint32_t timeout_s, struct error_record *err);
@@ -148,6 +160,16 @@ int orch_template_build_start(struct orch *o, const char *template_id, const cha
 /* Removes a template or snapshot (its names, tags, builds) and frees its layers once no
  * sandbox uses them. -ENOENT when unknown. */
 int orch_template_delete(struct orch *o, const char *template_id, struct error_record *err);
+
+/* createSnapshot: the sandbox's current filesystem as a new template (a snapshot; its processes
+ * are not part of it). name (optional) becomes one of its names; hidden leaves it out of the
+ * sandbox's snapshot list. Writes its id (21 bytes). */
+int orch_sandbox_snapshot(struct orch *o, const char *id, const char *name, bool hidden, char *ret_id,
+                          struct error_record *err);
+/* Sandbox.fork: count new sandboxes from the sandbox's current filesystem, each with its env
+ * vars, network and limits. *ret: the API's SandboxForkResult array ({sandbox} or {error}). */
+int orch_sandbox_fork(struct orch *o, const char *id, unsigned count, uint32_t timeout_s, json_t **ret,
+                      struct error_record *err);
 
 /* The store, for read-only queries by the API (list, get). The caller holds orch_store_lock. */
 struct store *orch_store_lock(struct orch *o);

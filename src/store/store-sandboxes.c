@@ -36,12 +36,14 @@ int store_sandbox_state_from_string(const char *s)
 void store_sandbox_release(struct store_sandbox *sb)
 {
     free(sb->metadata_json);
-    sb->metadata_json = NULL;
+    free(sb->layers_json);
+    free(sb->restore_json);
+    sb->metadata_json = sb->layers_json = sb->restore_json = NULL;
 }
 
 #define COLUMNS                                                                                              \
     "id, template_id, alias, state, started_at, end_at, cpu_count, memory_mb, disk_mb, envd_version, "       \
-    "envd_access_token, metadata, on_timeout, slot, auto_resume"
+    "envd_access_token, metadata, on_timeout, slot, auto_resume, layers, restore, pause_mode"
 
 static void row_to_sandbox(sqlite3_stmt *st, struct store_sandbox *sb)
 {
@@ -62,15 +64,19 @@ static void row_to_sandbox(sqlite3_stmt *st, struct store_sandbox *sb)
     sb->pause_on_timeout = streq((const char *)sqlite3_column_text(st, 12), "pause");
     sb->slot = (uint32_t)sqlite3_column_int64(st, 13);
     sb->auto_resume = sqlite3_column_int64(st, 14) != 0;
+    sb->layers_json = xstrdup((const char *)sqlite3_column_text(st, 15));
+    sb->restore_json = xstrdup((const char *)sqlite3_column_text(st, 16));
+    str_copy(sb->pause_mode, sizeof(sb->pause_mode), (const char *)sqlite3_column_text(st, 17));
 }
 
 int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, struct error_record *err)
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(s->db,
-                                "INSERT INTO sandboxes (" COLUMNS ") VALUES "
-                                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                                -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(
+        s->db,
+        "INSERT INTO sandboxes (" COLUMNS ") VALUES "
+        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        -1, &st, NULL);
     if (rc != SQLITE_OK)
         return store_sqlite_error(s, rc, err, "recording a sandbox");
     sqlite3_bind_text(st, 1, sb->id, -1, SQLITE_STATIC);
@@ -88,6 +94,9 @@ int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, struct
     sqlite3_bind_text(st, 13, sb->pause_on_timeout ? "pause" : "kill", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 14, sb->slot);
     sqlite3_bind_int64(st, 15, sb->auto_resume);
+    sqlite3_bind_text(st, 16, sb->layers_json ? sb->layers_json : "[]", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 17, sb->restore_json ? sb->restore_json : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 18, sb->pause_mode, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
@@ -150,6 +159,52 @@ int store_sandbox_set_state(struct store *s, const char *id, enum store_sandbox_
 int store_sandbox_set_end(struct store *s, const char *id, int64_t end_at_ms, struct error_record *err)
 {
     return change_one(s, "UPDATE sandboxes SET end_at = ?2 WHERE id = ?1", id, NULL, end_at_ms, err);
+}
+
+int store_sandbox_set_paused(struct store *s, const char *id, const char *mode, const char *layers_json,
+                             struct error_record *err)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "UPDATE sandboxes SET state = 'paused', pause_mode = ?2, "
+                                "layers = coalesce(?3, layers) WHERE id = ?1",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return store_sqlite_error(s, rc, err, "recording a pause");
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, mode, -1, SQLITE_STATIC);
+    if (layers_json)
+        sqlite3_bind_text(st, 3, layers_json, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 3);
+    rc = sqlite3_step(st);
+    int changed = sqlite3_changes(s->db);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return store_sqlite_error(s, rc, err, "recording a pause");
+    return changed ? 0 : error_set(err, ENOENT, "sandbox %s not found", id);
+}
+
+int store_sandbox_layers_in_use(struct store *s, int (*cb)(const char *layer_id, void *userdata),
+                                void *userdata, struct error_record *err)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT DISTINCT json_extract(j.value, '$.layer') FROM sandboxes, "
+                                "json_each(sandboxes.layers) AS j",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return store_sqlite_error(s, rc, err, "listing the layers of sandboxes");
+    int r = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        if (id && (r = cb(id, userdata)) != 0)
+            break;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = store_sqlite_error(s, rc, err, "listing the layers of sandboxes");
+    sqlite3_finalize(st);
+    return r;
 }
 
 int store_sandbox_delete(struct store *s, const char *id, struct error_record *err)

@@ -95,13 +95,12 @@ static const char *const migrations[] = {
     "  step TEXT,"
     "  PRIMARY KEY (build_id, seq)"
     ") STRICT;",
-    /* 4 -> 5: what a sandbox needs to be started again from disk after a pause: the template
-     * build it came from, its own saved layers (JSON, top first), sandbox-wide env vars, the
-     * egress policy, and how its last pause was kept ('memory' or 'filesystem'). */
-    "ALTER TABLE sandboxes ADD COLUMN build_id TEXT NOT NULL DEFAULT '';"
-    "ALTER TABLE sandboxes ADD COLUMN saved_layers TEXT NOT NULL DEFAULT '[]';"
-    "ALTER TABLE sandboxes ADD COLUMN env_vars TEXT NOT NULL DEFAULT '{}';"
-    "ALTER TABLE sandboxes ADD COLUMN network TEXT NOT NULL DEFAULT '{}';"
+    /* 4 -> 5: what a sandbox needs to be started again from disk after a pause: its lower
+     * layers (JSON, top first: its own saved layers over its template's), what else it was
+     * created with (template settings, env vars, network: JSON), and how its last pause was
+     * kept ('memory' or 'filesystem'). */
+    "ALTER TABLE sandboxes ADD COLUMN layers TEXT NOT NULL DEFAULT '[]';"
+    "ALTER TABLE sandboxes ADD COLUMN restore TEXT NOT NULL DEFAULT '{}';"
     "ALTER TABLE sandboxes ADD COLUMN pause_mode TEXT NOT NULL DEFAULT '';",
 };
 

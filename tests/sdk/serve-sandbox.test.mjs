@@ -40,7 +40,8 @@ test('the sandbox is isolated: own pid namespace, own hostname, no network', asy
       'cat /proc/1/cmdline | tr "\\0" " "; echo; hostname; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "'
     );
     const [pid1, hostname, nets] = r.stdout.split('\n');
-    assert.match(pid1, /^\/opt\/hutch\/envd /);
+    // envd is pid 1, started through its own bundled loader (/opt/hutch/lib).
+    assert.match(pid1, /^\/opt\/hutch\/lib\/ld\.so .* \/opt\/hutch\/envd --listen /);
     assert.equal(hostname, sbx.sandboxId);
     assert.equal(nets, 'lo');
   } finally {
