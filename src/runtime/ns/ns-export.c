@@ -213,8 +213,12 @@ static int copy_dir(struct export_ctx *c, int sdir, const char *sname, int ddir,
         return error_set(c->err, ELOOP, "the layer is deeper than %d directory levels",
                          RUNTIME_EXPORT_MAX_DEPTH);
     int fd = openat(sdir, sname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return 0;
+    if (fd < 0 && (errno == ENOTDIR || errno == ELOOP))
+        return changed(c, sname);
     if (fd < 0)
-        return errno == ENOENT ? 0 : error_set_errno(c->err, errno, "open directory %s", sname);
+        return error_set_errno(c->err, errno, "open directory %s", sname);
     DIR *d = fdopendir(fd);
     if (!d) {
         int e = errno;
