@@ -66,6 +66,8 @@ static const struct api_route routes[] = {
     { "POST", "/sandboxes/{id}/pause", api_sandbox_pause, .needs_orch = true },
     { "POST", "/sandboxes/{id}/resume", api_sandbox_resume, .needs_orch = true },
     { "PUT", "/sandboxes/{id}/network", api_sandbox_network, .needs_orch = true },
+    { "POST", "/sandboxes/{id}/snapshots", api_sandbox_snapshot, .needs_orch = true },
+    { "POST", "/sandboxes/{id}/fork", api_sandbox_fork, .needs_orch = true },
     /* Templates. The first match wins: literal segments come before {templateID}. */
     { "POST", "/v3/templates", api_template_request_build },
     { "GET", "/templates", api_template_list_v1 },

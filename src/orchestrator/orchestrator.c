@@ -1407,6 +1407,7 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
     pthread_condattr_setclock(&ca, CLOCK_REALTIME);
     pthread_cond_init(&o->timer_wake, &ca);
     pthread_cond_init(&o->pool_wake, &ca);
+    pthread_cond_init(&o->builds_done, &ca);
     pthread_condattr_destroy(&ca);
 
     int r = 0;
@@ -1465,17 +1466,33 @@ void orch_free(struct orch *o)
         o->n_pooled--;
         sandbox_free(o, s);
     }
-    /* Sandboxes do not outlive the server that owns their runtime handles. */
+    /* Builds notice `stopping` between steps and in their waits. */
+    pthread_mutex_lock(&o->lock);
+    while (o->n_building)
+        pthread_cond_wait(&o->builds_done, &o->lock);
+    pthread_mutex_unlock(&o->lock);
+    /* Running sandboxes do not outlive the server that owns their runtime handles. Paused ones
+     * are on disk and stay paused: a later server resumes them from there. */
     for (;;) {
         pthread_mutex_lock(&o->lock);
         struct sandbox *s = o->sandboxes;
         if (s)
             s->refs++;
+        bool paused = s && s->paused;
         pthread_mutex_unlock(&o->lock);
         if (!s)
             break;
         struct error_record err = { 0 };
-        kill_sandbox(o, s, &err);
+        if (paused) {
+            if (s->rt) {
+                pthread_mutex_lock(&o->store_lock);
+                store_sandbox_set_paused(o->store, s->id, "filesystem", NULL, &err);
+                pthread_mutex_unlock(&o->store_lock);
+            }
+            sandbox_unlink(o, s);
+        } else {
+            kill_sandbox(o, s, &err);
+        }
         sandbox_put(o, s);
     }
     orch_logs_stop(o->logs);
@@ -1487,6 +1504,7 @@ void orch_free(struct orch *o)
         rmdir(o->run_dir);
     pthread_cond_destroy(&o->timer_wake);
     pthread_cond_destroy(&o->pool_wake);
+    pthread_cond_destroy(&o->builds_done);
     pthread_mutex_destroy(&o->lock);
     pthread_mutex_destroy(&o->store_lock);
     free(o->template_dir);

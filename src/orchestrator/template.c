@@ -90,7 +90,8 @@ int orch_stack_push(const struct orch *o, struct orch_stack *st, const char *id,
     return 0;
 }
 
-int orch_stack_from_json(const struct orch *o, const char *json, struct orch_stack *st, struct error_record *err)
+int orch_stack_from_json(const struct orch *o, const char *json, struct orch_stack *st,
+                         struct error_record *err)
 {
     json_error_t jerr;
     json_t *a = json_loads(json ? json : "[]", 0, &jerr);
@@ -242,9 +243,9 @@ struct orch_template *orch_template_dup(const struct orch_template *t)
 
 json_t *orch_template_config_json(const struct orch_template *t)
 {
-    json_t *c = json_pack("{s:s, s:i, s:i, s:s, s:s, s:O, s:s?, s:s?}", "user", t->user, "uid", (json_int_t)t->uid,
-                          "gid", (json_int_t)t->gid, "home", t->home, "workdir", t->workdir, "env", t->env,
-                          "startCmd", t->start_cmd, "readyCmd", t->ready_cmd);
+    json_t *c = json_pack("{s:s, s:i, s:i, s:s, s:s, s:O, s:s?, s:s?}", "user", t->user, "uid",
+                          (json_int_t)t->uid, "gid", (json_int_t)t->gid, "home", t->home, "workdir",
+                          t->workdir, "env", t->env, "startCmd", t->start_cmd, "readyCmd", t->ready_cmd);
     if (!c)
         abort();
     return c;
@@ -285,6 +286,31 @@ static int note_in_use(const char *id, void *userdata)
     return 0;
 }
 
+/* Removes what nothing in u names from the layers directory; returns how many. */
+static int remove_unused(struct orch *o, const struct in_use *u)
+{
+    _cleanup_free_ char *dir = xasprintf("%s/layers", o->state_dir);
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+            continue;
+        bool used = false;
+        for (size_t i = 0; i < u->n && !used; i++)
+            used = streq(u->ids[i], de->d_name);
+        if (used)
+            continue;
+        _cleanup_free_ char *p = xasprintf("%s/%s", dir, de->d_name);
+        if (rm_rf(p) >= 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
+}
+
 int orch_layers_gc(struct orch *o, struct error_record *err)
 {
     struct in_use u = { 0 };
@@ -298,37 +324,17 @@ int orch_layers_gc(struct orch *o, struct error_record *err)
     if (r >= 0)
         r = store_sandbox_layers_in_use(o->store, note_in_use, &u, err);
     pthread_mutex_unlock(&o->store_lock);
-    if (r < 0)
-        goto out;
-    pthread_mutex_lock(&o->lock);
-    for (int pass = 0; pass < 2; pass++)
-        for (struct sandbox *s = pass ? o->pool : o->sandboxes; s; s = s->next)
-            for (size_t i = 0; i < s->stack.n; i++)
-                note_in_use(s->stack.ids[i], &u);
-    _cleanup_free_ char *dir = xasprintf("%s/layers", o->state_dir);
-    DIR *d = opendir(dir);
-    int removed = 0;
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-                continue;
-            bool used = false;
-            for (size_t i = 0; i < u.n && !used; i++)
-                used = streq(u.ids[i], de->d_name);
-            if (used)
-                continue;
-            _cleanup_free_ char *p = xasprintf("%s/%s", dir, de->d_name);
-            if (rm_rf(p) >= 0)
-                removed++;
-        }
-        closedir(d);
+    if (r >= 0) {
+        /* Under the lock: a create between the scan and the removal would otherwise take a
+         * layer that is being removed. */
+        pthread_mutex_lock(&o->lock);
+        for (int pass = 0; pass < 2; pass++)
+            for (struct sandbox *s = pass ? o->pool : o->sandboxes; s; s = s->next)
+                for (size_t i = 0; i < s->stack.n; i++)
+                    note_in_use(s->stack.ids[i], &u);
+        r = o->n_building ? 0 : remove_unused(o, &u);
+        pthread_mutex_unlock(&o->lock);
     }
-    /* Under the lock: a create between the scan and the removal would otherwise take a layer
-     * that is being removed. */
-    pthread_mutex_unlock(&o->lock);
-    r = removed;
-out:
     for (size_t i = 0; i < u.n; i++)
         free(u.ids[i]);
     free(u.ids);
