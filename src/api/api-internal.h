@@ -14,6 +14,9 @@ const unsigned char *api_server_upload_secret(const struct api_server *s, size_t
 
 /* templates.c: the streamed body of PUT /upload/templates/{id}/files/{hash}. */
 extern const struct api_body_sink api_template_upload_sink;
+/* Removes what uploads cut short by a crash left in the file cache (at start, before any
+ * upload can be under way). */
+void api_template_cache_clean(const char *state_dir);
 /* E2B's SnapshotInfo {snapshotID, names} of a snapshot (store lock held); for the snapshot
  * listing and for whatever creates snapshots, so both answer alike. */
 struct store_template;

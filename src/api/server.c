@@ -396,6 +396,7 @@ int api_server_start(const struct api_config *cfg, struct api_server **ret, stru
                                       "0.6.13", err);
     if (r < 0)
         goto fail;
+    api_template_cache_clean(s->state_dir);
     s->domain = cfg->domain ? xstrdup(cfg->domain) : NULL;
     struct gw_config gwc = {
         .connect = cfg->sandbox_connect,

@@ -8,6 +8,7 @@
  * HMAC-SHA256 of its own method and path under a secret this server drew at start, so only a
  * URL this server handed out, for that template and hash, is accepted, and only until it
  * expires (a restart invalidates them all, which costs a client one more GET). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -324,6 +325,19 @@ static int open_cache_dir(struct api_request *req, struct error_record *err)
     if (fd < 0)
         return error_set_errno(err, errno, "opening %s", files);
     return fd;
+}
+
+void api_template_cache_clean(const char *state_dir)
+{
+    _cleanup_free_ char *files = xasprintf("%s/cache/files", state_dir);
+    DIR *d = opendir(files);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (de->d_name[0] == '.' && strstr(de->d_name, ".tmp-"))
+            unlinkat(dirfd(d), de->d_name, 0);
+    closedir(d);
 }
 
 static bool cached(struct api_request *req, const char *hash)

@@ -488,3 +488,17 @@ def test_snapshots_list_is_empty_without_snapshots(server):
     for q in ("?limit=0", "?limit=101", "?nextToken=garbage"):
         status, _, err = call(server, "GET", "/snapshots" + q)
         assert status == 400 and err["code"] == 400, q
+
+
+def test_upload_leftovers_go_at_start(bindir, tmp_path, free_port):
+    server = HutchServer(bindir, tmp_path / "state", free_port)
+    files = os.path.join(server.state_dir, "cache", "files")
+    os.makedirs(files, mode=0o700)
+    for name in (f".{HASH_A}.tmp-0123456789abcdef", f"{HASH_B}.tar.gz"):
+        with open(os.path.join(files, name), "wb") as f:
+            f.write(b"\x1f\x8b")
+    server.start()
+    try:
+        assert os.listdir(files) == [f"{HASH_B}.tar.gz"]  # a crash's half upload goes, a whole one stays
+    finally:
+        assert server.stop() == 0, server.log()
