@@ -36,7 +36,10 @@ static void usage(FILE *f)
             "  --max-timeout S           longest sandbox timeout in seconds (default 86400)\n"
             "  --max-sandboxes N         running at once on this server (default 256)\n"
             "  --net-pool CIDR           addresses of online sandboxes' links (default 10.200.0.0/16)\n"
-            "  --warm-pool N             keep N base sandboxes started for fast creates (default 0)\n"
+            "  --warm-pool N             keep N base sandboxes started for fast creates (default 0);\n"
+            "                            with it (or --pool-memory-mb) every template gets a pool\n"
+            "                            sized by its creates in the last minute (at most 16)\n"
+            "  --pool-memory-mb N        memory all pooled sandboxes may use together (default 2048)\n"
             "  --ready-timeout S         how long a template's ready command may take (default 600)\n"
             "  --max-paused-in-memory N  paused sandboxes kept frozen in memory; beyond, a pause\n"
             "                            keeps the filesystem only (default 64)\n",
@@ -55,6 +58,7 @@ enum {
     OPT_NET_POOL,
     OPT_WARM_POOL,
     OPT_READY_TIMEOUT,
+    OPT_POOL_MEMORY,
     OPT_MAX_PAUSED_IN_MEMORY,
 };
 
@@ -123,6 +127,7 @@ int cmd_serve(int argc, char **argv)
         { "net-pool", required_argument, NULL, OPT_NET_POOL },
         { "warm-pool", required_argument, NULL, OPT_WARM_POOL },
         { "ready-timeout", required_argument, NULL, OPT_READY_TIMEOUT },
+        { "pool-memory-mb", required_argument, NULL, OPT_POOL_MEMORY },
         { "max-paused-in-memory", required_argument, NULL, OPT_MAX_PAUSED_IN_MEMORY },
         { "help", no_argument, NULL, 'h' },
         {},
@@ -187,6 +192,10 @@ int cmd_serve(int argc, char **argv)
                 fprintf(stderr, "hutch serve: --warm-pool wants a number from 0 to 1024, not '%s'\n", optarg);
                 return 2;
             }
+            break;
+        case OPT_POOL_MEMORY:
+            if (!positive("pool-memory-mb", optarg, &cfg.orch.pool_memory_mb))
+                return 2;
             break;
         case OPT_READY_TIMEOUT:
             if (!positive("ready-timeout", optarg, &cfg.orch.ready_timeout_s))

@@ -79,8 +79,8 @@ static void build_log(struct build *b, const char *level, const char *fmt, ...)
     va_end(ap);
     struct error_record err = { 0 };
     pthread_mutex_lock(&b->o->store_lock);
-    store_build_log_append(b->o->store, b->build_id, (int64_t)(now_usec(CLOCK_REALTIME) / USEC_PER_MSEC), level,
-                           msg, b->step[0] ? b->step : NULL, &err);
+    store_build_log_append(b->o->store, b->build_id, (int64_t)(now_usec(CLOCK_REALTIME) / USEC_PER_MSEC),
+                           level, msg, b->step[0] ? b->step : NULL, &err);
     pthread_mutex_unlock(&b->o->store_lock);
 }
 
@@ -92,9 +92,9 @@ struct run {
     const char *cwd;
     uid_t uid;
     gid_t gid;
-    int stdin_fd;            /* -1: /dev/null */
-    const char *export_dir;  /* where the writable layer goes when the process exits 0; NULL: nowhere */
-    struct buf *capture;     /* stdout+stderr collected here instead of logged, when not NULL */
+    int stdin_fd;           /* -1: /dev/null */
+    const char *export_dir; /* where the writable layer goes when the process exits 0; NULL: nowhere */
+    struct buf *capture;    /* stdout+stderr collected here instead of logged, when not NULL */
     const struct orch_stack *stack; /* NULL: the build's */
 };
 
@@ -134,7 +134,8 @@ static void output_feed(struct output *out, const char *data, size_t n)
     }
 }
 
-static int run_in_build_sandbox(struct build *b, const struct run *q, int *ret_status, struct error_record *err)
+static int run_in_build_sandbox(struct build *b, const struct run *q, int *ret_status,
+                                struct error_record *err)
 {
     struct orch *o = b->o;
     const struct runtime_ops *rt = o->cfg.runtime;
@@ -283,10 +284,15 @@ static void strv_free(char **v)
 static int resolve_user(struct build *b, const char *user, uid_t *ret_uid, gid_t *ret_gid, char **ret_home,
                         struct error_record *err)
 {
-    const char *argv[] = { "/bin/sh", "-c",
-                           "id -u \"$1\" && id -g \"$1\" && { getent passwd \"$1\" || grep \"^$1:\" /etc/passwd; } "
-                           "| cut -d: -f6",
-                           "sh", user, NULL };
+    const char *argv[] = {
+        "/bin/sh",
+        "-c",
+        "id -u \"$1\" && id -g \"$1\" && { getent passwd \"$1\" || grep \"^$1:\" /etc/passwd; } "
+        "| cut -d: -f6",
+        "sh",
+        user,
+        NULL
+    };
     const char *env[] = { BUILD_PATH, NULL };
     struct buf cap;
     buf_init(&cap, 8192);
@@ -324,8 +330,8 @@ static json_t *config_json(const struct build *b)
 /* The key of a step's layer: everything that determines its content. */
 static void step_key(struct build *b, const json_t *step, char out[2 * SHA256_LEN + 1])
 {
-    json_t *what = json_pack("{s:s, s:O, s:O, s:o}", "below", b->key, "type", json_object_get(step, "type"), "args",
-                             json_object_get(step, "args"), "config", config_json(b));
+    json_t *what = json_pack("{s:s, s:O, s:O, s:o}", "below", b->key, "type", json_object_get(step, "type"),
+                             "args", json_object_get(step, "args"), "config", config_json(b));
     const char *fh = json_get_string(step, "filesHash");
     if (fh)
         json_object_set_new(what, "filesHash", json_string(fh));
@@ -393,8 +399,13 @@ static int layer_step(struct build *b, const json_t *step, bool force, const cha
         _cleanup_free_ char *tmp = xasprintf("%s/layers/.tmp-%s", b->o->state_dir, key);
         rm_rf(tmp);
         char **env = step_env(b);
-        struct run q = { .argv = argv, .env = (const char *const *)env, .cwd = b->workdir, .uid = uid,
-                         .gid = gid, .stdin_fd = stdin_fd, .export_dir = tmp };
+        struct run q = { .argv = argv,
+                         .env = (const char *const *)env,
+                         .cwd = b->workdir,
+                         .uid = uid,
+                         .gid = gid,
+                         .stdin_fd = stdin_fd,
+                         .export_dir = tmp };
         int status = 0;
         int r = run_in_build_sandbox(b, &q, &status, err);
         strv_free(env);
@@ -404,9 +415,9 @@ static int layer_step(struct build *b, const json_t *step, bool force, const cha
         }
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
             rm_rf(tmp);
-            return WIFEXITED(status) ? error_set(err, EINVAL, "the command exited with code %d", WEXITSTATUS(status))
-                                     : error_set(err, EINVAL, "the command was killed by signal %d",
-                                                 WTERMSIG(status));
+            return WIFEXITED(status)
+                       ? error_set(err, EINVAL, "the command exited with code %d", WEXITSTATUS(status))
+                       : error_set(err, EINVAL, "the command was killed by signal %d", WTERMSIG(status));
         }
         /* A forced rebuild replaces the old layer; sandboxes using it hold their own mounts. */
         if (stat(dir, &st) == 0) {
@@ -456,7 +467,8 @@ static const char copy_script[] =
     "  if [ -d \"$s\" ] && [ ! -L \"$s\" ]; then\n"
     "    mkdir -p \"$dest\"; cp -a \"$s/.\" \"$dest/\"\n"
     "  else\n"
-    "    case $dest in */) mkdir -p \"$dest\" ;; *) [ -d \"$dest\" ] || mkdir -p \"$(dirname \"$dest\")\" ;; esac\n"
+    "    case $dest in */) mkdir -p \"$dest\" ;; *) [ -d \"$dest\" ] || mkdir -p \"$(dirname \"$dest\")\" ;; "
+    "esac\n"
     "    cp -a \"$s\" \"$dest\"\n"
     "  fi\n"
     "done\n"
@@ -509,8 +521,9 @@ static int step_workdir(struct build *b, const json_t *step, bool force, struct 
     free(b->workdir);
     b->workdir = xstrdup(dir);
     /* Created for the user who works there (Docker would make it root's). */
-    const char *argv[] = { "/bin/sh", "-c", "[ -d \"$1\" ] || { mkdir -p \"$1\" && chown \"$2\" \"$1\"; }", "sh",
-                           dir, owner, NULL };
+    const char *argv[] = { "/bin/sh", "-c", "[ -d \"$1\" ] || { mkdir -p \"$1\" && chown \"$2\" \"$1\"; }",
+                           "sh",      dir,  owner,
+                           NULL };
     /* The step runs in "/": the new workdir does not exist yet. */
     free(b->workdir);
     b->workdir = xstrdup("/");
@@ -554,14 +567,14 @@ static int step_env_set(struct build *b, const json_t *step, struct error_record
 
 /* Images that are not templates get what every sandbox needs: envd's mount point and E2B's
  * default user `user` (1000) with a home, the user commands run as by default. */
-static const char provision_script[] =
-    "set -e\n"
-    "mkdir -p /opt/hutch /tmp /home\n"
-    "chmod 1777 /tmp\n"
-    "if ! id user >/dev/null 2>&1; then\n"
-    "  if command -v useradd >/dev/null 2>&1; then useradd -m -u 1000 -U -s /bin/bash user || useradd -m -s /bin/sh user\n"
-    "  else adduser -D -u 1000 user; fi\n"
-    "fi\n";
+static const char provision_script[] = "set -e\n"
+                                       "mkdir -p /opt/hutch /tmp /home\n"
+                                       "chmod 1777 /tmp\n"
+                                       "if ! id user >/dev/null 2>&1; then\n"
+                                       "  if command -v useradd >/dev/null 2>&1; then useradd -m -u 1000 -U "
+                                       "-s /bin/bash user || useradd -m -s /bin/sh user\n"
+                                       "  else adduser -D -u 1000 user; fi\n"
+                                       "fi\n";
 
 /* ---- the base ---- */
 
@@ -740,7 +753,8 @@ static int run_build(struct build *b, char **ret_step, struct error_record *err)
     struct orch_template *t = NULL;
     r = orch_template_from_build(b->o, &rec, &t, err);
     if (r >= 0) {
-        build_log(b, "info", "Starting a sandbox from the template%s", t->start_cmd ? " (start and ready commands)" : "");
+        build_log(b, "info", "Starting a sandbox from the template%s",
+                  t->start_cmd ? " (start and ready commands)" : "");
         r = orch_template_check(b->o, t, err);
         orch_template_free(t);
     }
@@ -793,8 +807,8 @@ static void *build_main(void *arg)
     return NULL;
 }
 
-int orch_template_build_start(struct orch *o, const char *template_id, const char *build_id, const json_t *spec,
-                              struct error_record *err)
+int orch_template_build_start(struct orch *o, const char *template_id, const char *build_id,
+                              const json_t *spec, struct error_record *err)
 {
     const char *image = json_get_string(spec, "fromImage");
     const char *from_template = json_get_string(spec, "fromTemplate");

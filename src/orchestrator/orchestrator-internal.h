@@ -112,6 +112,22 @@ int orch_sandbox_save_layer(struct orch *o, struct sandbox *s, const char *id, s
 /* The HTTP status the API gives a -errno (as api_queue_failure). */
 int orch_errno_to_status(int r);
 
+/* orchestrator.c: boot() and the teardown, for pool.c. */
+int orch_boot(struct orch *o, const struct orch_template *t, const struct orch_create *req,
+              struct sandbox **ret, struct error_record *err);
+void orch_sandbox_destroy(struct orch *o, struct sandbox *s);
+
+/* pool.c */
+bool orch_pool_compatible(const struct orch *o, const struct orch_template *t, const struct orch_create *req);
+/* Records a create of ref for the demand that sizes its pool. */
+void orch_pool_note_create(struct orch *o, const char *ref);
+/* A pooled sandbox of ref at t's build, handed over to req (new token, env vars), or NULL. */
+struct sandbox *orch_pool_take(struct orch *o, const char *ref, const struct orch_template *t,
+                               const struct orch_create *req);
+int orch_pool_start(struct orch *o, struct error_record *err);
+/* Joins the pool thread and ends every pooled sandbox. */
+void orch_pool_stop(struct orch *o);
+
 /* build.c */
 bool orch_image_is_host(const char *image);
 int orch_image_debian_suite(const char *image, char ret[32]);
@@ -138,7 +154,6 @@ int orch_envd_bundle(const char *envd_path, const char *dest_dir, struct error_r
 /* ---- the orchestrator's state, shared by its files ---- */
 
 #define ENVD_VERSION "0.6.13"
-#define ENVD_IN_SANDBOX "/opt/hutch/envd"
 #define DEFAULT_USER "user"
 #define DEFAULT_WORKDIR "/home/user"
 #define SANDBOX_ID_LEN 20
@@ -168,7 +183,10 @@ struct sandbox {
     json_t *env_vars;        /* the create's sandbox-wide env vars, or NULL */
     bool online;
     bool deny_internet;
-    json_t *allow_out, *deny_out; /* arrays of strings, or NULL */
+    json_t *allow_out, *deny_out;                                 /* arrays of strings, or NULL */
+    char pool_ref[STORE_TEMPLATE_ID_MAX + 1 + STORE_TAG_MAX + 1]; /* while pooled: the pool's */
+    uint64_t pool_memory; /* while pooled: its memory use when it joined */
+    bool pool_boot;       /* being started by the pool thread */
     /* Serialises what changes rt (pause, resume, snapshot, kill) between request threads. */
     pthread_mutex_t op_lock;
     struct runtime_sandbox *rt; /* NULL while paused to disk only */
@@ -202,8 +220,10 @@ struct orch {
 
     struct log_collector *logs;
 
-    /* The warm pool: started sandboxes not yet handed out (not in the table or the store). */
+    /* Warm pools (pool.c): started sandboxes not yet handed out (not in the table or the store),
+     * and per template its demand. */
     struct sandbox *pool;
+    struct pool_entry *pools;
     size_t n_pooled;
     size_t n_pool_creating;
     uint64_t pool_hits;

@@ -199,14 +199,27 @@ static int reserve(struct orch *o, struct sandbox *s, struct error_record *err)
 {
     uint32_t max = o->cfg.max_sandboxes ? o->cfg.max_sandboxes : 256;
     int r = 0;
+    struct sandbox *evicted = NULL;
     pthread_mutex_lock(&o->lock);
-    if (o->stopping)
+    if (o->stopping) {
         r = error_set(err, EAGAIN, "the server is shutting down");
-    else if (o->n_sandboxes + o->n_creating + o->n_pooled >= max)
-        r = error_set(err, EAGAIN, "this server runs its maximum of %u sandboxes", max);
-    else
+    } else if (o->n_sandboxes + o->n_creating + o->n_pooled >= max) {
+        /* Pooled sandboxes only ever take room that no create needs: a create at capacity
+         * makes room by ending one (the pool thread's own creates do not). */
+        if (o->pool && !s->pool_boot) {
+            evicted = o->pool;
+            o->pool = evicted->next;
+            o->n_pooled--;
+            o->n_creating++;
+        } else {
+            r = error_set(err, EAGAIN, "this server runs its maximum of %u sandboxes", max);
+        }
+    } else {
         o->n_creating++;
+    }
     pthread_mutex_unlock(&o->lock);
+    if (evicted)
+        sandbox_free(o, evicted);
     if (r < 0)
         return r;
     r = orch_slot_claim(MAX_SLOTS, &s->slot, &s->slot_fd, err);
@@ -499,10 +512,11 @@ static struct sandbox *sandbox_new(void)
 /* Starts a sandbox for req from t: a slot, a fresh id and token, envd up and initialised, the
  * template's start and ready commands done. It is in no table yet; on failure nothing of it is
  * left. */
-static int boot(struct orch *o, const struct orch_template *t, const struct orch_create *req,
+static int boot(struct orch *o, const struct orch_template *t, const struct orch_create *req, bool for_pool,
                 struct sandbox **ret, struct error_record *err)
 {
     struct sandbox *s = sandbox_new();
+    s->pool_boot = for_pool;
     int r = reserve(o, s, err);
     if (r < 0) {
         sandbox_free(o, s);
@@ -541,113 +555,25 @@ int orch_errno_to_status(int r)
     }
 }
 
+int orch_boot(struct orch *o, const struct orch_template *t, const struct orch_create *req,
+              struct sandbox **ret, struct error_record *err)
+{
+    return boot(o, t, req, true, ret, err);
+}
+
+void orch_sandbox_destroy(struct orch *o, struct sandbox *s)
+{
+    sandbox_free(o, s);
+}
+
 int orch_template_check(struct orch *o, const struct orch_template *t, struct error_record *err)
 {
     const struct orch_create req = { .allow_internet_access = true };
     struct sandbox *s = NULL;
-    int r = boot(o, t, &req, &s, err);
+    int r = boot(o, t, &req, false, &s, err);
     if (r >= 0)
         sandbox_free(o, s);
     return r;
-}
-
-/* ---- the warm pool ---- */
-static bool same_or_default(uint32_t asked, uint32_t dflt)
-{
-    return asked == 0 || asked == dflt;
-}
-
-/* Pooled sandboxes are started as a plain create of `base` would start them: default limits,
- * online, no allow or deny lists, no env vars (those come with the hand-over's /init). */
-static bool pool_compatible(const struct orch *o, const struct orch_template *t,
-                            const struct orch_create *req)
-{
-    return o->cfg.warm_pool && streq(t->template_id, ORCH_DEFAULT_TEMPLATE) && req->allow_internet_access &&
-           !(req->allow_out && req->allow_out[0]) && !(req->deny_out && req->deny_out[0]) &&
-           same_or_default(req->limits.cpu_count, o->cfg.defaults.cpu_count) &&
-           same_or_default(req->limits.memory_mb, o->cfg.defaults.memory_mb) &&
-           same_or_default(req->limits.disk_mb, o->cfg.defaults.disk_mb);
-}
-
-/* Hands a pooled sandbox of t's build over: a new access token (so that no one who knew the
- * pool's can reach it) and the request's env vars, through envd's /init. NULL when the pool is
- * empty or the hand-over failed (the caller then boots one). */
-static struct sandbox *pool_take(struct orch *o, const struct orch_template *t, const struct orch_create *req)
-{
-    pthread_mutex_lock(&o->lock);
-    struct sandbox **p = &o->pool, *s = NULL;
-    for (; *p; p = &(*p)->next)
-        if (streq((*p)->tpl->build_id, t->build_id)) {
-            s = *p;
-            *p = s->next;
-            s->next = NULL;
-            o->n_pooled--;
-            pthread_cond_signal(&o->pool_wake);
-            break;
-        }
-    pthread_mutex_unlock(&o->lock);
-    if (!s)
-        return NULL;
-    char old[sizeof(s->token)];
-    memcpy(old, s->token, sizeof(old));
-    if (random_hex(s->token, 32) < 0)
-        abort();
-    json_t *init = json_pack("{s:O?, s:s}", "envVars", req->env_vars, "accessToken", s->token);
-    if (!init)
-        abort();
-    if (!json_object_get(init, "envVars"))
-        json_object_del(init, "envVars");
-    struct error_record e = { 0 };
-    int r = orch_envd_init(o->cfg.runtime, s->rt, init, old, &e);
-    json_decref(init);
-    explicit_bzero(old, sizeof(old));
-    if (r < 0) {
-        sandbox_free(o, s);
-        return NULL;
-    }
-    s->env_vars = req->env_vars ? json_deep_copy(req->env_vars) : NULL;
-    set_template_names(s, t);
-    pthread_mutex_lock(&o->lock);
-    o->pool_hits++;
-    pthread_mutex_unlock(&o->lock);
-    return s;
-}
-
-static void *pool_main(void *arg)
-{
-    struct orch *o = arg;
-    const struct orch_create pooled = { .allow_internet_access = true };
-    pthread_mutex_lock(&o->lock);
-    while (!o->stopping) {
-        if (o->n_pooled + o->n_pool_creating >= o->cfg.warm_pool) {
-            pthread_cond_wait(&o->pool_wake, &o->lock);
-            continue;
-        }
-        o->n_pool_creating++;
-        pthread_mutex_unlock(&o->lock);
-        struct sandbox *s = NULL;
-        struct error_record err = { 0 };
-        struct orch_template *t = NULL;
-        int r = orch_template_load(o, ORCH_DEFAULT_TEMPLATE, &t, &err);
-        if (r >= 0)
-            r = boot(o, t, &pooled, &s, &err);
-        orch_template_free(t);
-        pthread_mutex_lock(&o->lock);
-        o->n_pool_creating--;
-        if (r >= 0) {
-            s->next = o->pool;
-            o->pool = s;
-            o->n_pooled++;
-        } else {
-            /* At capacity, or failing: try again later rather than spin. */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            pthread_cond_timedwait(&o->pool_wake, &o->lock, &ts);
-        }
-    }
-    pthread_mutex_unlock(&o->lock);
-    return NULL;
 }
 
 /* The restore record: what starting s again from disk needs besides its layers. */
@@ -699,9 +625,15 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
     r = orch_template_load(o, ref, &t, err);
     if (r < 0)
         return r;
-    struct sandbox *s = pool_compatible(o, t, req) ? pool_take(o, t, req) : NULL;
+    struct sandbox *s = NULL;
+    if (orch_pool_compatible(o, t, req)) {
+        orch_pool_note_create(o, ref);
+        s = orch_pool_take(o, ref, t, req);
+        if (s)
+            set_template_names(s, t);
+    }
     if (!s) {
-        r = boot(o, t, req, &s, err);
+        r = boot(o, t, req, false, &s, err);
         if (r < 0) {
             orch_template_free(t);
             count_create(o, false, 0);
@@ -1319,6 +1251,12 @@ static int reconcile(struct orch *o, struct error_record *err)
     for (size_t i = 0; i < st.n; i++)
         free(st.ids[i]);
     free(st.ids);
+    if (r >= 0)
+        r = store_build_fail_unfinished(o->store, "the server stopped during the build", now_ms(), err);
+    if (r >= 0) {
+        /* Layers of those builds, and saved layers of sandboxes that are gone. */
+        r = orch_layers_gc(o, err);
+    }
     return r < 0 ? r : 0;
 }
 
@@ -1373,6 +1311,7 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
 {
     struct orch *o = xcalloc(1, sizeof(*o));
     o->cfg = *cfg;
+    o->cfg.warm_pool_enabled = cfg->warm_pool || cfg->pool_memory_mb;
     if (!o->cfg.runtime)
         o->cfg.runtime = &runtime_ns_ops;
     /* Several instances may share a host (each with its own state dir): each gets its own
@@ -1432,13 +1371,8 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
         else
             o->timer_started = true;
     }
-    if (r >= 0 && o->cfg.warm_pool) {
-        r = -pthread_create(&o->pool_thread, NULL, pool_main, o);
-        if (r < 0)
-            error_set_errno(err, r, "starting the warm pool");
-        else
-            o->pool_started = true;
-    }
+    if (r >= 0)
+        r = orch_pool_start(o, err);
     if (r < 0) {
         orch_free(o);
         return r;
@@ -1458,14 +1392,7 @@ void orch_free(struct orch *o)
     pthread_mutex_unlock(&o->lock);
     if (o->timer_started)
         pthread_join(o->timer, NULL);
-    if (o->pool_started)
-        pthread_join(o->pool_thread, NULL);
-    while (o->pool) {
-        struct sandbox *s = o->pool;
-        o->pool = s->next;
-        o->n_pooled--;
-        sandbox_free(o, s);
-    }
+    orch_pool_stop(o);
     /* Builds notice `stopping` between steps and in their waits. */
     pthread_mutex_lock(&o->lock);
     while (o->n_building)

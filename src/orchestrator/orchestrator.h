@@ -44,6 +44,11 @@ struct orch_config {
      * defaults (limits, internet access, no allow/deny lists): such a create is a hand-over of
      * a few milliseconds. Refilled in the background. 0: no pool. */
     uint32_t warm_pool;
+    /* Warm pools for every template, each sized by its recent demand (creates in the last
+     * minute, at most 16) and by warm_pool for `base`, all within pool_memory_mb (0: 2048).
+     * On when warm_pool or pool_memory_mb is set. */
+    uint32_t pool_memory_mb;
+    bool warm_pool_enabled; /* filled in by orch_new */
     /* How long a template's ready command may take to pass, at build and at create; 0: 600 s. */
     uint32_t ready_timeout_s;
     /* Paused sandboxes kept frozen in memory (their processes resume too); beyond this a pause

@@ -44,8 +44,8 @@ static void uuid4(char out[37])
         abort();
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
-             b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
 static bool name_valid(const char *n)
@@ -161,8 +161,9 @@ int orch_sandbox_fork(struct orch *o, const char *id, unsigned count, uint32_t t
         if (c >= 0)
             json_array_append_new(results, json_pack("{s:o}", "sandbox", sbx));
         else
-            json_array_append_new(results, json_pack("{s:{s:i, s:s}}", "error", "code", orch_errno_to_status(c),
-                                                     "message", e.msg[0] ? e.msg : errno_to_string(c)));
+            json_array_append_new(results,
+                                  json_pack("{s:{s:i, s:s}}", "error", "code", orch_errno_to_status(c),
+                                            "message", e.msg[0] ? e.msg : errno_to_string(c)));
     }
     if (r >= 0) {
         /* The forks hold the layers; the snapshot itself was only the means. */

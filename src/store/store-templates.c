@@ -958,3 +958,23 @@ int store_template_list(struct store *s, const struct store_template_query *q, u
     sqlite3_finalize(st);
     return r < 0 ? r : 0;
 }
+
+int store_build_fail_unfinished(struct store *s, const char *reason, int64_t at_ms, struct error_record *err)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(
+        s->db,
+        "UPDATE builds SET status = 'error', reason = ?1, reason_step = '', finished_at = ?2 "
+        "WHERE status = 'building'",
+        -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return store_sqlite_error(s, rc, err, "failing unfinished builds");
+    sqlite3_bind_text(st, 1, reason, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, at_ms);
+    rc = sqlite3_step(st);
+    int n = sqlite3_changes(s->db);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return store_sqlite_error(s, rc, err, "failing unfinished builds");
+    return n;
+}

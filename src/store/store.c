@@ -194,14 +194,18 @@ int store_open(const char *state_dir, struct store **ret, struct error_record *e
     struct store *s = xcalloc(1, sizeof(*s));
     /* The database holds key hashes and sandbox records: owner-only from its first byte. The
      * file is made here with mode 0600 (SQLite gives its -wal and -shm files the database's
-     * mode); changing the umask instead would race other threads creating files. */
-    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int r = error_set_errno(err, errno, "opening %s", path);
+     * mode); changing the umask instead would race other threads creating files. Only when it
+     * does not exist yet: closing any fd of a database file drops every POSIX lock this
+     * process holds on it, including those of another open store (SQLite's WAL would then be
+     * treated as abandoned by the next process that closes the database). */
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST) {
+        int r = error_set_errno(err, errno, "creating %s", path);
         store_free(s);
         return r;
     }
-    close(fd);
+    if (fd >= 0)
+        close(fd);
     int rc =
         sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {

@@ -270,6 +270,9 @@ int store_build_finish(struct store *s, const char *build_id, enum store_build_s
                        const char *reason_step, struct error_record *err);
 int store_build_set_status(struct store *s, const char *build_id, enum store_build_status status,
                            struct error_record *err);
+/* Marks every build still `building` as failed with reason (a server that stopped in the middle
+ * of them). Returns how many. */
+int store_build_fail_unfinished(struct store *s, const char *reason, int64_t at_ms, struct error_record *err);
 typedef int (*store_build_cb)(const struct store_build *b, void *userdata);
 /* The template's builds, newest first; a non-zero return from cb stops the walk and is
  * returned (b is valid during the call only). */
