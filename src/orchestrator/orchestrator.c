@@ -23,6 +23,7 @@
 #include "common/strutil.h"
 #include "common/xalloc.h"
 #include "orchestrator/orchestrator-internal.h"
+#include "template/layer.h"
 #include "common/banned.h"
 
 #ifndef P_PIDFD
@@ -823,6 +824,80 @@ int orch_sandbox_save_layer(struct orch *o, struct sandbox *s, const char *id, s
     return r;
 }
 
+/* A sandbox resumed from disk again and again would stack one saved layer per target per
+ * cycle. Past SQUASH_AT saved layers, the saved ones are merged into one new layer per target
+ * (a hard-link clone of the lowest, with the others applied on top in order): the layers it
+ * replaces may be shared with snapshots, so none of them is changed. */
+#define SQUASH_AT 6
+
+static bool is_saved_layer(const char *id)
+{
+    return str_startswith(id, "s-");
+}
+
+static int squash_saved(struct orch *o, struct sandbox *s, struct orch_stack *st, struct error_record *err)
+{
+    size_t n_saved = 0;
+    while (n_saved < st->n && is_saved_layer(st->ids[n_saved]))
+        n_saved++;
+    if (n_saved < SQUASH_AT)
+        return 0;
+    /* The targets, in the numbering of the layers below (the template's). */
+    struct orch_stack below = { 0 };
+    for (size_t i = n_saved; i < st->n; i++)
+        orch_stack_push(o, &below, st->ids[i], st->targets[i], err);
+    const char *targets[ORCH_MAX_TARGETS];
+    size_t nt = orch_stack_targets(&below, targets, ORCH_MAX_TARGETS);
+    char rnd[9], id[64];
+    if (random_hex(rnd, 4) < 0)
+        abort();
+    snprintf(id, sizeof(id), "s-%s-%s", s->id, rnd);
+    _cleanup_free_ char *tmp = xasprintf("%s/layers/.tmp-%s", o->state_dir, id);
+    _cleanup_free_ char *dir = xasprintf("%s/layers/%s", o->state_dir, id);
+    int r = mkdir(tmp, 0700) < 0 ? error_set_errno(err, errno, "creating %s", tmp) : 0;
+    struct orch_stack top = { 0 };
+    for (size_t t = 0; t < nt && r >= 0; t++) {
+        _cleanup_free_ char *dest = xasprintf("%s/%zu", tmp, t);
+        bool started = false;
+        /* Bottom (oldest) first. */
+        for (size_t k = n_saved; k-- > 0 && r >= 0;) {
+            if (!streq(st->targets[k], targets[t]))
+                continue;
+            if (!started) {
+                r = layer_clone_linked(st->paths[k], dest, err);
+                started = true;
+                continue;
+            }
+            _cleanup_free_ char *scratch = xasprintf("%s/diff", tmp);
+            rm_rf(scratch);
+            r = layer_clone_linked(st->paths[k], scratch, err);
+            if (r >= 0)
+                r = layer_apply_diff(dest, scratch, err);
+            rm_rf(scratch);
+        }
+        if (r >= 0 && started) {
+            _cleanup_free_ char *lid = xasprintf("%s/%zu", id, t);
+            top.ids[top.n] = xstrdup(lid);
+            top.paths[top.n] = xasprintf("%s/%zu", dir, t);
+            top.targets[top.n] = xstrdup(targets[t]);
+            top.n++;
+        }
+    }
+    if (r >= 0 && rename(tmp, dir) < 0)
+        r = error_set_errno(err, errno, "installing layer %s", id);
+    if (r < 0) {
+        rm_rf(tmp);
+        orch_stack_release(&top);
+        orch_stack_release(&below);
+        return r;
+    }
+    orch_stack_copy(&below, &top);
+    orch_stack_release(&below);
+    orch_stack_release(st);
+    *st = top;
+    return 1;
+}
+
 static size_t paused_in_memory(struct orch *o)
 {
     size_t n = 0;
@@ -855,6 +930,10 @@ static int pause_op(struct orch *o, struct sandbox *s, bool keep_memory, struct 
     }
     uint32_t max_mem = o->cfg.max_paused_in_memory ? o->cfg.max_paused_in_memory : 64;
     bool memory = keep_memory && !o->cfg.pause_filesystem_only && paused_in_memory(o) < max_mem;
+    /* Only a sandbox that has been started from disk has saved layers below its writable one;
+     * a failed squash leaves the (longer) stack, which works as well. */
+    struct error_record squash_err = { 0 };
+    squash_saved(o, s, &saved, &squash_err);
     json_t *j = orch_stack_to_json(&saved);
     _cleanup_free_ char *layers = json_dump_compact(j, NULL);
     json_decref(j);
