@@ -239,8 +239,13 @@ static enum MHD_Result resume(struct api_request *req, bool is_resume)
     struct error_record err = { 0 };
     uint32_t timeout;
     int r = get_uint(body, "timeout", 1, UINT32_MAX, &timeout, &err);
+    /* memory:false (the SDK's onResume 'reboot'): a sandbox paused in memory starts again from
+     * its saved filesystem instead of being thawed. */
+    json_t *memory = json_object_get(body, "memory");
+    if (r >= 0 && memory && !json_is_boolean(memory) && !json_is_null(memory))
+        r = error_set(&err, EINVAL, "memory must be a boolean");
     if (r >= 0)
-        r = orch_sandbox_resume(req->server_orch, req->params[0], timeout, &err);
+        r = orch_sandbox_resume(req->server_orch, req->params[0], timeout, !json_is_false(memory), &err);
     if (r == 0 && is_resume)
         return http_queue_error(req->conn, MHD_HTTP_CONFLICT, "sandbox %s is already running",
                                 req->params[0]);

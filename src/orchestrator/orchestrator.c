@@ -1004,11 +1004,36 @@ static int start_from_disk(struct orch *o, struct sandbox *s, struct error_recor
 }
 
 /* With s->op_lock held. Returns 1 when s was paused and now runs, 0 when it ran already. */
-static int resume_op(struct orch *o, struct sandbox *s, uint32_t timeout_s, struct error_record *err)
+static int resume_op(struct orch *o, struct sandbox *s, uint32_t timeout_s, bool keep_memory,
+                     struct error_record *err)
 {
     pthread_mutex_lock(&o->lock);
     bool was_paused = s->paused;
     pthread_mutex_unlock(&o->lock);
+    if (was_paused && s->rt && !keep_memory) {
+        /* Reboot: drop what is in memory and start from what the pause saved (its record
+         * already names those layers). */
+        struct store_sandbox rec = { 0 };
+        pthread_mutex_lock(&o->store_lock);
+        int r = store_sandbox_get(o->store, s->id, &rec, err);
+        pthread_mutex_unlock(&o->store_lock);
+        struct orch_stack saved = { 0 };
+        if (r >= 0)
+            r = orch_stack_from_json(o, rec.layers_json, &saved, err);
+        store_sandbox_release(&rec);
+        if (r < 0) {
+            orch_stack_release(&saved);
+            return r;
+        }
+        struct runtime_sandbox *rt = s->rt;
+        pthread_mutex_lock(&o->lock);
+        s->rt = NULL;
+        pthread_mutex_unlock(&o->lock);
+        o->cfg.runtime->destroy(rt);
+        s->slot_fd = safe_close(s->slot_fd);
+        orch_stack_release(&s->stack);
+        s->stack = saved;
+    }
     if (was_paused) {
         int r = s->rt ? o->cfg.runtime->thaw(s->rt) : start_from_disk(o, s, err);
         if (r < 0)
@@ -1029,13 +1054,14 @@ static int resume_op(struct orch *o, struct sandbox *s, uint32_t timeout_s, stru
     return r < 0 ? r : was_paused ? 1 : 0;
 }
 
-int orch_sandbox_resume(struct orch *o, const char *id, uint32_t timeout_s, struct error_record *err)
+int orch_sandbox_resume(struct orch *o, const char *id, uint32_t timeout_s, bool keep_memory,
+                        struct error_record *err)
 {
     struct sandbox *s = sandbox_get(o, id);
     if (!s)
         return error_set(err, ENOENT, "sandbox %s not found", id);
     pthread_mutex_lock(&s->op_lock);
-    int r = resume_op(o, s, timeout_s, err);
+    int r = resume_op(o, s, timeout_s, keep_memory, err);
     pthread_mutex_unlock(&s->op_lock);
     sandbox_put(o, s);
     return r;
@@ -1214,7 +1240,7 @@ int orch_sandbox_socket(void *userdata, const char *id, uint16_t port, struct er
     pthread_mutex_unlock(&o->lock);
     int fd = 0;
     if (paused)
-        fd = s->auto_resume ? resume_op(o, s, s->timeout_s, err)
+        fd = s->auto_resume ? resume_op(o, s, s->timeout_s, true, err)
                             : error_set(err, EAGAIN, "sandbox %s is paused", id);
     if (fd >= 0)
         fd = s->rt ? o->cfg.runtime->socket(s->rt, err) : error_set(err, EAGAIN, "sandbox %s is paused", id);

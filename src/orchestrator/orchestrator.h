@@ -108,9 +108,12 @@ int orch_sandbox_pause_mode(struct orch *o, const char *id, char *ret, struct er
  * and answers no traffic (unless it resumes on traffic). -ENOENT unknown, -EALREADY already
  * paused. */
 int orch_sandbox_pause(struct orch *o, const char *id, bool keep_memory, struct error_record *err);
-/* Resumes a paused sandbox with a new end of now + timeout_s (0: 300 s). Returns 1 when it was
+/* Resumes a paused sandbox with a new end of now + timeout_s (0: 300 s): thawed when it is
+ * paused in memory (unless keep_memory is false: then its processes end and it starts again
+ * from its saved filesystem), else started again on its saved layers. Returns 1 when it was
  * paused and now runs, 0 when it was running already (its end is then only extended). */
-int orch_sandbox_resume(struct orch *o, const char *id, uint32_t timeout_s, struct error_record *err);
+int orch_sandbox_resume(struct orch *o, const char *id, uint32_t timeout_s, bool keep_memory,
+                        struct error_record *err);
 /* Current usage of a running sandbox, its limits, and its CPU use in percent of its CPUs
  * averaged since the previous call (or since it started). */
 int orch_sandbox_stats(struct orch *o, const char *id, struct runtime_stats *ret,
