@@ -26,12 +26,14 @@ export function processesOf(stateDir) {
   return pids;
 }
 
-export async function startHutch(extraArgs = []) {
+// options.stateDir: start on the state directory of an earlier (stopped) instance instead of a
+// fresh one, e.g. to check what survives a restart; the log is appended to.
+export async function startHutch(extraArgs = [], options = {}) {
   const port = await freePort();
-  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hutch-sdk-'));
+  const stateDir = options.stateDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hutch-sdk-'));
   const url = `http://127.0.0.1:${port}`;
   const logPath = `${stateDir}.log`;
-  const log = fs.openSync(logPath, 'w');
+  const log = fs.openSync(logPath, options.stateDir ? 'a' : 'w');
   const child = spawn(hutchPath, ['serve', '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, ...extraArgs], {
     stdio: ['ignore', log, log],
   });
@@ -60,16 +62,18 @@ export async function startHutch(extraArgs = []) {
     // Options for Sandbox.create / connect / list / kill.
     opts: { apiKey, apiUrl: url, sandboxUrl: url },
     log: () => fs.readFileSync(logPath, 'utf8'),
-    async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGTERM');
+    // keepState: leave the state directory for a next startHutch({stateDir}); signal: how the
+    // server is stopped ('SIGKILL' for a crash). code is null when a signal ended it.
+    async stop({ keepState = false, signal = 'SIGTERM' } = {}) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill(signal);
         await once(child, 'exit');
       }
       const tag = createHash('sha256').update(fs.realpathSync(stateDir)).digest('hex').slice(0, 12);
       const dirs = [`/run/hutch/${tag}`, `/sys/fs/cgroup/unified/hutch-${tag}`, `/sys/fs/cgroup/hutch-${tag}`];
       for (const c of fs.existsSync('/sys/fs/cgroup') ? fs.readdirSync('/sys/fs/cgroup') : []) dirs.push(`/sys/fs/cgroup/${c}/hutch-${tag}`);
       const leftovers = [...processesOf(stateDir), ...dirs.filter((d) => fs.existsSync(d))];
-      fs.rmSync(stateDir, { recursive: true, force: true });
+      if (!keepState) fs.rmSync(stateDir, { recursive: true, force: true });
       return { code: child.exitCode, leftovers }; // processes and directories left on the host
     },
   };
