@@ -295,6 +295,121 @@ HUTCH_EXPORT enum hutch_code hutch_file_download(struct hutch_client *client, co
                                                  const char *remote_path, const char *local_path,
                                                  const char *user);
 
+/* ---- templates ---- */
+
+/* Limits on a Hutchfile: its size, one line as written (continuations joined), and the
+ * number of build steps it makes (the USER and WORKDIR steps the parser adds included). */
+#define HUTCH_HUTCHFILE_MAX_SIZE (1u << 20)
+#define HUTCH_HUTCHFILE_MAX_LINE (64u << 10)
+#define HUTCH_HUTCHFILE_MAX_STEPS 256
+
+/* Where and why a Hutchfile was refused. line is 1-based (the first line of the instruction;
+ * 0 when the failure concerns the whole file, such as a missing FROM); message says what is
+ * wrong without a file name, so that a caller prints "Hutchfile:3: unknown instruction X". */
+struct hutch_hutchfile_error {
+    unsigned line;
+    char message[512];
+};
+
+/* Parses a Hutchfile (a Dockerfile subset: docs/user-guide.md, "Templates") of len bytes.
+ * build_args (n_build_args pairs) override the defaults of its ARG instructions. Touches no
+ * file and no network: COPY sources are checked only as paths (relative, inside the context).
+ *
+ * On success *ret_spec is a malloc'd JSON object (free() it), the build spec that
+ * hutch_template_build() takes: the body of E2B's TemplateBuildStartV2 (e2b-compat §5.2),
+ *   {"fromTemplate": "base"} or {"fromImage": "debian:bookworm"} or
+ *   {"fromTarball": "rootfs/alpine.tar.gz"} (a path in the context directory),
+ *   "steps": [{"type": "RUN"|"COPY"|"ENV"|"WORKDIR"|"USER", "args": [...], "force": false,
+ *              "line": N}, ...],
+ *   "startCmd"?, "readyCmd"?, "warnings": [{"line": N, "message": "..."}]
+ * where "line" is the step's line in the Hutchfile (0 for a step the parser adds), and
+ * "fromTarball", "line" and "warnings" are for the client only. The COPY steps are the list
+ * of files to upload; hutch_template_build() adds their filesHash.
+ * On failure returns HUTCH_E_INVALID (a syntax error) or HUTCH_E_LIMIT (a limit above) and,
+ * when err is not NULL, fills *err. Safe on any bytes (it is fuzzed). */
+HUTCH_EXPORT enum hutch_code hutch_hutchfile_parse(const char *text, size_t len,
+                                                   const struct hutch_kv *build_args, size_t n_build_args,
+                                                   char **ret_spec, struct hutch_hutchfile_error *err);
+
+/* One line of a build's log, as the server sent it (strings borrowed for the callback's
+ * duration). hutch_template_build() also reports its own steps (uploads) this way, with
+ * level "info" and an empty timestamp. */
+struct hutch_build_log {
+    const char *timestamp; /* RFC 3339, or "" */
+    const char *level;     /* "debug", "info", "warn" or "error" */
+    const char *message;
+    const char *step; /* the step as the server names it ("base", "1", ..., "finalize"), or NULL */
+};
+/* Return 0 to go on; anything else ends hutch_template_build() with HUTCH_E_ABORTED (the
+ * build goes on on the server). */
+typedef int (*hutch_build_log_cb)(void *userdata, const struct hutch_build_log *entry);
+
+struct hutch_template_build_options {
+    const char *context_dir;   /* where COPY sources and a FROM tarball are; NULL: "." */
+    unsigned cpu_count;        /* the template's sandboxes' CPUs; 0: the server's default */
+    unsigned memory_mb;        /* and memory; 0: the server's default */
+    bool force;                /* build every step again, ignoring the server's cache */
+    hutch_build_log_cb on_log; /* NULL: logs are not reported */
+    void *userdata;
+};
+
+/* How a build ended. */
+struct hutch_template_build_result {
+    char *template_id;
+    char *build_id;
+    char **names; /* n_names names of the template ("name:tag" as the server reports them) */
+    size_t n_names;
+    bool ready;        /* true: the template is built and usable */
+    char *reason;      /* when !ready: why the build failed (NULL when ready) */
+    char *reason_step; /* when !ready: the failing step as the server names it, or NULL */
+};
+/* Frees what result holds (not result itself) and zeroes it. Accepts NULL. */
+HUTCH_EXPORT void hutch_template_build_result_release(struct hutch_template_build_result *result);
+
+/* Builds a template named name ("name" or "name:tag") from spec (the JSON of
+ * hutch_hutchfile_parse(), or a TemplateBuildStartV2 body written by hand) through E2B's
+ * template build API (e2b-compat §2.7): POST /v3/templates; for each COPY step the hash of
+ * its files, GET /templates/{id}/files/{hash} and, unless the server has them, a PUT of a
+ * gzip'd tar of them to the URL it returns; POST /v2/templates/{id}/builds/{buildID}; then
+ * GET .../status every 200 ms, passing each log line to opts->on_log, until the build ends.
+ * COPY sources are read from the context directory without following symbolic links out of
+ * it (a symbolic link is sent as one); a source outside it is refused. A tarball base is
+ * uploaded like a COPY (see docs/user-guide.md, "Templates").
+ * Returns HUTCH_OK when the build ran to its end, ready or failed: *ret_result says which.
+ * opts may be NULL. Blocks for the whole build. */
+HUTCH_EXPORT enum hutch_code hutch_template_build(struct hutch_client *client, const char *name,
+                                                  const char *spec,
+                                                  const struct hutch_template_build_options *opts,
+                                                  struct hutch_template_build_result *ret_result);
+
+/* What the server says about a template (GET /templates). */
+struct hutch_template_info {
+    char *template_id;
+    char *build_id; /* its latest build */
+    char **names;   /* n_names names (else its aliases) */
+    size_t n_names;
+    char *build_status; /* "waiting", "building", "ready", "error" (as the server names them) */
+    int cpu_count;
+    int memory_mb;
+    int disk_size_mb;
+    char *created_at; /* RFC 3339 */
+    char *updated_at;
+    bool is_public;
+    char *envd_version;
+    char *json; /* the object exactly as the server sent it (compact JSON) */
+};
+/* Releases n entries and frees the array. Accepts NULL. */
+HUTCH_EXPORT void hutch_template_info_array_free(struct hutch_template_info *items, size_t n);
+
+/* Lists the templates the key can see (GET /templates). On success *ret_items is a malloc'd
+ * array of *ret_n entries (NULL when 0). */
+HUTCH_EXPORT enum hutch_code hutch_template_list(struct hutch_client *client,
+                                                 struct hutch_template_info **ret_items, size_t *ret_n);
+
+/* Deletes a template (DELETE /templates/{id}) named by its id or one of its names (a name is
+ * looked up in the list first). HUTCH_E_NOT_FOUND when there is no such template. */
+HUTCH_EXPORT enum hutch_code hutch_template_delete(struct hutch_client *client, const char *id_or_name);
+
 #ifdef __cplusplus
 }
 #endif
