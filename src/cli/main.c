@@ -32,6 +32,7 @@ static const struct command {
     { "shell", cmd_shell, "open an interactive terminal in a sandbox" },
     { "cp", cmd_cp, "copy a file into or out of a sandbox" },
     { "logs", cmd_logs, "print a sandbox's log" },
+    { "template", cmd_template, "build templates from Hutchfiles, list and delete them" },
     { "version", cmd_version, "print the version and exit" },
     { "help", cmd_help, "show this help" },
 };
