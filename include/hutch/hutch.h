@@ -368,10 +368,12 @@ HUTCH_EXPORT void hutch_template_build_result_release(struct hutch_template_buil
 
 /* Builds a template named name ("name" or "name:tag") from spec (the JSON of
  * hutch_hutchfile_parse(), or a TemplateBuildStartV2 body written by hand) through E2B's
- * template build API (e2b-compat §2.7): POST /v3/templates; for each COPY step the hash of
- * its files, GET /templates/{id}/files/{hash} and, unless the server has them, a PUT of a
- * gzip'd tar of them to the URL it returns; POST /v2/templates/{id}/builds/{buildID}; then
- * GET .../status every 200 ms, passing each log line to opts->on_log, until the build ends.
+ * template build API (e2b-compat §2.7): the files of every COPY step are collected and hashed
+ * first (a missing or refused source fails before the server hears of the build); then POST
+ * /v3/templates; for each COPY, GET /templates/{id}/files/{hash} and, unless the server has
+ * them, a PUT of a gzip'd tar of them to the URL it returns; POST
+ * /v2/templates/{id}/builds/{buildID}; then GET .../status every 200 ms, passing each log line
+ * to opts->on_log, until the build ends.
  * COPY sources are read from the context directory without following symbolic links out of
  * it (a symbolic link is sent as one); a source outside it is refused. A tarball base is
  * uploaded like a COPY (see docs/user-guide.md, "Templates").

@@ -532,87 +532,87 @@ static enum hutch_code report(struct build *b, const char *level, const char *st
     return HUTCH_OK;
 }
 
-/* Sends the entries unless the server has them already; *hash is their files hash. */
-static enum hutch_code send_files(struct build *b, const char *head, const struct entries *e,
-                                  const char *as_name, const char *step, const char *what,
-                                  char hash[2 * SHA256_LEN + 1])
+/* The files of one COPY step, or the tarball base: collected and hashed before the server
+ * hears of the build (so that a missing or refused source creates nothing there), sent after. */
+struct upload {
+    struct entries e;
+    char *what;          /* "COPY src", for messages */
+    char step[32];       /* the step as the logs name it: "3", or "base" */
+    const char *as_name; /* the tarball base: its one entry's name in the tar */
+    char hash[2 * SHA256_LEN + 1];
+};
+
+struct uploads {
+    struct upload *items;
+    size_t n;
+};
+
+static void uploads_release(struct uploads *u)
 {
-    enum hutch_code code = files_hash(b->c, b->ctx, head, e, what, hash);
+    for (size_t i = 0; i < u->n; i++) {
+        entries_release(&u->items[i].e);
+        free(u->items[i].what);
+    }
+    free(u->items);
+    u->items = NULL;
+    u->n = 0;
+}
+
+static enum hutch_code prepare_upload(struct build *b, struct uploads *u, const char *src, const char *head,
+                                      const char *step, bool tarball, char **ret_hash)
+{
+    u->items = xreallocarray(u->items, u->n + 1, sizeof(*u->items));
+    struct upload *x = &u->items[u->n++];
+    *x = (struct upload){ .what = xasprintf("%s %s", tarball ? "FROM" : "COPY", src) };
+    str_copy(x->step, sizeof(x->step), step);
+    enum hutch_code code = collect(b->c, b->ctx, src, x->what, &x->e);
     if (code != HUTCH_OK)
         return code;
-    _cleanup_free_ char *path = xasprintf("/templates/%s/files/%s", b->template_id, hash);
+    if (tarball) {
+        if (x->e.n != 1 || !S_ISREG(x->e.items[0].mode))
+            return client_fail(b->c, HUTCH_E_INVALID,
+                               "%s: not a regular file (a symbolic link is not followed)", x->what);
+        x->as_name = TARBALL_NAME;
+    }
+    code = files_hash(b->c, b->ctx, head, &x->e, x->what, x->hash);
+    if (code == HUTCH_OK)
+        *ret_hash = x->hash;
+    return code;
+}
+
+/* Sends the files unless the server has them already. */
+static enum hutch_code send_upload(struct build *b, const struct upload *x)
+{
+    _cleanup_free_ char *path = xasprintf("/templates/%s/files/%s", b->template_id, x->hash);
     _cleanup_json_ json_t *resp = NULL;
-    code = client_api_request(b->c, "GET", path, NULL, NULL, &resp, NULL);
+    enum hutch_code code = client_api_request(b->c, "GET", path, NULL, NULL, &resp, NULL);
     if (code != HUTCH_OK)
         return code;
     json_t *present = json_object_get(resp, "present");
     if (!json_is_boolean(present))
-        return client_fail(b->c, HUTCH_E_SERVER, "%s: the files answer has no 'present'", what);
+        return client_fail(b->c, HUTCH_E_SERVER, "%s: the files answer has no 'present'", x->what);
     if (json_is_true(present))
-        return report(b, "info", step, "%s: %zu files, cached by the server", what, e->n);
+        return report(b, "info", x->step, "%s: %zu files, cached by the server", x->what, x->e.n);
     const char *url = json_get_string(resp, "url");
     if (!url || !*url)
-        return client_fail(b->c, HUTCH_E_SERVER, "%s: the files answer has no upload url", what);
+        return client_fail(b->c, HUTCH_E_SERVER, "%s: the files answer has no upload url", x->what);
     _cleanup_close_ int fd = -1;
-    code = write_tar(b->c, b->ctx, e, as_name, what, &fd);
+    code = write_tar(b->c, b->ctx, &x->e, x->as_name, x->what, &fd);
     if (code != HUTCH_OK)
         return code;
     struct stat st;
     if (fstat(fd, &st) < 0)
         return client_fail(b->c, HUTCH_E_IO, "fstat: %s", errno_to_string(errno));
-    code = report(b, "info", step, "%s: uploading %zu files (%lld bytes compressed)", what, e->n,
+    code = report(b, "info", x->step, "%s: uploading %zu files (%lld bytes compressed)", x->what, x->e.n,
                   (long long)st.st_size);
     if (code != HUTCH_OK)
         return code;
-    return put_upload(b->c, url, json_object_get(resp, "headers"), fd, what);
-}
-
-static enum hutch_code copy_step(struct build *b, json_t *step, json_t *out, size_t index)
-{
-    json_t *args = json_object_get(step, "args");
-    const char *src = json_string_value(json_array_get(args, 0));
-    const char *dest = json_string_value(json_array_get(args, 1));
-    if (!src || !dest)
-        return client_fail(b->c, HUTCH_E_INVALID, "step %zu: COPY needs [src, dest, user, mode]", index);
-    _cleanup_free_ char *what = xasprintf("COPY %s", src);
-    _cleanup_free_ char *head = xasprintf("COPY %s %s", src, dest);
-    char stepname[32];
-    snprintf(stepname, sizeof(stepname), "%zu", index);
-    struct entries e = { 0 };
-    enum hutch_code code = collect(b->c, b->ctx, src, what, &e);
-    if (code != HUTCH_OK)
-        return code;
-    char hash[2 * SHA256_LEN + 1];
-    code = send_files(b, head, &e, NULL, stepname, what, hash);
-    entries_release(&e);
-    if (code == HUTCH_OK)
-        json_object_set_new(out, "filesHash", json_string(hash));
-    return code;
-}
-
-static enum hutch_code tarball_base(struct build *b, const char *path, json_t *body)
-{
-    _cleanup_free_ char *what = xasprintf("FROM %s", path);
-    struct entries e = { 0 };
-    enum hutch_code code = collect(b->c, b->ctx, path, what, &e);
-    if (code != HUTCH_OK)
-        return code;
-    if (e.n != 1 || !S_ISREG(e.items[0].mode)) {
-        entries_release(&e);
-        return client_fail(b->c, HUTCH_E_INVALID, "%s: not a regular file (a symbolic link is not followed)",
-                           what);
-    }
-    char hash[2 * SHA256_LEN + 1];
-    code = send_files(b, "FROM " TARBALL_NAME, &e, TARBALL_NAME, "base", what, hash);
-    entries_release(&e);
-    if (code == HUTCH_OK)
-        json_object_set_new(body, "fromImage", json_sprintf("tarball:%s", hash));
-    return code;
+    return put_upload(b->c, url, json_object_get(resp, "headers"), fd, x->what);
 }
 
 /* The wire body (TemplateBuildStartV2) of spec: the base, the steps with only the keys the
- * server knows (plus filesHash for each COPY, after its upload), the commands, force. */
-static enum hutch_code start_body(struct build *b, const json_t *spec, json_t **ret)
+ * server knows plus each COPY's filesHash, the commands, force; and the uploads it needs. */
+static enum hutch_code start_body(struct build *b, const json_t *spec, struct uploads *u, json_t **ret)
 {
     _cleanup_json_ json_t *body = json_object();
     const char *tarball = json_get_string(spec, "fromTarball");
@@ -629,8 +629,13 @@ static enum hutch_code start_body(struct build *b, const json_t *spec, json_t **
     if (from_template)
         json_object_set_new(body, "fromTemplate", json_string(from_template));
     enum hutch_code code = HUTCH_OK;
-    if (tarball && (code = tarball_base(b, tarball, body)) != HUTCH_OK)
-        return code;
+    char *hash;
+    if (tarball) {
+        code = prepare_upload(b, u, tarball, "FROM " TARBALL_NAME, "base", true, &hash);
+        if (code != HUTCH_OK)
+            return code;
+        json_object_set_new(body, "fromImage", json_sprintf("tarball:%s", hash));
+    }
     json_t *steps = json_object_get(spec, "steps");
     if (steps && !json_is_array(steps))
         return client_fail(b->c, HUTCH_E_INVALID, "the spec's steps are not an array");
@@ -646,8 +651,19 @@ static enum hutch_code start_body(struct build *b, const json_t *spec, json_t **
         json_t *force = json_object_get(step, "force");
         json_t *out = json_pack("{s:s, s:O, s:b}", "type", type, "args", args, "force", json_is_true(force));
         json_array_append_new(out_steps, out);
-        if (streq(type, "COPY") && (code = copy_step(b, step, out, i + 1)) != HUTCH_OK)
+        if (!streq(type, "COPY"))
+            continue;
+        const char *src = json_string_value(json_array_get(args, 0));
+        const char *dest = json_string_value(json_array_get(args, 1));
+        if (!src || !dest)
+            return client_fail(b->c, HUTCH_E_INVALID, "step %zu: COPY needs [src, dest, user, mode]", i + 1);
+        _cleanup_free_ char *head = xasprintf("COPY %s %s", src, dest);
+        char name[32];
+        snprintf(name, sizeof(name), "%zu", i + 1);
+        code = prepare_upload(b, u, src, head, name, false, &hash);
+        if (code != HUTCH_OK)
             return code;
+        json_object_set_new(out, "filesHash", json_string(hash));
     }
     static const char *const keep[] = { "startCmd", "readyCmd" };
     for (size_t k = 0; k < ARRAY_SIZE(keep); k++) {
@@ -781,24 +797,36 @@ HUTCH_EXPORT enum hutch_code hutch_template_build(struct hutch_client *c, const 
     if (ctx < 0)
         return client_fail(c, HUTCH_E_IO, "the context directory %s: %s", dir, errno_to_string(errno));
 
+    /* Everything local first: a source that is missing or refused leaves no template behind. */
+    struct build b = { .c = c, .o = opts, .ctx = ctx };
+    struct uploads uploads = { 0 };
+    _cleanup_json_ json_t *body = NULL;
+    enum hutch_code code = start_body(&b, sp, &uploads, &body);
+    if (code != HUTCH_OK) {
+        uploads_release(&uploads);
+        return code;
+    }
+
     _cleanup_json_ json_t *create = json_pack("{s:s}", "name", name);
     if (opts->cpu_count)
         json_object_set_new(create, "cpuCount", json_integer(opts->cpu_count));
     if (opts->memory_mb)
         json_object_set_new(create, "memoryMB", json_integer(opts->memory_mb));
     _cleanup_json_ json_t *created = NULL;
-    enum hutch_code code = client_api_request(c, "POST", "/v3/templates", create, NULL, &created, NULL);
-    if (code != HUTCH_OK)
-        return code;
+    code = client_api_request(c, "POST", "/v3/templates", create, NULL, &created, NULL);
     const char *template_id = json_get_string(created, "templateID");
     const char *build_id = json_get_string(created, "buildID");
-    if (!template_id || !build_id || !*template_id || !*build_id)
-        return client_fail(c, HUTCH_E_SERVER, "create template: the answer has no templateID or buildID");
-
-    struct build b = { .c = c, .o = opts, .ctx = ctx, .template_id = client_escape(template_id) };
+    if (code == HUTCH_OK && (!template_id || !build_id || !*template_id || !*build_id))
+        code = client_fail(c, HUTCH_E_SERVER, "create template: the answer has no templateID or buildID");
+    if (code != HUTCH_OK) {
+        uploads_release(&uploads);
+        return code;
+    }
+    b.template_id = client_escape(template_id);
     _cleanup_free_ char *build_esc = client_escape(build_id);
-    _cleanup_json_ json_t *body = NULL;
-    code = start_body(&b, sp, &body);
+    for (size_t i = 0; i < uploads.n && code == HUTCH_OK; i++)
+        code = send_upload(&b, &uploads.items[i]);
+    uploads_release(&uploads);
     if (code == HUTCH_OK) {
         _cleanup_free_ char *path = xasprintf("/v2/templates/%s/builds/%s", b.template_id, build_esc);
         code = client_api_request(c, "POST", path, body, NULL, NULL, NULL);
