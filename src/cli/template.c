@@ -116,7 +116,9 @@ static void status_clear(struct progress *p)
 }
 
 /* "RUN apt-get install…" for step n (1-based) of the spec. */
-static char *step_text(const json_t *steps, const char *step)
+/* "RUN apt-get install…" for step n (1-based) of the spec, NULL for a named step ("base");
+ * *ret_line (when not NULL) is its Hutchfile line, 0 for a step the parser added. */
+static char *step_text(const json_t *steps, const char *step, long long *ret_line)
 {
     uint32_t n;
     if (!step || parse_uint32(step, &n) < 0 || n == 0 || n > json_array_size(steps))
@@ -124,10 +126,9 @@ static char *step_text(const json_t *steps, const char *step)
     const json_t *s = json_array_get(steps, n - 1);
     const char *type = json_string_value(json_object_get(s, "type"));
     const char *arg = json_string_value(json_array_get(json_object_get(s, "args"), 0));
-    json_int_t line = json_integer_value(json_object_get(s, "line"));
-    _cleanup_free_ char *where = line > 0 ? xasprintf("line %lld: ", (long long)line) : xstrdup("");
-    return xasprintf("%s%s %.60s%s", where, type ? type : "?", arg ? arg : "",
-                     arg && strlen(arg) > 60 ? "..." : "");
+    if (ret_line)
+        *ret_line = (long long)json_integer_value(json_object_get(s, "line"));
+    return xasprintf("%s %.60s%s", type ? type : "?", arg ? arg : "", arg && strlen(arg) > 60 ? "..." : "");
 }
 
 static void status_show(struct progress *p)
@@ -135,7 +136,7 @@ static void status_show(struct progress *p)
     if (!p->tty || p->quiet || !p->current)
         return;
     uint32_t n;
-    _cleanup_free_ char *what = step_text(p->steps, p->current);
+    _cleanup_free_ char *what = step_text(p->steps, p->current, NULL);
     if (parse_uint32(p->current, &n) == 0 && what)
         fprintf(stderr, "\r\033[K\033[1mstep %u/%zu\033[0m %s", n, p->total, what);
     else
@@ -277,10 +278,15 @@ static int do_build(struct hutch_client *client, const struct cli_conn *conn, st
         printf("template %s ready: %s\n", res.template_id, or_dash(names));
     }
     if (!res.ready) {
-        _cleanup_free_ char *what = step_text(p.steps, res.reason_step);
-        if (res.reason_step)
-            fprintf(stderr, "hutch template build: step %s%s%s%s failed: %s\n", res.reason_step,
-                    what ? " (" : "", what ? what : "", what ? ")" : "", res.reason);
+        /* hutch template build: Hutchfile:7: step 4/9 (RUN make) failed: exited with code 2 */
+        long long line = 0;
+        _cleanup_free_ char *what = step_text(p.steps, res.reason_step, &line);
+        _cleanup_free_ char *where = line > 0 ? xasprintf("%s:%lld: ", shown, line) : xstrdup("");
+        if (what)
+            fprintf(stderr, "hutch template build: %sstep %s/%zu (%s) failed: %s\n", where, res.reason_step,
+                    p.total, what, res.reason);
+        else if (res.reason_step && *res.reason_step)
+            fprintf(stderr, "hutch template build: step %s failed: %s\n", res.reason_step, res.reason);
         else
             fprintf(stderr, "hutch template build: the build failed: %s\n", res.reason);
         status = 1;
