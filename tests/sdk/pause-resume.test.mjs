@@ -147,6 +147,27 @@ test('--max-paused-in-memory 0: every pause is to the filesystem', async () => {
   }
 });
 
+test("connect with onResume 'reboot' starts a sandbox paused in memory again from its files", async () => {
+  await buildStarter(hutch, 'rebooter');
+  const sbx = await Sandbox.create('rebooter', { ...hutch.opts, timeoutMs: 120_000 });
+  try {
+    const bg = await sbx.commands.run('exec sleep 4242', { background: true });
+    await sbx.files.write('/home/user/kept.txt', 'kept over a reboot');
+    await sbx.commands.run('rm ready');
+    assert.equal(await sbx.pause(), true);
+    assert.equal((await detail(hutch, sbx.sandboxId)).body.pauseMode, 'memory');
+    const again = await Sandbox.connect(sbx.sandboxId, { ...hutch.opts, onResume: 'reboot' });
+    const r = await again.commands.run('cat kept.txt; echo; wc -l < starts.log; test -e ready && echo ready; pgrep -fx "sleep 4242" || echo gone');
+    assert.equal(r.stdout, 'kept over a reboot\n2\nready\ngone\n');
+    await assert.rejects(again.commands.connect(bg.pid));
+    // Connecting to a running sandbox with 'reboot' changes nothing.
+    await Sandbox.connect(sbx.sandboxId, { ...hutch.opts, onResume: 'reboot' });
+    assert.equal((await again.commands.run('wc -l < starts.log')).stdout, '2\n');
+  } finally {
+    await sbx.kill();
+  }
+});
+
 test('a paused sandbox survives a restart of the server (graceful, then kill -9)', async () => {
   let h = await startHutch();
   let id;
@@ -199,6 +220,7 @@ test('a paused sandbox survives a restart of the server (graceful, then kill -9)
 test('lifecycle onTimeout pause: the sandbox pauses at its timeout and connect resumes it', async () => {
   const sbx = await Sandbox.create('base', { ...hutch.opts, timeoutMs: 3_000, lifecycle: { onTimeout: 'pause' } });
   try {
+    assert.equal(await sbx.isRunning(), true);
     const info = await sbx.getInfo();
     assert.equal(info.lifecycle?.onTimeout, 'pause', JSON.stringify(info.lifecycle));
     await sbx.files.write('/home/user/auto.txt', 'paused by the timer');

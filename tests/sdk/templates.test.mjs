@@ -129,6 +129,41 @@ test('Template.build: RUN, COPY, ENV, WORKDIR, USER and a start command; a sandb
   }
 });
 
+// build.c layer_step: a forced step whose layer exists renames the layer directory away and
+// rm_rf()s it, then installs the new one under the same id. Sandboxes running on it (overlay
+// lower layer) see its files vanish; sandboxes paused to disk and older builds (tags) that
+// name the same layer id get the new content.
+test('a forced rebuild leaves sandboxes already made from the template as they were', {
+  todo: 'server: build.c layer_step replaces a forced layer in place (rm_rf of a directory in use as a lower layer)',
+}, async () => {
+  const make = () =>
+    Template()
+      .fromTemplate('base')
+      .runCmd('date +%s%N > /opt/stamp; mkdir -p /opt/many; for i in $(seq 1 20); do echo $i > /opt/many/$i; done', { user: 'root' });
+  await build(make(), 'tpl-forced:v1');
+  const running = await Sandbox.create('tpl-forced:v1', hutch.opts);
+  const paused = await Sandbox.create('tpl-forced:v1', hutch.opts);
+  try {
+    const state = 'cat /opt/stamp; ls /opt/many | wc -l';
+    const before = (await running.commands.run(state)).stdout;
+    assert.equal((await paused.commands.run(state)).stdout, before);
+    assert.equal(await paused.pause({ keepMemory: false }), true);
+    await build(make(), 'tpl-forced:v2', { skipCache: true });
+    assert.equal((await running.commands.run(state)).stdout, before, 'a running sandbox keeps its files');
+    await paused.connect();
+    assert.equal((await paused.commands.run(state)).stdout, before, 'a paused sandbox resumes on what it had');
+    const v1 = await Sandbox.create('tpl-forced:v1', hutch.opts);
+    try {
+      assert.equal((await v1.commands.run(state)).stdout, before, 'the tag v1 still names the first build');
+    } finally {
+      await v1.kill();
+    }
+  } finally {
+    await running.kill();
+    await paused.kill();
+  }
+});
+
 test('fromBaseImage: the host base (e2bdev/base), defaults of user and workdir', async () => {
   const t = Template({ fileContextPath: ctx })
     .fromBaseImage()
