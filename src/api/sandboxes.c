@@ -487,27 +487,65 @@ enum MHD_Result api_sandbox_list_v2(struct api_request *req)
     return list(req, true);
 }
 
+static json_t *metric_json(int64_t at, double cpu_pct, uint64_t mem, uint64_t disk,
+                           const struct orch_limits *lim)
+{
+    char ts[32];
+    format_rfc3339((time_t)at, ts, sizeof(ts));
+    /* The page cache is not reported apart from used memory (memCache 0). */
+    json_t *m =
+        json_pack("{s:s, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:I}", "timestamp", ts, "timestampUnix",
+                  (json_int_t)at, "cpuCount", (int)lim->cpu_count, "cpuUsedPct", cpu_pct, "memUsed",
+                  (json_int_t)mem, "memTotal", (json_int_t)lim->memory_mb << 20, "memCache", (json_int_t)0,
+                  "diskUsed", (json_int_t)disk, "diskTotal", (json_int_t)lim->disk_mb << 20);
+    if (!m)
+        abort();
+    return m;
+}
+
+static int add_metric(const struct orch_metric_sample *x, const struct orch_limits *lim, void *userdata)
+{
+    json_array_append_new(userdata, metric_json(x->at, x->cpu_pct, x->memory_bytes, x->disk_bytes, lim));
+    return 0;
+}
+
+static int query_time(struct api_request *req, const char *key, int64_t *ret, struct error_record *err)
+{
+    const char *v = http_query(req->conn, key);
+    *ret = 0;
+    if (v && *v && parse_int64(v, ret) < 0)
+        return error_set(err, EINVAL, "%s must be a unix time in seconds", key);
+    return 0;
+}
+
+/* The sandbox's usage every 5 s within start..end (unix seconds, the last hour kept), oldest
+ * first, and, when the range reaches now, a sample taken now. */
 enum MHD_Result api_sandbox_metrics(struct api_request *req)
 {
     struct error_record err = { 0 };
-    struct runtime_stats st;
-    struct orch_limits lim;
-    double cpu_pct;
-    int r = orch_sandbox_stats(req->server_orch, req->params[0], &st, &lim, &cpu_pct, &err);
-    if (r < 0)
-        return api_queue_failure(req, r, &err);
-    /* One sample, now: hutch keeps no metrics history yet, so start/end select nothing. The
-     * page cache is not reported apart from used memory (memCache 0). */
+    int64_t start, end;
+    int r = query_time(req, "start", &start, &err);
+    if (r >= 0)
+        r = query_time(req, "end", &end, &err);
+    json_t *series = json_array();
+    if (r >= 0)
+        r = orch_sandbox_metrics(req->server_orch, req->params[0], start, end, add_metric, series, &err);
     time_t now = time(NULL);
-    char ts[32];
-    format_rfc3339(now, ts, sizeof(ts));
-    json_t *m = json_pack("[{s:s, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:I}]", "timestamp", ts, "timestampUnix",
-                          (json_int_t)now, "cpuCount", (int)lim.cpu_count, "cpuUsedPct", cpu_pct, "memUsed",
-                          (json_int_t)st.memory_bytes, "memTotal", (json_int_t)lim.memory_mb << 20,
-                          "memCache", (json_int_t)0, "diskUsed", (json_int_t)st.disk_bytes, "diskTotal",
-                          (json_int_t)lim.disk_mb << 20);
-    enum MHD_Result ret = http_queue_json(req->conn, MHD_HTTP_OK, m);
-    json_decref(m);
+    if (r >= 0 && (end <= 0 || end >= now)) {
+        struct runtime_stats st;
+        struct orch_limits lim;
+        double cpu_pct;
+        struct error_record e2 = { 0 };
+        /* A sandbox paused to disk has no current usage: its history is all there is. */
+        if (orch_sandbox_stats(req->server_orch, req->params[0], &st, &lim, &cpu_pct, &e2) >= 0)
+            json_array_append_new(series, metric_json(now, cpu_pct, st.memory_bytes, st.disk_bytes, &lim));
+    }
+    if (r < 0) {
+        json_decref(series);
+        return api_queue_failure(req, r, &err);
+    }
+    enum MHD_Result ret = http_queue_json(req->conn, MHD_HTTP_OK, series);
+    json_decref(series);
     return ret;
 }
 

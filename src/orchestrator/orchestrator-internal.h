@@ -128,6 +128,12 @@ int orch_pool_start(struct orch *o, struct error_record *err);
 /* Joins the pool thread and ends every pooled sandbox. */
 void orch_pool_stop(struct orch *o);
 
+/* metrics.c */
+struct metrics_ring;
+void orch_metrics_ring_free(struct metrics_ring *m);
+int orch_metrics_start(struct orch *o, struct error_record *err);
+void orch_metrics_stop(struct orch *o);
+
 /* build.c */
 bool orch_image_is_host(const char *image);
 int orch_image_debian_suite(const char *image, char ret[32]);
@@ -189,9 +195,10 @@ struct sandbox {
     bool pool_boot;       /* being started by the pool thread */
     /* Serialises what changes rt (pause, resume, snapshot, kill) between request threads. */
     pthread_mutex_t op_lock;
-    struct runtime_sandbox *rt; /* NULL while paused to disk only */
-    struct log_sink *log;       /* envd's stdout and stderr */
-    uint64_t last_cpu_usec;     /* the previous stats sample, for cpuUsedPct; under orch.lock */
+    struct runtime_sandbox *rt;   /* NULL while paused to disk only */
+    struct log_sink *log;         /* envd's stdout and stderr */
+    struct metrics_ring *metrics; /* usage history (metrics.c); under orch.lock */
+    uint64_t last_cpu_usec;       /* the previous stats sample, for cpuUsedPct; under orch.lock */
     usec_t last_sample;
     int refs;  /* the table's one, plus one per in-flight user; under orch.lock */
     bool gone; /* removed from the table; destroyed when refs drops to 0 */
@@ -230,6 +237,11 @@ struct orch {
     pthread_t pool_thread;
     bool pool_started;
     pthread_cond_t pool_wake;
+
+    /* The metrics sampler (metrics.c). */
+    pthread_t metrics_thread;
+    bool metrics_started;
+    pthread_cond_t metrics_wake;
 
     /* Template builds in flight (under lock); layer GC waits for none, orch_free for all. */
     size_t n_building;

@@ -114,6 +114,7 @@ static void sandbox_free(struct orch *o, struct sandbox *s)
         orch_layers_gc(o, &e);
     }
     orch_template_free(s->tpl);
+    orch_metrics_ring_free(s->metrics);
     orch_stack_release(&s->stack);
     json_decref(s->env_vars);
     json_decref(s->allow_out);
@@ -1452,6 +1453,7 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
     pthread_cond_init(&o->timer_wake, &ca);
     pthread_cond_init(&o->pool_wake, &ca);
     pthread_cond_init(&o->builds_done, &ca);
+    pthread_cond_init(&o->metrics_wake, &ca);
     pthread_condattr_destroy(&ca);
 
     int r = 0;
@@ -1478,6 +1480,8 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
     }
     if (r >= 0)
         r = orch_pool_start(o, err);
+    if (r >= 0)
+        r = orch_metrics_start(o, err);
     if (r < 0) {
         orch_free(o);
         return r;
@@ -1498,6 +1502,7 @@ void orch_free(struct orch *o)
     if (o->timer_started)
         pthread_join(o->timer, NULL);
     orch_pool_stop(o);
+    orch_metrics_stop(o);
     /* Builds notice `stopping` between steps and in their waits. */
     pthread_mutex_lock(&o->lock);
     while (o->n_building)
@@ -1537,6 +1542,7 @@ void orch_free(struct orch *o)
     pthread_cond_destroy(&o->timer_wake);
     pthread_cond_destroy(&o->pool_wake);
     pthread_cond_destroy(&o->builds_done);
+    pthread_cond_destroy(&o->metrics_wake);
     pthread_mutex_destroy(&o->lock);
     pthread_mutex_destroy(&o->store_lock);
     free(o->template_dir);

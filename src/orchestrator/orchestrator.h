@@ -119,6 +119,20 @@ int orch_sandbox_resume(struct orch *o, const char *id, uint32_t timeout_s, bool
 int orch_sandbox_stats(struct orch *o, const char *id, struct runtime_stats *ret,
                        struct orch_limits *ret_limits, double *ret_cpu_pct, struct error_record *err);
 
+/* A sample of a sandbox's usage history (taken every 5 s while it runs, the last hour kept). */
+struct orch_metric_sample {
+    int64_t at; /* unix seconds */
+    double cpu_pct;
+    uint64_t memory_bytes;
+    uint64_t disk_bytes;
+};
+typedef int (*orch_metric_cb)(const struct orch_metric_sample *m, const struct orch_limits *limits,
+                              void *userdata);
+/* Calls cb for the samples taken between start and end (unix seconds; <= 0: unbounded), oldest
+ * first. Returns how many, or -errno (-ENOENT unknown sandbox). */
+int orch_sandbox_metrics(struct orch *o, const char *id, int64_t start, int64_t end, orch_metric_cb cb,
+                         void *userdata, struct error_record *err);
+
 /* The running sandbox whose access token makes `signature` a valid (possibly expired) URL
  * signature of /files for path, op ("read" or "write"), user and expiration (raw query values,
  * NULL when absent): how a signed upload/download URL, which names no sandbox, is routed.

@@ -313,7 +313,7 @@ def test_per_request_limits_within_the_maximums(server):
         status, _, info = call(server, "GET", f"/sandboxes/{sb['sandboxID']}")
         assert (info["cpuCount"], info["memoryMB"], info["diskSizeMB"]) == (1, 256, 64)
         status, _, m = call(server, "GET", f"/sandboxes/{sb['sandboxID']}/metrics")
-        assert m[0]["memTotal"] == 256 << 20 and m[0]["diskTotal"] == 64 << 20
+        assert m[-1]["memTotal"] == 256 << 20 and m[-1]["diskTotal"] == 64 << 20
     finally:
         call(server, "DELETE", f"/sandboxes/{sb['sandboxID']}")
     for body in ({"cpuCount": 9999}, {"memoryMB": 1 << 21}, {"diskSizeMB": 1 << 23}, {"memoryMB": 8},

@@ -117,13 +117,22 @@ test('metrics report the sandbox\'s usage', async () => {
   const sbx = await Sandbox.create('base', hutch.opts);
   try {
     await sbx.commands.run('head -c 1000000 /dev/zero > /tmp/blob');
-    const m = await sbx.getMetrics();
-    assert.equal(m.length, 1);
+    const all = await sbx.getMetrics();
+    // The history (a sample every 5 s) and, last, a sample taken now.
+    assert.ok(all.length >= 1);
+    const m = all.slice(-1);
     assert.equal(m[0].cpuCount, 2);
     assert.ok(m[0].memUsed > 0);
     assert.equal(m[0].memTotal, 512 * 1024 * 1024);
     assert.ok(m[0].diskUsed >= 1_000_000);
     assert.equal(m[0].diskTotal, 1024 * 1024 * 1024);
+    // Six seconds later the sampler has taken at least one more.
+    await new Promise((r) => setTimeout(r, 6000));
+    const later = await sbx.getMetrics();
+    assert.ok(later.length >= 2, `${later.length} samples`);
+    assert.ok(later.every((x, i) => i === 0 || x.timestamp >= later[i - 1].timestamp));
+    const past = await sbx.getMetrics({ start: new Date(0), end: new Date(Date.now() - 3_600_000) });
+    assert.equal(past.length, 0);
   } finally {
     await sbx.kill();
   }
