@@ -87,7 +87,11 @@ static char *name_from_dir(const char *dir)
         return NULL;
     const char *base = strrchr(real, '/');
     base = base && base[1] ? base + 1 : "template";
-    char *name = xstrdup(base);
+    /* The server's names start with a letter or digit. */
+    while (*base && !((*base >= 'a' && *base <= 'z') || (*base >= 'A' && *base <= 'Z') ||
+                      (*base >= '0' && *base <= '9')))
+        base++;
+    char *name = xstrdup(*base ? base : "template");
     for (char *c = name; *c; c++) {
         if (*c >= 'A' && *c <= 'Z')
             *c = (char)(*c - 'A' + 'a');

@@ -12,6 +12,7 @@
  * bounded (HUTCH_HUTCHFILE_MAX_* and the limits below), and a failure frees all it made. */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,7 +393,9 @@ static int command(struct parser *p, const char *kw, const char *args, char **re
     return 0;
 }
 
-static int add_step(struct parser *p, const char *type, json_t *args, bool own)
+/* Adds a step at index (SIZE_MAX: at the end). own: made by an instruction of the Hutchfile
+ * (its line is recorded), else added by the parser (line 0). */
+static int insert_step(struct parser *p, size_t index, const char *type, json_t *args, bool own)
 {
     /* The steps the parser adds count too: the limit is the server's (e2b-compat has none,
      * hutch serve takes 256). */
@@ -404,8 +407,16 @@ static int add_step(struct parser *p, const char *type, json_t *args, bool own)
                              (json_int_t)(own ? p->line : 0));
     if (!step)
         return fail(p, HUTCH_E_INVALID, "not valid UTF-8");
-    json_array_append_new(p->steps, step);
+    if (index == SIZE_MAX)
+        json_array_append_new(p->steps, step);
+    else
+        json_array_insert_new(p->steps, index, step);
     return 0;
+}
+
+static int add_step(struct parser *p, const char *type, json_t *args, bool own)
+{
+    return insert_step(p, SIZE_MAX, type, args, own);
 }
 
 static int add_step1(struct parser *p, const char *type, const char *arg, bool own)
@@ -417,14 +428,16 @@ static int add_step1(struct parser *p, const char *type, const char *arg, bool o
 }
 
 /* E2B's fromDockerfile runs the steps as root in / (Docker's defaults) and leaves the
- * template as user in /home/user unless USER or WORKDIR said otherwise. The prelude goes in
- * before the first step whose meaning depends on the user or directory. */
+ * template as user in /home/user unless USER or WORKDIR said otherwise. The prelude is added
+ * once a step whose meaning depends on the user or directory comes, and goes first, before
+ * any USER or WORKDIR of the Hutchfile (before only ENV steps, which do not care). */
 static int need_prelude(struct parser *p)
 {
     if (p->prelude)
         return 0;
     p->prelude = true;
-    if (add_step1(p, "USER", "root", false) < 0 || add_step1(p, "WORKDIR", "/", false) < 0)
+    if (insert_step(p, 0, "USER", json_pack("[s]", "root"), false) < 0 ||
+        insert_step(p, 1, "WORKDIR", json_pack("[s]", "/"), false) < 0)
         return -1;
     return 0;
 }

@@ -185,8 +185,9 @@ static bool has_glob(const char *s)
 }
 
 /* Matches the components comps[k..] of a source below directory fd (at rel), Docker's way:
- * each component a literal name or a glob (fnmatch), every match added with what is below
- * it. A component before the last must be a real directory, not a symbolic link. */
+ * each component a literal name or a glob (fnmatch; as in Go's filepath.Match, `*` matches a
+ * leading dot too), every match added with what is below it. A component before the last
+ * must be a real directory, not a symbolic link. */
 static enum hutch_code match(struct walk *w, int fd, const char *rel, char **comps, size_t ncomp, size_t k,
                              size_t *matched)
 {
@@ -201,7 +202,7 @@ static enum hutch_code match(struct walk *w, int fd, const char *rel, char **com
         if (code != HUTCH_OK)
             return code;
         for (size_t i = 0; i < n_all; i++)
-            if (fnmatch(comps[k], all[i], FNM_PATHNAME | FNM_PERIOD) == 0) {
+            if (fnmatch(comps[k], all[i], FNM_PATHNAME) == 0) {
                 names = xreallocarray(names, n + 1, sizeof(*names));
                 names[n++] = TAKE_PTR(all[i]);
             }

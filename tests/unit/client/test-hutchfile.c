@@ -98,17 +98,17 @@ TEST(every_instruction)
                       "READY curl -s localhost:8000\n");
     ASSERT_STREQ(str(s, "fromTemplate"), "base");
     ASSERT_TRUE(json_object_get(s, "fromImage") == NULL);
-    /* the prelude goes in before the first RUN; USER and WORKDIR were given, so no postlude */
+    /* the prelude goes first once a RUN comes; USER and WORKDIR were given, so no postlude */
     ASSERT_EQ(n_steps(s), 7);
-    ASSERT_STREQ(type(s, 0), "ENV");
-    ASSERT_STREQ(arg(s, 0, 0), "GREETING");
-    ASSERT_STREQ(arg(s, 0, 1), "hello");
-    ASSERT_EQ(line_of(s, 0), 3);
-    ASSERT_STREQ(type(s, 1), "USER");
-    ASSERT_STREQ(arg(s, 1, 0), "root");
-    ASSERT_EQ(line_of(s, 1), 0);
-    ASSERT_STREQ(type(s, 2), "WORKDIR");
-    ASSERT_STREQ(arg(s, 2, 0), "/");
+    ASSERT_STREQ(type(s, 0), "USER");
+    ASSERT_STREQ(arg(s, 0, 0), "root");
+    ASSERT_EQ(line_of(s, 0), 0);
+    ASSERT_STREQ(type(s, 1), "WORKDIR");
+    ASSERT_STREQ(arg(s, 1, 0), "/");
+    ASSERT_STREQ(type(s, 2), "ENV");
+    ASSERT_STREQ(arg(s, 2, 0), "GREETING");
+    ASSERT_STREQ(arg(s, 2, 1), "hello");
+    ASSERT_EQ(line_of(s, 2), 3);
     ASSERT_STREQ(type(s, 3), "RUN");
     ASSERT_STREQ(arg(s, 3, 0), "apt-get update");
     ASSERT_EQ(n_args(s, 3), 1);
@@ -137,6 +137,16 @@ TEST(instructions_are_case_insensitive_and_the_postlude_restores_user_and_home)
     ASSERT_STREQ(type(s, 2), "RUN");
     ASSERT_STREQ(type(s, 3), "USER");
     ASSERT_STREQ(arg(s, 3, 0), "user");
+    ASSERT_STREQ(type(s, 4), "WORKDIR");
+    ASSERT_STREQ(arg(s, 4, 0), "/home/user");
+    json_decref(s);
+    /* a USER before the first RUN stays after the prelude */
+    s = parse("FROM base\nUSER user\nRUN whoami\n");
+    ASSERT_EQ(n_steps(s), 5);
+    ASSERT_STREQ(arg(s, 0, 0), "root");
+    ASSERT_STREQ(type(s, 2), "USER");
+    ASSERT_STREQ(arg(s, 2, 0), "user");
+    ASSERT_STREQ(type(s, 3), "RUN");
     ASSERT_STREQ(type(s, 4), "WORKDIR");
     ASSERT_STREQ(arg(s, 4, 0), "/home/user");
     json_decref(s);
