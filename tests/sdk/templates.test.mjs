@@ -182,6 +182,29 @@ test('fromBaseImage: the host base (e2bdev/base), defaults of user and workdir',
   }
 });
 
+test('cpuCount and memoryMB of a build are the limits of its sandboxes; long logs come complete', async () => {
+  const { info, logs } = await build(Template().fromTemplate('base').runCmd('seq 1 250'), 'tpl-sized', { cpuCount: 1, memoryMB: 768 });
+  // More lines than one status answer holds (100): the SDK pages through them all, in order.
+  const nums = logs.filter((m) => /^\d+$/.test(m)).map(Number);
+  assert.deepEqual(nums, Array.from({ length: 250 }, (_, i) => i + 1));
+  const sbx = await Sandbox.create('tpl-sized', hutch.opts);
+  try {
+    const i = await sbx.getInfo();
+    assert.equal(i.cpuCount, 1);
+    assert.equal(i.memoryMB, 768);
+    const [m] = await sbx.getMetrics();
+    assert.equal(m.memTotal, 768 * 1024 * 1024);
+  } finally {
+    await sbx.kill();
+  }
+  const list = await api('GET', '/templates');
+  const mine = list.body.find((x) => x.templateID === info.templateId);
+  assert.equal(mine.cpuCount, 1);
+  assert.equal(mine.memoryMB, 768);
+  assert.equal(mine.spawnCount, 1);
+  assert.ok(mine.lastSpawnedAt);
+});
+
 test('a failing RUN step fails the build with a BuildError naming the exit code', async () => {
   const t = Template().fromTemplate('base').runCmd('echo fine').runCmd('echo about to fail; exit 7');
   const logs = [];
