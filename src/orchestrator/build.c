@@ -391,6 +391,15 @@ static int layer_step(struct build *b, const json_t *step, bool force, const cha
 {
     char key[2 * SHA256_LEN + 1];
     step_key(b, step, key);
+    if (force) {
+        /* A forced step gets a layer of its own: the cached one may be in use by sandboxes
+         * and other builds, and is never changed. */
+        char nonce[17];
+        if (random_hex(nonce, 8) < 0)
+            abort();
+        _cleanup_free_ char *k = xasprintf("%s|forced|%s", key, nonce);
+        sha256_hex(k, strlen(k), key);
+    }
     _cleanup_free_ char *dir = orch_layer_path(b->o, key);
     struct stat st;
     if (!force && stat(dir, &st) == 0) {
@@ -418,13 +427,6 @@ static int layer_step(struct build *b, const json_t *step, bool force, const cha
             return WIFEXITED(status)
                        ? error_set(err, EINVAL, "the command exited with code %d", WEXITSTATUS(status))
                        : error_set(err, EINVAL, "the command was killed by signal %d", WTERMSIG(status));
-        }
-        /* A forced rebuild replaces the old layer; sandboxes using it hold their own mounts. */
-        if (stat(dir, &st) == 0) {
-            _cleanup_free_ char *old = xasprintf("%s/layers/.tmp-old-%s", b->o->state_dir, key);
-            rm_rf(old);
-            if (rename(dir, old) == 0)
-                rm_rf(old);
         }
         if (rename(tmp, dir) < 0) {
             int e = errno;
@@ -567,14 +569,20 @@ static int step_env_set(struct build *b, const json_t *step, struct error_record
 
 /* Images that are not templates get what every sandbox needs: envd's mount point and E2B's
  * default user `user` (1000) with a home, the user commands run as by default. */
-static const char provision_script[] = "set -e\n"
-                                       "mkdir -p /opt/hutch /tmp /home\n"
-                                       "chmod 1777 /tmp\n"
-                                       "if ! id user >/dev/null 2>&1; then\n"
-                                       "  if command -v useradd >/dev/null 2>&1; then useradd -m -u 1000 -U "
-                                       "-s /bin/bash user || useradd -m -s /bin/sh user\n"
-                                       "  else adduser -D -u 1000 user; fi\n"
-                                       "fi\n";
+static const char provision_script[] =
+    "set -e\n"
+    "mkdir -p /opt/hutch /tmp /home\n"
+    "chmod 1777 /tmp\n"
+    "if ! id user >/dev/null 2>&1; then\n"
+    "  if command -v useradd >/dev/null 2>&1; then\n"
+    "    useradd -m -u 1000 -U -s /bin/bash user || useradd -m -s /bin/sh user\n"
+    "  elif adduser -D -u 1000 user 2>/dev/null; then :\n"
+    "  else\n"
+    "    echo 'user:x:1000:1000:user:/home/user:/bin/sh' >> /etc/passwd\n"
+    "    grep -q '^user:' /etc/group 2>/dev/null || echo 'user:x:1000:' >> /etc/group\n"
+    "    mkdir -p /home/user && chown 1000:1000 /home/user\n"
+    "  fi\n"
+    "fi\n";
 
 /* ---- the base ---- */
 
@@ -600,32 +608,96 @@ static void template_log_line(const char *line, void *userdata)
     build_log(userdata, "info", "%s", line);
 }
 
-static int load_base(struct build *b, struct error_record *err)
-{
-    const char *from_template = json_get_string(b->spec, "fromTemplate");
-    const char *image = json_get_string(b->spec, "fromImage");
-    if (from_template)
-        return load_base_template(b, from_template, err);
-    if (orch_image_is_host(image))
-        return load_base_template(b, ORCH_DEFAULT_TEMPLATE, err);
+/* The script that unpacks a root filesystem tarball in a build sandbox made from `base`: the
+ * upload (a gzip'd tar holding rootfs.tar, see the user guide) arrives on stdin; the tarball's
+ * own compression is detected by tar. Device nodes cannot be made in a sandbox and are left
+ * out (the runtime gives every sandbox its own /dev). */
+static const char unpack_script[] =
+    "set -e\n"
+    "mkdir -p /rootfs /tmp/.hutch-in\n"
+    "tar -xzf - -C /tmp/.hutch-in rootfs.tar\n"
+    "tar -xf /tmp/.hutch-in/rootfs.tar -C /rootfs --numeric-owner --same-owner --same-permissions "
+    "--exclude=./dev/* --exclude=dev/*\n"
+    "rm -rf /tmp/.hutch-in\n"
+    "cd /rootfs && mkdir -p proc dev sys tmp etc opt/hutch && chmod 1777 tmp\n";
 
-    char suite[32];
-    if (orch_image_debian_suite(image, suite) < 0)
-        return error_set(err, EINVAL, "image '%s' is not supported", image);
-    _cleanup_free_ char *cache = xasprintf("%s/cache", b->o->state_dir);
-    _cleanup_free_ char *path = NULL;
-    int r = template_debootstrap(cache, suite, template_log_line, b, &path, err);
+/* A tarball base: unpacked inside a sandbox of `base` (the host never reads the archive), and
+ * its exported /rootfs becomes the template's first layer. */
+static int load_tarball(struct build *b, const char *hash, struct error_record *err)
+{
+    if (strlen(hash) != 2 * SHA256_LEN || strspn(hash, "0123456789abcdef") != 2 * SHA256_LEN)
+        return error_set(err, EINVAL, "tarball image: '%s' is not a files hash", hash);
+    char key[2 * SHA256_LEN + 1];
+    _cleanup_free_ char *what = xasprintf("tarball:%s", hash);
+    sha256_hex(what, strlen(what), key);
+    _cleanup_free_ char *id = xasprintf("%s/0", key);
+    _cleanup_free_ char *dir = xasprintf("%s/layers/%s", b->o->state_dir, key);
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        build_log(b, "info", "cached");
+        return orch_stack_push(b->o, &b->stack, id, "/", err);
+    }
+    _cleanup_free_ char *upload = xasprintf("%s/cache/files/%s.tar.gz", b->o->state_dir, hash);
+    _cleanup_close_ int fd = open(upload, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return error_set_errno(err, errno, "the tarball was not uploaded");
+    struct orch_template *host = NULL;
+    int r = orch_template_load(b->o, ORCH_DEFAULT_TEMPLATE, &host, err);
     if (r < 0)
         return r;
-    _cleanup_free_ char *id = xasprintf("debootstrap/%s", suite);
-    r = orch_stack_push(b->o, &b->stack, id, "/", err);
+    _cleanup_free_ char *tmp = xasprintf("%s/layers/.tmp-%s", b->o->state_dir, key);
+    _cleanup_free_ char *out = xasprintf("%s/layers/.tmp-%s.out", b->o->state_dir, key);
+    rm_rf(tmp);
+    rm_rf(out);
+    const char *argv[] = { "/bin/sh", "-c", unpack_script, NULL };
+    const char *env[] = { BUILD_PATH, "HOME=/root", NULL };
+    struct run q = {
+        .argv = argv, .env = env, .cwd = "/", .stdin_fd = fd, .export_dir = tmp, .stack = &host->stack
+    };
+    int status = 0;
+    r = run_in_build_sandbox(b, &q, &status, err);
+    orch_template_free(host);
+    if (r >= 0 && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+        r = error_set(err, EINVAL, "unpacking the tarball failed (see the log)");
+    /* Only the unpacked tree is the layer: <key>/0 is the export's /rootfs. */
+    _cleanup_free_ char *rootfs = xasprintf("%s/0/rootfs", tmp);
+    _cleanup_free_ char *out0 = xasprintf("%s/0", out);
+    if (r >= 0 && (mkdir(out, 0700) < 0 || rename(rootfs, out0) < 0))
+        r = error_set_errno(err, errno, "keeping the unpacked tarball");
+    if (r >= 0 && rename(out, dir) < 0)
+        r = error_set_errno(err, errno, "installing layer %s", key);
+    rm_rf(tmp);
+    rm_rf(out);
+    if (r < 0)
+        return r;
+    return orch_stack_push(b->o, &b->stack, id, "/", err);
+}
+
+/* Images that are not templates: the image's root as the first layer, then what every
+ * sandbox needs (provision_script), and E2B's default user. */
+static int load_image(struct build *b, const char *image, struct error_record *err)
+{
+    char suite[32];
+    int r;
+    if (str_startswith(image, "tarball:")) {
+        r = load_tarball(b, image + strlen("tarball:"), err);
+    } else if (orch_image_debian_suite(image, suite) >= 0) {
+        _cleanup_free_ char *cache = xasprintf("%s/cache", b->o->state_dir);
+        _cleanup_free_ char *path = NULL;
+        r = template_debootstrap(cache, suite, template_log_line, b, &path, err);
+        _cleanup_free_ char *id = xasprintf("debootstrap/%s", suite);
+        if (r >= 0)
+            r = orch_stack_push(b->o, &b->stack, id, "/", err);
+    } else {
+        r = error_set(err, EINVAL, "image '%s' is not supported", image);
+    }
     if (r < 0)
         return r;
     b->user = xstrdup("root");
     b->home = xstrdup("/root");
     b->workdir = xstrdup("/");
     b->env = json_object();
-    sha256_hex(id, strlen(id), b->key);
+    sha256_hex(b->stack.ids[0], strlen(b->stack.ids[0]), b->key);
 
     json_t *step = json_pack("{s:s, s:[s]}", "type", "PROVISION", "args", provision_script);
     const char *argv[] = { "/bin/sh", "-c", provision_script, NULL };
@@ -652,6 +724,19 @@ static int load_base(struct build *b, struct error_record *err)
         b->workdir = xstrdup(b->home);
     }
     return r;
+}
+
+static int load_base(struct build *b, struct error_record *err)
+{
+    const char *from_template = json_get_string(b->spec, "fromTemplate");
+    const char *image = json_get_string(b->spec, "fromImage");
+    if (from_template)
+        return load_base_template(b, from_template, err);
+    if (orch_image_is_host(image))
+        return load_base_template(b, ORCH_DEFAULT_TEMPLATE, err);
+    if (!image)
+        return error_set(err, EINVAL, "neither fromImage nor fromTemplate");
+    return load_image(b, image, err);
 }
 
 bool orch_image_is_host(const char *image)
@@ -813,10 +898,11 @@ int orch_template_build_start(struct orch *o, const char *template_id, const cha
     const char *image = json_get_string(spec, "fromImage");
     const char *from_template = json_get_string(spec, "fromTemplate");
     char suite[32];
-    if (!from_template && !orch_image_is_host(image) && orch_image_debian_suite(image, suite) < 0)
+    if (!from_template && !orch_image_is_host(image) && orch_image_debian_suite(image, suite) < 0 &&
+        !str_startswith(image, "tarball:"))
         return error_set(err, EINVAL,
                          "image '%s' is not supported: use a template (fromTemplate), e2bdev/base (the host "
-                         "base) or debian:bookworm",
+                         "base), debian:bookworm, or a root filesystem tarball (tarball:<files hash>)",
                          image ? image : "");
     if (json_array_size(json_object_get(spec, "steps")) > BUILD_MAX_STEPS)
         return error_set(err, EINVAL, "more than %d steps", BUILD_MAX_STEPS);
