@@ -13,6 +13,7 @@
 #include "config.h"
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/self-libs.h"
 #include "common/xalloc.h"
 #include "envd/envd.h"
 #include "envd/server.h"
@@ -72,40 +73,10 @@ static void hosts_add_own_name(void)
         log_warn_errno(errno, "cannot add %s to /etc/hosts", name);
 }
 
-struct loaded_objects {
-    size_t index;
-    const char *interp; /* the main program's PT_INTERP */
-};
-
-static int collect_object(struct dl_phdr_info *info, size_t size, void *userdata)
-{
-    struct loaded_objects *objs = userdata;
-    if (objs->index++ == 0) {
-        /* The main program comes first; the loader it names is printed first. */
-        for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++)
-            if (info->dlpi_phdr[i].p_type == PT_INTERP)
-                objs->interp = (const char *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
-        if (objs->interp)
-            printf("%s\n", objs->interp);
-        return 0;
-    }
-    /* The vDSO's name (linux-vdso.so.1) is no path: the kernel maps it into every process. */
-    if (info->dlpi_name[0] != '/')
-        return 0;
-    /* The loader's own link map carries the PT_INTERP name, printed already. */
-    if (objs->interp && streq(info->dlpi_name, objs->interp))
-        return 0;
-    printf("%s\n", info->dlpi_name);
-    return 0;
-}
-
-/* For the orchestrator's bundle (orch_envd_bundle()): the dynamic loader on the first line, then
- * every other shared object this process has loaded, by the host path it was loaded from. */
+/* For the orchestrator's bundle (orch_envd_bundle()). */
 static int list_libraries(void)
 {
-    struct loaded_objects objs = { 0 };
-    dl_iterate_phdr(collect_object, &objs);
-    if (!objs.interp) {
+    if (self_libs_print(stdout) < 0) {
         fprintf(stderr, "envd: no program interpreter (statically linked?)\n");
         return 1;
     }
