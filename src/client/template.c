@@ -289,12 +289,20 @@ static int open_beneath(int ctx, const char *path)
         size_t n = strcspn(p, "/");
         _cleanup_free_ char *name = xstrndup(p, n);
         bool last = p[n] == '\0';
+        /* O_NONBLOCK: a file swapped for a fifo since it was listed must not hang us. */
         int fd =
-            openat(dir, name, (last ? O_RDONLY | O_NOCTTY : O_PATH | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC);
+            openat(dir, name,
+                   (last ? O_RDONLY | O_NOCTTY | O_NONBLOCK : O_PATH | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
             return -errno;
-        if (last)
+        if (last) {
+            struct stat st;
+            if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                safe_close(fd);
+                return -EINVAL;
+            }
             return fd;
+        }
         safe_close(dir);
         dir = fd;
         p += n + 1;
