@@ -386,16 +386,6 @@ int api_server_start(const struct api_config *cfg, struct api_server **ret, stru
         error_set_errno(err, r, "drawing the upload secret");
         goto fail;
     }
-    /* Before the orchestrator: what it makes sandboxes from is in the store. The layer ids are
-     * the orchestrator's (src/orchestrator/template.c). */
-    r = store_template_ensure_builtin(s->store, API_BUILTIN_TEMPLATE, API_BUILTIN_TEMPLATE,
-                                      "[{\"layer\":\"host-base\",\"target\":\"/\"},"
-                                      "{\"layer\":\"host-usr\",\"target\":\"/usr\"}]",
-                                      "{\"user\":\"user\",\"uid\":1000,\"gid\":1000,"
-                                      "\"workdir\":\"/home/user\",\"env\":{}}",
-                                      "0.6.13", err);
-    if (r < 0)
-        goto fail;
     api_template_cache_clean(s->state_dir);
     s->domain = cfg->domain ? xstrdup(cfg->domain) : NULL;
     struct gw_config gwc = {

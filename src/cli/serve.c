@@ -28,6 +28,8 @@ static void usage(FILE *f)
             "  --state-dir DIR           default $HUTCH_STATE_DIR or %s\n"
             "  --domain DOMAIN           route Host <port>-<sandbox id>.DOMAIN to sandboxes\n"
             "  --envd PATH               the envd to run in sandboxes (default: beside hutch)\n"
+            "  --interpd PATH            the code interpreter for code-interpreter-v1 (default:\n"
+            "                            beside hutch, when there)\n"
             "  --default-cpus N          per sandbox when a request names none (default 2)\n"
             "  --default-memory-mb N     (default 512)\n"
             "  --default-disk-mb N       size of the writable layer (default 1024)\n"
@@ -95,18 +97,18 @@ static void hint_if_no_keys(const char *state_dir)
                  state_dir);
 }
 
-/* hutch and envd are built and installed side by side. */
-static char *envd_beside_self(void)
+/* hutch, envd and interpd are built and installed side by side. */
+static char *beside_self(const char *name)
 {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n <= 0)
-        return xstrdup("envd");
+        return xstrdup(name);
     self[n] = '\0';
     char *slash = strrchr(self, '/');
     if (slash)
         *slash = '\0';
-    return xasprintf("%s/envd", self);
+    return xasprintf("%s/%s", self, name);
 }
 
 int cmd_serve(int argc, char **argv)
@@ -116,6 +118,7 @@ int cmd_serve(int argc, char **argv)
         { "state-dir", required_argument, NULL, 's' },
         { "domain", required_argument, NULL, 'd' },
         { "envd", required_argument, NULL, 'e' },
+        { "interpd", required_argument, NULL, 'i' },
         { "default-cpus", required_argument, NULL, OPT_DEFAULT_CPUS },
         { "default-memory-mb", required_argument, NULL, OPT_DEFAULT_MEMORY },
         { "default-disk-mb", required_argument, NULL, OPT_DEFAULT_DISK },
@@ -136,9 +139,12 @@ int cmd_serve(int argc, char **argv)
     const char *state_dir = NULL;
     int c;
     optind = 1;
-    _cleanup_free_ char *default_envd = envd_beside_self();
+    _cleanup_free_ char *default_envd = beside_self("envd");
     cfg.orch.envd_path = default_envd;
-    while ((c = getopt_long(argc, argv, "l:s:d:e:h", options, NULL)) >= 0) {
+    /* The code interpreter is optional: without it there is no code-interpreter-v1 template. */
+    _cleanup_free_ char *default_interpd = beside_self("interpd");
+    cfg.orch.interpd_path = access(default_interpd, X_OK) == 0 ? default_interpd : NULL;
+    while ((c = getopt_long(argc, argv, "l:s:d:e:i:h", options, NULL)) >= 0) {
         switch (c) {
         case 'l':
             cfg.listen = optarg;
@@ -151,6 +157,9 @@ int cmd_serve(int argc, char **argv)
             break;
         case 'e':
             cfg.orch.envd_path = optarg;
+            break;
+        case 'i':
+            cfg.orch.interpd_path = optarg;
             break;
         case OPT_DEFAULT_CPUS:
             if (!positive("default-cpus", optarg, &cfg.orch.defaults.cpu_count))

@@ -9,6 +9,7 @@
  * the template's own libraries. The list of objects comes from envd itself (`--list-libraries`,
  * from the dynamic linker's own list), so it is exactly what this build of envd loads, sanitizer
  * runtimes included. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -24,6 +25,7 @@
 
 #include "common/cleanup.h"
 #include "common/fs-util.h"
+#include "common/strutil.h"
 #include "common/time-util.h"
 #include "common/xalloc.h"
 #include "orchestrator/orchestrator-internal.h"
@@ -126,11 +128,14 @@ static int list_libraries(const char *envd_path, char **ret, struct error_record
     return 0;
 }
 
-/* Fills dest_dir (created by the caller) from list: the loader on its first line. */
-static int fill_bundle(const char *envd_path, const char *dest_dir, char *list, struct error_record *err)
+/* Adds the objects of list (the loader on its first line) to dest_dir/lib, which the first
+ * program creates. A later program shares what the earlier ones brought when it is the same
+ * host file; a different file of the same name is an error (one loader path for all). */
+static int add_libraries(const char *program, const char *dest_dir, char *list, bool first,
+                         struct error_record *err)
 {
     _cleanup_free_ char *lib = xasprintf("%s/lib", dest_dir);
-    if (mkdir(lib, 0755) < 0 || chmod(lib, 0755) < 0)
+    if (first && (mkdir(lib, 0755) < 0 || chmod(lib, 0755) < 0))
         return error_set_errno(err, errno, "creating %s", lib);
 
     bool loader = true;
@@ -139,14 +144,23 @@ static int fill_bundle(const char *envd_path, const char *dest_dir, char *list, 
         const char *name = strrchr(path, '/');
         if (path[0] != '/' || !name || !name[1] || streq(name, "/.") || streq(name, "/..") ||
             streq(name, "/" LOADER_LINK))
-            return error_set(err, EINVAL, "%s --list-libraries: unexpected line \"%.64s\"", envd_path, path);
+            return error_set(err, EINVAL, "%s --list-libraries: unexpected line \"%.64s\"", program, path);
         name++;
         _cleanup_free_ char *dest = xasprintf("%s/%s", lib, name);
-        struct stat st;
-        if (lstat(dest, &st) == 0)
+        struct stat st, src;
+        if (lstat(dest, &st) == 0) {
+            /* Brought by an earlier program: the same file (by size and mtime of what it was
+             * copied from) is shared, another one is not allowed. */
+            if (!first && stat(path, &src) == 0 && src.st_size == st.st_size) {
+                loader = false;
+                continue;
+            }
             return error_set(err, EEXIST, "two shared objects named %s (one is %s)", name, path);
-        /* By the name envd loads it by (often a symlink to a versioned file): copy_file follows
-         * it, so the bundle holds the file under the name the loader looks for. */
+        }
+        if (!first && loader)
+            return error_set(err, EINVAL, "%s uses another dynamic loader (%s) than envd", program, path);
+        /* By the name the program loads it by (often a symlink to a versioned file): copy_file
+         * follows it, so the bundle holds the file under the name the loader looks for. */
         int r = copy_file(path, dest, loader ? 0755 : 0644);
         if (r < 0)
             return error_set_errno(err, r, "copying %s", path);
@@ -154,34 +168,71 @@ static int fill_bundle(const char *envd_path, const char *dest_dir, char *list, 
             _cleanup_free_ char *link = xasprintf("%s/" LOADER_LINK, lib);
             if (symlink(name, link) < 0)
                 return error_set_errno(err, errno, "creating %s", link);
-            loader = false;
         }
+        loader = false;
     }
     if (loader)
-        return error_set(err, EINVAL, "%s --list-libraries printed nothing", envd_path);
-
-    _cleanup_free_ char *dest = xasprintf("%s/envd", dest_dir);
-    int r = copy_file(envd_path, dest, 0755);
-    if (r < 0)
-        return error_set_errno(err, r, "copying envd from %s", envd_path);
+        return error_set(err, EINVAL, "%s --list-libraries printed nothing", program);
     return 0;
 }
 
-int orch_envd_bundle(const char *envd_path, const char *dest_dir, struct error_record *err)
+/* Adds program (as dest_dir/name) with its shared objects to the bundle. */
+static int add_program(const char *program, const char *name, const char *dest_dir, bool first,
+                       struct error_record *err)
+{
+    _cleanup_free_ char *list = NULL;
+    int r = list_libraries(program, &list, err);
+    if (r >= 0)
+        r = add_libraries(program, dest_dir, list, first, err);
+    _cleanup_free_ char *dest = xasprintf("%s/%s", dest_dir, name);
+    if (r >= 0 && (r = copy_file(program, dest, 0755)) < 0)
+        error_set_errno(err, r, "copying %s", program);
+    return r;
+}
+
+/* interpd's Python helpers (python/ beside the interpd binary), for the kernels it starts. */
+static int add_python_dir(const char *interpd_path, const char *dest_dir, struct error_record *err)
+{
+    _cleanup_free_ char *src_dir = xstrdup(interpd_path);
+    char *slash = strrchr(src_dir, '/');
+    if (slash)
+        *slash = '\0';
+    _cleanup_free_ char *src = xasprintf("%s/python", slash ? src_dir : ".");
+    DIR *d = opendir(src);
+    if (!d)
+        return 0;
+    _cleanup_free_ char *dest = xasprintf("%s/python", dest_dir);
+    int r =
+        mkdir(dest, 0755) < 0 || chmod(dest, 0755) < 0 ? error_set_errno(err, errno, "creating %s", dest) : 0;
+    struct dirent *de;
+    while (r >= 0 && (de = readdir(d))) {
+        if (!str_endswith(de->d_name, ".py"))
+            continue;
+        _cleanup_free_ char *from = xasprintf("%s/%s", src, de->d_name);
+        _cleanup_free_ char *to = xasprintf("%s/%s", dest, de->d_name);
+        if ((r = copy_file(from, to, 0644)) < 0)
+            error_set_errno(err, r, "copying %s", from);
+    }
+    closedir(d);
+    return r;
+}
+
+int orch_envd_bundle(const char *envd_path, const char *interpd_path, const char *dest_dir,
+                     struct error_record *err)
 {
     if (!envd_path || !envd_path[0] || !dest_dir || !dest_dir[0])
         return error_set(err, EINVAL, "envd bundle: no path given");
-    _cleanup_free_ char *list = NULL;
-    int r = list_libraries(envd_path, &list, err);
-    if (r < 0)
-        return r;
     /* mkdir honours the umask, and the sandbox's users must be able to read the bundle. */
     if (mkdir(dest_dir, 0755) < 0)
         return error_set_errno(err, errno, "creating %s", dest_dir);
-    if (chmod(dest_dir, 0755) < 0)
-        r = error_set_errno(err, errno, "chmod %s", dest_dir);
-    else
-        r = fill_bundle(envd_path, dest_dir, list, err);
+    int r = chmod(dest_dir, 0755) < 0 ? error_set_errno(err, errno, "chmod %s", dest_dir) : 0;
+    if (r >= 0)
+        r = add_program(envd_path, "envd", dest_dir, true, err);
+    if (r >= 0 && interpd_path) {
+        r = add_program(interpd_path, "interpd", dest_dir, false, err);
+        if (r >= 0)
+            r = add_python_dir(interpd_path, dest_dir, err);
+    }
     if (r < 0)
         rm_rf(dest_dir);
     return r;

@@ -48,7 +48,8 @@ static void sample(struct orch *o, struct sandbox *s)
     struct metrics_ring *m = s->metrics;
     double pct = 0;
     if (m->prev_at && now > m->prev_at && s->limits.cpu_count && st.cpu_usec >= m->prev_cpu_usec)
-        pct = 100.0 * (double)(st.cpu_usec - m->prev_cpu_usec) / (double)(now - m->prev_at) / s->limits.cpu_count;
+        pct = 100.0 * (double)(st.cpu_usec - m->prev_cpu_usec) / (double)(now - m->prev_at) /
+              s->limits.cpu_count;
     m->prev_at = now;
     m->prev_cpu_usec = st.cpu_usec;
     m->s[m->next] = (struct orch_metric_sample){

@@ -150,12 +150,18 @@ int orch_template_check(struct orch *o, const struct orch_template *t, struct er
 #define ORCH_ENVD_ARGV_PREFIX                                                                                \
     ORCH_ENVD_MOUNT "/lib/ld.so", "--inhibit-cache", "--library-path", ORCH_ENVD_MOUNT "/lib", "--argv0",    \
         ORCH_ENVD_MOUNT "/envd", ORCH_ENVD_MOUNT "/envd"
+/* The same for interpd, as one shell-quoted string (a template's start command). */
+#define ORCH_INTERPD_COMMAND                                                                                 \
+    ORCH_ENVD_MOUNT "/lib/ld.so --inhibit-cache --library-path " ORCH_ENVD_MOUNT                             \
+                    "/lib --argv0 " ORCH_ENVD_MOUNT "/interpd " ORCH_ENVD_MOUNT "/interpd"
 /* Builds dest_dir (which must not exist): dest_dir/envd (a copy of envd_path) and dest_dir/lib/
  * with every shared object envd loads and the dynamic loader, as `envd_path --list-libraries`
- * reports them (the loader first). Runs envd (posix_spawn, so safe in a threaded process) and
- * blocks until the copies are made. Returns 0, or -errno with err filled and dest_dir removed
- * (unless it existed before). */
-int orch_envd_bundle(const char *envd_path, const char *dest_dir, struct error_record *err);
+ * reports them (the loader first); with interpd_path also dest_dir/interpd, its objects in the
+ * same lib/, and dest_dir/python/ (the .py files of python/ beside interpd). Runs the programs
+ * (posix_spawn, so safe in a threaded process) and blocks until the copies are made. Returns 0,
+ * or -errno with err filled and dest_dir removed (unless it existed before). */
+int orch_envd_bundle(const char *envd_path, const char *interpd_path, const char *dest_dir,
+                     struct error_record *err);
 
 /* ---- the orchestrator's state, shared by its files ---- */
 

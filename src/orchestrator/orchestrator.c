@@ -1366,6 +1366,42 @@ static int reconcile(struct orch *o, struct error_record *err)
     return r < 0 ? r : 0;
 }
 
+/* The server's own templates, in the store so that the API lists them and creates resolve
+ * them like any other: `base` (the host's /usr and a generated /etc) and, where interpd is
+ * bundled and the host has Jupyter's Python kernel, `code-interpreter-v1` (base plus interpd
+ * started by the template, its Python kernel warm with numpy, pandas and matplotlib before
+ * the sandbox counts as created or joins a pool). */
+static int register_builtin_templates(struct orch *o, struct error_record *err)
+{
+    static const char layers[] = "[{\"layer\":\"host-base\",\"target\":\"/\"},"
+                                 "{\"layer\":\"host-usr\",\"target\":\"/usr\"}]";
+    json_t *config = json_pack("{s:s, s:i, s:i, s:s, s:s, s:{}}", "user", DEFAULT_USER, "uid", 1000, "gid",
+                               1000, "home", DEFAULT_WORKDIR, "workdir", DEFAULT_WORKDIR, "env");
+    _cleanup_free_ char *base = json_dump_compact(config, NULL);
+    pthread_mutex_lock(&o->store_lock);
+    int r = store_template_ensure_builtin(o->store, ORCH_DEFAULT_TEMPLATE, ORCH_DEFAULT_TEMPLATE, layers,
+                                          base, ENVD_VERSION, err);
+    pthread_mutex_unlock(&o->store_lock);
+    struct stat st;
+    _cleanup_free_ char *interpd = xasprintf("%s/interpd", o->envd_dir);
+    if (r >= 0 && stat(interpd, &st) == 0 &&
+        stat("/usr/share/jupyter/kernels/python3/kernel.json", &st) == 0) {
+        json_object_set_new(config, "startCmd",
+                            json_string(ORCH_INTERPD_COMMAND
+                                        " --listen 0.0.0.0:49999 --preload "
+                                        "'import numpy, pandas, matplotlib, matplotlib.pyplot'"));
+        json_object_set_new(config, "readyCmd",
+                            json_string("curl -sf -o /dev/null http://127.0.0.1:49999/health"));
+        _cleanup_free_ char *ci = json_dump_compact(config, NULL);
+        pthread_mutex_lock(&o->store_lock);
+        r = store_template_ensure_builtin(o->store, ORCH_CODE_INTERPRETER_TEMPLATE,
+                                          ORCH_CODE_INTERPRETER_TEMPLATE, layers, ci, ENVD_VERSION, err);
+        pthread_mutex_unlock(&o->store_lock);
+    }
+    json_decref(config);
+    return r;
+}
+
 static int prepare_templates(struct orch *o, struct error_record *err)
 {
     _cleanup_free_ char *templates = xasprintf("%s/templates", o->state_dir);
@@ -1400,12 +1436,16 @@ static int prepare_templates(struct orch *o, struct error_record *err)
     o->envd_dir = xasprintf("%s/envd", o->state_dir);
     _cleanup_free_ char *envd_new = xasprintf("%s/envd.new", o->state_dir);
     rm_rf(envd_new);
-    int r = orch_envd_bundle(o->cfg.envd_path, envd_new, err);
+    int r = orch_envd_bundle(o->cfg.envd_path, o->cfg.interpd_path, envd_new, err);
     if (r < 0)
         return r;
     rm_rf(o->envd_dir);
     if (rename(envd_new, o->envd_dir) < 0)
         return error_set_errno(err, errno, "installing %s", o->envd_dir);
+
+    r = register_builtin_templates(o, err);
+    if (r < 0)
+        return r;
 
     o->layers[0] = (struct runtime_layer){ o->template_dir, "/" };
     o->layers[1] = (struct runtime_layer){ o->envd_dir, "/opt/hutch" };

@@ -23,6 +23,7 @@
 
 #define ORCH_CLIENT_ID "hutch"
 #define ORCH_DEFAULT_TEMPLATE "base"
+#define ORCH_CODE_INTERPRETER_TEMPLATE "code-interpreter-v1"
 
 struct orch_limits {
     uint32_t cpu_count;
@@ -33,6 +34,9 @@ struct orch_limits {
 struct orch_config {
     const char *state_dir; /* templates/, sandboxes/ and the store live here */
     const char *envd_path; /* host path of the envd binary that runs inside sandboxes */
+    /* host path of interpd, the code interpreter, bundled beside envd (with the python/ dir
+     * beside it) for the code-interpreter-v1 template; NULL: none */
+    const char *interpd_path;
     const struct runtime_ops *runtime;
     struct runtime_config runtime_config;
     uint32_t default_timeout_s;  /* 0: 300, as E2B */

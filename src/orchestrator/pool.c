@@ -36,7 +36,7 @@
 struct pool_entry {
     struct pool_entry *next;
     char ref[STORE_TEMPLATE_ID_MAX + 1 + STORE_TAG_MAX + 1]; /* as creates name it */
-    char build_id[STORE_BUILD_ID_MAX + 1];                  /* of the sandboxes in the pool */
+    char build_id[STORE_BUILD_ID_MAX + 1];                   /* of the sandboxes in the pool */
     unsigned configured;
     int64_t creates[POOL_DEMAND_SLOTS]; /* ring of recent create times (ms) */
     size_t next_create;
@@ -105,7 +105,8 @@ bool orch_pool_compatible(const struct orch *o, const struct orch_template *t, c
         d.disk_mb = t->limits.disk_mb;
     return o->cfg.warm_pool_enabled && req->allow_internet_access && !(req->allow_out && req->allow_out[0]) &&
            !(req->deny_out && req->deny_out[0]) && same_or_default(req->limits.cpu_count, d.cpu_count) &&
-           same_or_default(req->limits.memory_mb, d.memory_mb) && same_or_default(req->limits.disk_mb, d.disk_mb);
+           same_or_default(req->limits.memory_mb, d.memory_mb) &&
+           same_or_default(req->limits.disk_mb, d.disk_mb);
 }
 
 void orch_pool_note_create(struct orch *o, const char *ref)
@@ -202,7 +203,8 @@ static struct sandbox *surplus_locked(struct orch *o, int64_t now)
 static void *pool_main(void *arg)
 {
     struct orch *o = arg;
-    uint64_t budget = (uint64_t)(o->cfg.pool_memory_mb ? o->cfg.pool_memory_mb : POOL_DEFAULT_MEMORY_MB) << 20;
+    uint64_t budget = (uint64_t)(o->cfg.pool_memory_mb ? o->cfg.pool_memory_mb : POOL_DEFAULT_MEMORY_MB)
+                      << 20;
     pthread_mutex_lock(&o->lock);
     while (!o->stopping) {
         int64_t now = now_ms();

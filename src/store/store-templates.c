@@ -763,6 +763,25 @@ static int ensure_builtin(struct store *s, const char *id, const char *name, con
 {
     struct store_template t;
     int r = store_template_get(s, id, &t, err);
+    if (r >= 0) {
+        /* The server's own templates follow the server: a newer hutch may start them
+         * differently. */
+        sqlite3_stmt *st;
+        int rc = sqlite3_prepare_v2(
+            s->db, "UPDATE builds SET layers = ?2, config = ?3, envd_version = ?4 WHERE id = ?1", -1, &st,
+            NULL);
+        if (rc != SQLITE_OK)
+            return store_sqlite_error(s, rc, err, "updating a built-in template");
+        char bid[STORE_BUILD_ID_MAX + 1];
+        snprintf(bid, sizeof(bid), "builtin-%s", id);
+        sqlite3_bind_text(st, 1, bid, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, layers_json, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, config_json, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, envd_version, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        return rc == SQLITE_DONE ? 0 : store_sqlite_error(s, rc, err, "updating a built-in template");
+    }
     if (r != -ENOENT)
         return r;
     t = (struct store_template){ 0 };

@@ -223,7 +223,8 @@ int store_template_request_build(struct store *s, const char *name, const struct
 
 /* Makes sure a ready template `id` exists with name `name` (both the same for the built-in
  * `base`), one ready build with these layers, config and envd version, and its default tag.
- * Idempotent: an existing template is left as it is. */
+ * Idempotent: an existing template keeps its names and tags; its built-in build takes these
+ * layers, config and envd version (a newer server may start it differently). */
 int store_template_ensure_builtin(struct store *s, const char *id, const char *name, const char *layers_json,
                                   const char *config_json, const char *envd_version,
                                   struct error_record *err);
