@@ -502,27 +502,25 @@ def _collect(ax):
 
 
 def _errorbar_parts(ax):
-    """Ids of the artists that belong to errorbar containers, and their data lines."""
+    """Ids of the artists that decorate errorbars (caps, bar lines, and the hidden data line
+    of bar errorbars). The data line of plt.errorbar stays a series."""
     mcont = sys.modules.get("matplotlib.container")
-    part_ids, data_lines = set(), []
+    part_ids = set()
     if mcont is None:
-        return part_ids, data_lines
+        return part_ids
     for c in ax.containers:
-        eb = None
         if isinstance(c, mcont.ErrorbarContainer):
             eb = c
         elif isinstance(c, mcont.BarContainer) and c.errorbar is not None:
             eb = c.errorbar
-        if eb is None:
+        else:
             continue
         data_line, caplines, barlinecols = eb.lines
-        if data_line is not None and isinstance(c, mcont.ErrorbarContainer):
-            data_lines.append(data_line)
-        elif data_line is not None:
+        if data_line is not None and eb is not c:
             part_ids.add(id(data_line))
         for a in tuple(caplines or ()) + tuple(barlinecols or ()):
             part_ids.add(id(a))
-    return part_ids, data_lines
+    return part_ids
 
 
 # ----- bars ----------------------------------------------------------------------------------
@@ -806,7 +804,7 @@ def axes_chart(ax):
     lines, colls, patches, extra, mcoll = _collect(ax)
     mpatches = sys.modules.get("matplotlib.patches")
     mcont = sys.modules.get("matplotlib.container")
-    eb_parts, eb_lines = _errorbar_parts(ax)
+    eb_parts = _errorbar_parts(ax)
     lines = [l for l in lines if id(l) not in eb_parts]
     colls = [c for c in colls if id(c) not in eb_parts]
 
