@@ -20,6 +20,7 @@
 struct call {
     const struct runtime_ops *rt;
     struct runtime_sandbox *sb;
+    int presock; /* a socket made earlier in the sandbox's netns, handed to curl; -1: none */
     struct error_record socket_err;
     struct buf response;
 };
@@ -27,6 +28,11 @@ struct call {
 static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
     struct call *c = clientp;
+    if (c->presock >= 0) {
+        int fd = c->presock;
+        c->presock = -1;
+        return fd;
+    }
     int fd = c->rt->socket(c->sb, &c->socket_err);
     return fd < 0 ? CURL_SOCKET_BAD : fd;
 }
@@ -37,11 +43,11 @@ static size_t on_data(char *p, size_t size, size_t n, void *userdata)
     return buf_append(&c->response, p, size * n) < 0 ? 0 : size * n;
 }
 
-static int request(const struct runtime_ops *rt, struct runtime_sandbox *sb, const char *method,
+static int request(const struct runtime_ops *rt, struct runtime_sandbox *sb, int presock, const char *method,
                    const char *path, const char *body, const char *token, long timeout_ms, long *ret_status,
                    struct error_record *err)
 {
-    struct call c = { .rt = rt, .sb = sb };
+    struct call c = { .rt = rt, .sb = sb, .presock = presock };
     buf_init(&c.response, RESPONSE_MAX);
     CURL *e = curl_easy_init();
     if (!e)
@@ -75,6 +81,8 @@ static int request(const struct runtime_ops *rt, struct runtime_sandbox *sb, con
     curl_slist_free_all(h);
     curl_easy_cleanup(e);
     buf_release(&c.response);
+    /* Never handed to curl (it failed before connecting): ours to close. */
+    safe_close(c.presock);
     return r;
 }
 
@@ -86,7 +94,7 @@ int orch_envd_wait_healthy(const struct runtime_ops *rt, struct runtime_sandbox 
     for (;;) {
         long status = 0;
         error_clear(&last);
-        if (request(rt, sb, "GET", "/health", NULL, NULL, 1000, &status, &last) == 0 && status == 204)
+        if (request(rt, sb, -1, "GET", "/health", NULL, NULL, 1000, &status, &last) == 0 && status == 204)
             return 0;
         if (now_usec(CLOCK_MONOTONIC) >= deadline)
             return error_set(err, ETIMEDOUT, "envd did not become healthy: %s",
@@ -97,12 +105,12 @@ int orch_envd_wait_healthy(const struct runtime_ops *rt, struct runtime_sandbox 
     }
 }
 
-int orch_envd_init(const struct runtime_ops *rt, struct runtime_sandbox *sb, const json_t *body,
+int orch_envd_init(const struct runtime_ops *rt, struct runtime_sandbox *sb, int presock, const json_t *body,
                    const char *current_token, struct error_record *err)
 {
     _cleanup_free_ char *s = json_dump_compact(body, NULL);
     long status = 0;
-    int r = request(rt, sb, "POST", "/init", s, current_token, 5000, &status, err);
+    int r = request(rt, sb, presock, "POST", "/init", s, current_token, 5000, &status, err);
     if (r < 0)
         return r;
     if (status != 204 && status != 200)

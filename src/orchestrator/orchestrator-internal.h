@@ -17,8 +17,9 @@
 int orch_envd_wait_healthy(const struct runtime_ops *rt, struct runtime_sandbox *sb, usec_t timeout,
                            struct error_record *err);
 /* envd-client.c: POST /init with body (an object); current_token is the access token envd
- * already has (NULL for the first /init), which envd requires to accept a new one. */
-int orch_envd_init(const struct runtime_ops *rt, struct runtime_sandbox *sb, const json_t *body,
+ * already has (NULL for the first /init), which envd requires to accept a new one. presock: a
+ * socket made earlier with rt->socket() (taken over and closed), or -1 to make one now. */
+int orch_envd_init(const struct runtime_ops *rt, struct runtime_sandbox *sb, int presock, const json_t *body,
                    const char *current_token, struct error_record *err);
 
 /* Where hutch keeps host-wide runtime state (tmpfs: gone at reboot, as the sandboxes are). */
@@ -198,6 +199,7 @@ struct sandbox {
     json_t *allow_out, *deny_out;                                 /* arrays of strings, or NULL */
     char pool_ref[STORE_TEMPLATE_ID_MAX + 1 + STORE_TAG_MAX + 1]; /* while pooled: the pool's */
     uint64_t pool_memory; /* while pooled: its memory use when it joined */
+    int pool_sock;        /* while pooled: a socket in its netns for the hand-over's /init */
     bool pool_boot;       /* being started by the pool thread */
     /* Serialises what changes rt (pause, resume, snapshot, kill) between request threads. */
     pthread_mutex_t op_lock;

@@ -134,7 +134,6 @@ struct sandbox *orch_pool_take(struct orch *o, const char *ref, const struct orc
             o->n_pooled--;
             break;
         }
-    pthread_cond_signal(&o->pool_wake);
     pthread_mutex_unlock(&o->lock);
     if (!s)
         return NULL;
@@ -148,9 +147,16 @@ struct sandbox *orch_pool_take(struct orch *o, const char *ref, const struct orc
     if (!json_object_get(init, "envVars"))
         json_object_del(init, "envVars");
     struct error_record e = { 0 };
-    int r = orch_envd_init(o->cfg.runtime, s->rt, init, old, &e);
+    /* The socket made when it joined the pool spares the hand-over a trip into the netns. */
+    int presock = s->pool_sock;
+    s->pool_sock = -1;
+    int r = orch_envd_init(o->cfg.runtime, s->rt, presock, init, old, &e);
     json_decref(init);
     explicit_bzero(old, sizeof(old));
+    /* The refill starts only now: on a small host its boot would compete with this hand-over. */
+    pthread_mutex_lock(&o->lock);
+    pthread_cond_signal(&o->pool_wake);
+    pthread_mutex_unlock(&o->lock);
     if (r < 0) {
         orch_sandbox_destroy(o, s);
         return NULL;
@@ -242,6 +248,8 @@ static void *pool_main(void *arg)
         struct runtime_stats st = { 0 };
         if (r >= 0 && o->cfg.runtime->stats(s->rt, &st) >= 0)
             s->pool_memory = st.memory_bytes;
+        if (r >= 0)
+            s->pool_sock = o->cfg.runtime->socket(s->rt, &err);
 
         pthread_mutex_lock(&o->lock);
         e = entry_locked(o, ref, false);
