@@ -384,6 +384,14 @@ static int push_layer(struct build *b, const char *key, struct error_record *err
     return r;
 }
 
+/* Where this build writes a layer before it is installed as layers/<key>: named after the
+ * build too, so that builds running the same step at once do not share it. (What a stopped
+ * server leaves there goes with the next layer collection: nothing names it.) */
+static char *build_tmp_path(const struct build *b, const char *key, const char *suffix)
+{
+    return xasprintf("%s/layers/.tmp-%s-%s%s", b->o->state_dir, key, b->build_id, suffix);
+}
+
 /* Runs argv in a build sandbox and makes its writable layer the next layer, or reuses the
  * layer of an identical earlier step. */
 static int layer_step(struct build *b, const json_t *step, bool force, const char *const *argv, uid_t uid,
@@ -405,7 +413,9 @@ static int layer_step(struct build *b, const json_t *step, bool force, const cha
     if (!force && stat(dir, &st) == 0) {
         build_log(b, "info", "cached");
     } else {
-        _cleanup_free_ char *tmp = xasprintf("%s/layers/.tmp-%s", b->o->state_dir, key);
+        /* Builds run side by side, and two of them may run the same step: each exports into
+         * a directory of its own. */
+        _cleanup_free_ char *tmp = build_tmp_path(b, key, "");
         rm_rf(tmp);
         char **env = step_env(b);
         struct run q = { .argv = argv,
@@ -431,7 +441,9 @@ static int layer_step(struct build *b, const json_t *step, bool force, const cha
         if (rename(tmp, dir) < 0) {
             int e = errno;
             rm_rf(tmp);
-            return error_set_errno(err, e, "installing layer %s", key);
+            /* Another build installed the same step's layer meanwhile: that one is used. */
+            if ((e != EEXIST && e != ENOTEMPTY) || stat(dir, &st) < 0)
+                return error_set_errno(err, e, "installing layer %s", key);
         }
     }
     memcpy(b->key, key, sizeof(key));
@@ -645,8 +657,8 @@ static int load_tarball(struct build *b, const char *hash, struct error_record *
     int r = orch_template_load(b->o, ORCH_DEFAULT_TEMPLATE, &host, err);
     if (r < 0)
         return r;
-    _cleanup_free_ char *tmp = xasprintf("%s/layers/.tmp-%s", b->o->state_dir, key);
-    _cleanup_free_ char *out = xasprintf("%s/layers/.tmp-%s.out", b->o->state_dir, key);
+    _cleanup_free_ char *tmp = build_tmp_path(b, key, "");
+    _cleanup_free_ char *out = build_tmp_path(b, key, ".out");
     rm_rf(tmp);
     rm_rf(out);
     const char *argv[] = { "/bin/sh", "-c", unpack_script, NULL };
@@ -664,8 +676,12 @@ static int load_tarball(struct build *b, const char *hash, struct error_record *
     _cleanup_free_ char *out0 = xasprintf("%s/0", out);
     if (r >= 0 && (mkdir(out, 0700) < 0 || rename(rootfs, out0) < 0))
         r = error_set_errno(err, errno, "keeping the unpacked tarball");
-    if (r >= 0 && rename(out, dir) < 0)
-        r = error_set_errno(err, errno, "installing layer %s", key);
+    if (r >= 0 && rename(out, dir) < 0) {
+        int e = errno;
+        /* Another build unpacked the same tarball meanwhile: that one is used. */
+        if ((e != EEXIST && e != ENOTEMPTY) || stat(dir, &st) < 0)
+            r = error_set_errno(err, e, "installing layer %s", key);
+    }
     rm_rf(tmp);
     rm_rf(out);
     if (r < 0)
