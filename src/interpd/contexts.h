@@ -9,6 +9,7 @@
 #pragma once
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "common/error.h"
@@ -31,8 +32,8 @@ struct context {
     char id[37];
     char *language;
     char *cwd;
-    unsigned refs; /* under the registry lock */
-    bool deleted;  /* under the registry lock */
+    unsigned refs;       /* under the registry lock */
+    atomic_bool deleted; /* set once, under the registry lock */
 
     /* The execution gate: busy while an execution (or a restart) owns the kernel. */
     pthread_mutex_t gate_lock;

@@ -61,11 +61,20 @@ const char *kernel_name_for_language(const char *language)
     return NULL;
 }
 
-static char *default_dirs[4];
+#define DEFAULT_DIRS_MAX 32
+static char *default_dirs[DEFAULT_DIRS_MAX + 1];
 
+/* Jupyter's order: $JUPYTER_PATH entries, the user's data dir, then the system dirs. */
 static void default_dirs_init(void)
 {
     size_t n = 0;
+    const char *jp = getenv("JUPYTER_PATH");
+    for (const char *p = jp; p && *p && n < DEFAULT_DIRS_MAX - 3;) {
+        size_t len = strcspn(p, ":");
+        if (len > 0 && p[0] == '/')
+            default_dirs[n++] = xasprintf("%.*s/kernels", (int)len, p);
+        p += len + (p[len] == ':');
+    }
     const char *home = getenv("HOME");
     if (home && home[0] == '/')
         default_dirs[n++] = xasprintf("%s/.local/share/jupyter/kernels", home);

@@ -35,8 +35,9 @@ int kernelspec_find(const char *const *dirs, const char *name, struct kernelspec
 void kernelspec_free(struct kernelspec *ks);
 /* Comma-separated names of the kernelspecs installed in dirs ("" when none). free() it. */
 char *kernelspec_list_installed(const char *const *dirs);
-/* The standard search path: ~/.local/share/jupyter/kernels, /usr/local/share/jupyter/kernels,
- * /usr/share/jupyter/kernels (NULL-terminated; static storage, computed once). */
+/* The standard search path: $JUPYTER_PATH/kernels entries, ~/.local/share/jupyter/kernels,
+ * /usr/local/share/jupyter/kernels, /usr/share/jupyter/kernels (NULL-terminated; static
+ * storage, computed once). */
 const char *const *kernelspec_default_dirs(void);
 
 struct kernel_opts {

@@ -18,6 +18,7 @@
 #include "common/cleanup.h"
 #include "common/fs-util.h"
 #include "common/log.h"
+#include "common/self-libs.h"
 #include "common/strutil.h"
 #include "common/xalloc.h"
 #include "interpd/contexts.h"
@@ -117,6 +118,7 @@ int main(int argc, char **argv)
         OPT_ENVD_URL,
         OPT_KERNEL_DIR,
         OPT_START_TIMEOUT,
+        OPT_LIST_LIBRARIES,
         OPT_HELP,
         OPT_VERSION
     };
@@ -128,6 +130,7 @@ int main(int argc, char **argv)
         { "envd-url", required_argument, NULL, OPT_ENVD_URL },
         { "kernel-dir", required_argument, NULL, OPT_KERNEL_DIR },
         { "start-timeout", required_argument, NULL, OPT_START_TIMEOUT },
+        { "list-libraries", no_argument, NULL, OPT_LIST_LIBRARIES },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
         { NULL, 0, NULL, 0 },
@@ -151,6 +154,13 @@ int main(int argc, char **argv)
         case OPT_LISTEN:
             cfg.listen = optarg;
             break;
+        case OPT_LIST_LIBRARIES:
+            /* For hutch serve's bundle: interpd runs in any template with its own libraries. */
+            if (self_libs_print(stdout) < 0) {
+                fprintf(stderr, "interpd: no program interpreter (statically linked?)\n");
+                return 1;
+            }
+            return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
         case OPT_PYTHON_LIB:
             free(python_lib);
             python_lib = xstrdup(optarg);
