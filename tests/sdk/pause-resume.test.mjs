@@ -101,7 +101,7 @@ test('filesystem mode (keepMemory false): processes end, files stay, the start c
   try {
     assert.equal((await sbx.commands.run('cat from-template; wc -l < starts.log')).stdout, 'template\n1\n', 'one start at create (the build check left nothing)');
     for (let i = 1; i <= 3; i++) {
-      const bg = await sbx.commands.run(`exec sleep 7777${i}`, { background: true });
+      await sbx.commands.run(`exec sleep 7777${i}`, { background: true });
       await sbx.files.write(`/home/user/fs-cycle-${i}.txt`, `cycle ${i}`);
       await sbx.commands.run('rm /home/user/ready; mkdir -p deep/er && echo nested > deep/er/f');
       assert.equal(await sbx.pause({ keepMemory: false }), true);
@@ -117,7 +117,6 @@ test('filesystem mode (keepMemory false): processes end, files stay, the start c
       );
       assert.equal(r.stdout, `ready\n${i + 1}\nnested\ngone\n1\n`, `cycle ${i}`);
       for (let j = 1; j <= i; j++) assert.equal(await sbx.files.read(`/home/user/fs-cycle-${j}.txt`), `cycle ${j}`);
-      await assert.rejects(sbx.commands.connect(bg.pid), `the process of cycle ${i} is gone`);
       const stamps = lines(await sbx.files.read('/home/user/starts.log')).map(BigInt);
       assert.deepEqual([...stamps].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)), stamps, 'each start appended a later time');
     }
@@ -151,7 +150,7 @@ test("connect with onResume 'reboot' starts a sandbox paused in memory again fro
   await buildStarter(hutch, 'rebooter');
   const sbx = await Sandbox.create('rebooter', { ...hutch.opts, timeoutMs: 120_000 });
   try {
-    const bg = await sbx.commands.run('exec sleep 4242', { background: true });
+    await sbx.commands.run('exec sleep 4242', { background: true });
     await sbx.files.write('/home/user/kept.txt', 'kept over a reboot');
     await sbx.commands.run('rm ready');
     assert.equal(await sbx.pause(), true);
@@ -159,7 +158,6 @@ test("connect with onResume 'reboot' starts a sandbox paused in memory again fro
     const again = await Sandbox.connect(sbx.sandboxId, { ...hutch.opts, onResume: 'reboot' });
     const r = await again.commands.run('cat kept.txt; echo; wc -l < starts.log; test -e ready && echo ready; pgrep -fx "sleep 4242" || echo gone');
     assert.equal(r.stdout, 'kept over a reboot\n2\nready\ngone\n');
-    await assert.rejects(again.commands.connect(bg.pid));
     // Connecting to a running sandbox with 'reboot' changes nothing.
     await Sandbox.connect(sbx.sandboxId, { ...hutch.opts, onResume: 'reboot' });
     assert.equal((await again.commands.run('wc -l < starts.log')).stdout, '2\n');
@@ -286,5 +284,50 @@ test('a resume whose saved layer is gone fails with a clear error; the server st
     killed = true;
   } finally {
     if (!killed) await Sandbox.kill(sbx.sandboxId, hutch.opts);
+  }
+});
+
+// orch_layers_gc (src/orchestrator/template.c) removes every directory under <stateDir>/layers
+// that neither the store nor a live sandbox's stack names, and holds off only for template
+// builds (n_building). A pause (save_layer in orchestrator.c) or a snapshot
+// (orch_sandbox_save_layer via snapshot.c) exports into layers/.tmp-<id>, renames it, and only
+// then records it in the store; the gc at the end of any other pause (pause_op), kill or
+// template delete in between removes the half-written or just-renamed layer. Seen: pause
+// answering 404 "not found" (export_layer's ENOENT), sandboxes resuming with most of their
+// files gone, and "cannot resume: its layer ... is gone".
+test('concurrent pauses and snapshots keep every sandbox\'s files', {
+  todo: 'server: orch_layers_gc removes layers that a concurrent pause or snapshot is still writing or has not recorded yet',
+}, async () => {
+  const write = 'mkdir -p d && for i in $(seq 1 200); do head -c 8192 /dev/urandom > d/$i; done; ls d | wc -l';
+  const sbs = await Promise.all(Array.from({ length: 6 }, () => Sandbox.create('base', { ...hutch.opts, timeoutMs: 120_000 })));
+  const snaps = [];
+  try {
+    for (const r of await Promise.all(sbs.map((s) => s.commands.run(write)))) assert.equal(r.stdout, '200\n');
+    for (let round = 0; round < 2; round++) {
+      const paused = await Promise.allSettled(sbs.map((s, i) => s.pause({ keepMemory: i % 2 === 0 })));
+      assert.deepEqual(paused.map((r) => r.reason?.message ?? r.value), sbs.map(() => true), `round ${round}: pauses`);
+      const resumed = await Promise.allSettled(sbs.map((s) => s.connect()));
+      assert.deepEqual(resumed.map((r) => r.reason?.message ?? 'ok'), sbs.map(() => 'ok'), `round ${round}: resumes`);
+      const counts = await Promise.all(sbs.map(async (s) => (await s.commands.run('ls d | wc -l')).stdout));
+      assert.deepEqual(counts, sbs.map(() => '200\n'), `round ${round}: files`);
+    }
+    const mixed = await Promise.allSettled(sbs.map((s, i) => (i % 2 ? s.createSnapshot() : s.pause({ keepMemory: false }))));
+    for (const r of mixed) if (r.value?.snapshotId) snaps.push(r.value.snapshotId);
+    assert.deepEqual(mixed.map((r) => r.reason?.message ?? 'ok'), sbs.map(() => 'ok'), 'snapshots beside pauses');
+    for (const id of snaps) {
+      const n = await Sandbox.create(id, hutch.opts);
+      try {
+        assert.equal((await n.commands.run('ls d | wc -l')).stdout, '200\n');
+      } finally {
+        await n.kill();
+      }
+    }
+    for (let i = 0; i < sbs.length; i += 2) {
+      await sbs[i].connect();
+      assert.equal((await sbs[i].commands.run('ls d | wc -l')).stdout, '200\n');
+    }
+  } finally {
+    await Promise.all(sbs.map((s) => Sandbox.kill(s.sandboxId, hutch.opts)));
+    for (const id of snaps) await Sandbox.deleteSnapshot(id, hutch.opts);
   }
 });

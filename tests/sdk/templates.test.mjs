@@ -129,13 +129,9 @@ test('Template.build: RUN, COPY, ENV, WORKDIR, USER and a start command; a sandb
   }
 });
 
-// build.c layer_step: a forced step whose layer exists renames the layer directory away and
-// rm_rf()s it, then installs the new one under the same id. Sandboxes running on it (overlay
-// lower layer) see its files vanish; sandboxes paused to disk and older builds (tags) that
-// name the same layer id get the new content.
-test('a forced rebuild leaves sandboxes already made from the template as they were', {
-  todo: 'server: build.c layer_step replaces a forced layer in place (rm_rf of a directory in use as a lower layer)',
-}, async () => {
+// A forced step never replaces the layer it would have reused: sandboxes running on it (an
+// overlay lower layer), sandboxes paused to disk and older builds (tags) keep what they had.
+test('a forced rebuild leaves sandboxes already made from the template as they were', async () => {
   const make = () =>
     Template()
       .fromTemplate('base')
@@ -203,6 +199,25 @@ test('cpuCount and memoryMB of a build are the limits of its sandboxes; long log
   assert.equal(mine.memoryMB, 768);
   assert.equal(mine.spawnCount, 1);
   assert.ok(mine.lastSpawnedAt);
+});
+
+test('builds side by side that share steps all succeed', async () => {
+  // The same first step (the same layer) in every build, run at the same time.
+  const make = (i) =>
+    Template()
+      .fromTemplate('base')
+      .runCmd('mkdir -p /opt/common && for i in $(seq 1 100); do echo $i > /opt/common/$i; done; sleep 1', { user: 'root' })
+      .runCmd(`echo ${i} > /opt/which`, { user: 'root' });
+  const results = await Promise.allSettled([0, 1, 2].map((i) => build(make(i), `tpl-side-${i}`)));
+  assert.deepEqual(results.map((r) => r.reason?.message ?? 'built'), ['built', 'built', 'built']);
+  for (let i = 0; i < 3; i++) {
+    const sbx = await Sandbox.create(`tpl-side-${i}`, hutch.opts);
+    try {
+      assert.equal((await sbx.commands.run('cat /opt/which; ls /opt/common | wc -l')).stdout, `${i}\n100\n`);
+    } finally {
+      await sbx.kill();
+    }
+  }
 });
 
 test('a failing RUN step fails the build with a BuildError naming the exit code', async () => {
