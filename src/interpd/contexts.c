@@ -257,7 +257,7 @@ static int apply_envs(struct contexts *cs, struct context *ctx, const char *toke
     return context_run_silent(ctx, code, SETUP_TIMEOUT, err);
 }
 
-int context_prepare(struct contexts *cs, struct context *ctx, const char *access_token,
+int context_prepare(struct contexts *cs, struct context *ctx, bool with_envs, const char *access_token,
                     struct error_record *err)
 {
     if (!ctx->kernel || !kernel_alive(ctx->kernel)) {
@@ -267,7 +267,7 @@ int context_prepare(struct contexts *cs, struct context *ctx, const char *access
         if (r < 0)
             return r;
     }
-    if (!ctx->envs_applied) {
+    if (with_envs && !ctx->envs_applied) {
         ctx->envs_applied = true;
         if (!cs->cfg->skip_envd) {
             struct error_record aerr;

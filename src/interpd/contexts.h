@@ -79,10 +79,10 @@ json_t *context_to_json(const struct context *ctx);
 bool context_gate_acquire(struct context *ctx, usec_t timeout);
 void context_gate_release(struct context *ctx);
 
-/* For the gate holder, before an execution: restarts a dead kernel and, on a kernel's first
- * execution, applies the sandbox-wide env from envd (access_token forwarded; may be NULL).
- * Returns 0 or -errno with err filled. */
-int context_prepare(struct contexts *cs, struct context *ctx, const char *access_token,
+/* For the gate holder, before an execution: restarts a dead kernel and, when with_envs is set and
+ * this is the kernel's first such execution, applies the sandbox-wide env from envd
+ * (access_token forwarded; may be NULL). Returns 0 or -errno with err filled. */
+int context_prepare(struct contexts *cs, struct context *ctx, bool with_envs, const char *access_token,
                     struct error_record *err);
 
 /* Runs code silently in the context (gate holder). See execution_run_silent(). */

@@ -95,7 +95,8 @@ static void preload(struct contexts *cs, const char *code)
     }
     usec_t t0 = now_usec(CLOCK_MONOTONIC);
     if (context_gate_acquire(ctx, PRELOAD_TIMEOUT)) {
-        int r = context_prepare(cs, ctx, NULL, &err);
+        /* The sandbox's env waits for the first /execute, which carries the access token. */
+        int r = context_prepare(cs, ctx, false, NULL, &err);
         if (r >= 0)
             r = context_run_silent(ctx, code, PRELOAD_TIMEOUT, &err);
         if (r < 0)

@@ -158,7 +158,7 @@ static bool stream_begin(struct stream *s)
         emit_error(s, "ContextDeleted", "the context was deleted before the execution started");
         return false;
     }
-    if (context_prepare(s->srv->cs, s->ctx, s->token, &err) < 0) {
+    if (context_prepare(s->srv->cs, s->ctx, true, s->token, &err) < 0) {
         emit_error(s, "KernelError", err.msg);
         return false;
     }

@@ -88,6 +88,8 @@ class Interpd:
         return pids
 
     def stop(self):
+        """Stops interpd with SIGTERM; returns its exit status (a sanitizer report makes it
+        non-zero) after checking that its log has no sanitizer report."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -95,7 +97,9 @@ class Interpd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        log = self.log_text()
         self.tmp.cleanup()
+        assert "Sanitizer" not in log and "runtime error:" not in log, log
         return self.proc.returncode
 
     def request(self, method, path, body=None, headers=None, timeout=60):
@@ -135,7 +139,7 @@ def main_text(lines):
 def srv():
     s = Interpd("--python-lib", str(PYTHON_LIB))
     yield s
-    s.stop()
+    assert s.stop() == 0
 
 
 def new_context(srv, **body):
@@ -377,7 +381,7 @@ def test_sandbox_env_from_envd():
         s.execute("1")
         assert FakeEnvd.tokens == ["tok-1"]  # only on a context's first execution
     finally:
-        s.stop()
+        assert s.stop() == 0
         envd.shutdown()
 
 
@@ -390,7 +394,7 @@ def test_e2b_local_skips_envd():
         assert main_text(s.execute("import os; os.environ.get('SANDBOX_WIDE', 'none')")) == ["none"]
         assert FakeEnvd.tokens == []
     finally:
-        s.stop()
+        assert s.stop() == 0
         envd.shutdown()
 
 
@@ -437,3 +441,37 @@ def test_sigterm_leaves_no_kernels():
         assert not any(p.name.startswith("interpd-") for p in s.tmpdir.iterdir())
     finally:
         s.stop()
+
+
+def test_sigterm_during_an_execution():
+    s = Interpd()
+    try:
+        got = []
+        t = threading.Thread(target=lambda: got.append(s.execute("import time; time.sleep(60)", timeout=30)))
+        t.start()
+        time.sleep(1.5)
+        t0 = time.monotonic()
+        s.proc.terminate()
+        assert s.proc.wait(timeout=15) == 0
+        assert time.monotonic() - t0 < 8
+        t.join(timeout=10)
+        if got:  # the stream ended cleanly: the kernel's death is reported
+            assert got[0][-1]["type"] == "end_of_execution"
+        assert s.kernel_pids() == []
+    finally:
+        s.stop()
+
+
+def test_kernel_that_fails_to_start(tmp_path):
+    spec = tmp_path / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": ["/bin/sh", "-c", "exit 3", "{connection_file}"],
+                                                  "display_name": "broken", "language": "python"}))
+    s = Interpd("--kernel-dir", str(tmp_path / "kernels"))
+    try:
+        status, ctype, body = s.request("POST", "/execute", {"code": "1"})
+        assert status == 500 and "exited with status 3" in body.decode()
+        status, _, body = s.request("POST", "/execute", {"code": "1", "language": "r"})
+        assert status == 400 and "installed kernels: python3" in body.decode()
+    finally:
+        assert s.stop() == 0
