@@ -75,6 +75,10 @@ function e2b(...args) {
   });
 }
 
+test('@e2b/cli is pinned to 2.19.0', () => {
+  assert.equal(require('@e2b/cli/package.json').version, '2.19.0');
+});
+
 test('e2b template create from an e2b.Dockerfile, template list, a sandbox from it, template delete', async () => {
   const created = await e2b('template', 'create', 'cli-tpl', '--dockerfile', 'e2b.Dockerfile', '-c', 'echo started > /tmp/started; exec sleep 86400', '--ready-cmd', 'test -f /tmp/started');
   assert.equal(created.code, 0, created.all);
