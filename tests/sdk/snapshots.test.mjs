@@ -160,6 +160,38 @@ test('fork with count 3: each fork has the files, and they are independent', asy
   }
 });
 
+test('a sandbox from a deleted snapshot pauses and resumes; snapshots survive a restart', async () => {
+  const h = await startHutch();
+  try {
+    const src = await Sandbox.create('base', h.opts);
+    await src.files.write('/tmp/s', 'from the snapshot');
+    const gone = await src.createSnapshot();
+    const kept = await src.createSnapshot({ name: 'snap-kept' });
+    await src.kill();
+    const x = await Sandbox.create(gone.snapshotId, h.opts);
+    await x.files.write('/tmp/x', 'own');
+    assert.equal(await x.pause({ keepMemory: false }), true);
+    assert.equal(await Sandbox.deleteSnapshot(gone.snapshotId, h.opts), true);
+    await x.connect();
+    assert.equal((await x.commands.run('cat /tmp/s; echo; cat /tmp/x')).stdout, 'from the snapshot\nown');
+    await x.kill();
+
+    const stopped = await h.stop({ keepState: true });
+    assert.equal(stopped.code, 0);
+    const h2 = await startHutch([], { stateDir: h.stateDir });
+    Object.assign(h, h2);
+    const list = await Sandbox.listSnapshots({ ...h.opts }).nextItems();
+    assert.deepEqual(list.map((s) => s.snapshotId), [kept.snapshotId]);
+    const y = await Sandbox.create('snap-kept', h.opts);
+    assert.equal(await y.files.read('/tmp/s'), 'from the snapshot');
+    await y.kill();
+  } finally {
+    const { code, leftovers } = await h.stop();
+    assert.equal(code, 0, h.log());
+    assert.deepEqual(leftovers, []);
+  }
+});
+
 // e2b 2.51.0 CreateSnapshotOpts.name: "If a snapshot template with this name already exists, a
 // new build will be assigned to the existing template instead of creating a new one" (and the
 // CLI's `sandbox snapshot create -n` "reuses the existing template"). hutch's

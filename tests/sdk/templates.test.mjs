@@ -220,6 +220,20 @@ test('builds side by side that share steps all succeed', async () => {
   }
 });
 
+test('a template built on another keeps working when that one is deleted; create by template id', async () => {
+  const a = await build(Template().fromTemplate('base').runCmd('echo A > /opt/a', { user: 'root' }).setEnvs({ FROM_A: '1' }), 'tpl-lower');
+  const b = await build(Template().fromTemplate('tpl-lower').runCmd('echo B > /opt/b', { user: 'root' }), 'tpl-upper');
+  assert.equal((await api('DELETE', `/templates/${a.info.templateId}`)).status, 204);
+  for (const ref of ['tpl-upper', b.info.templateId]) {
+    const sbx = await Sandbox.create(ref, hutch.opts);
+    try {
+      assert.equal((await sbx.commands.run('cat /opt/a /opt/b; echo $FROM_A')).stdout, 'A\nB\n1\n');
+    } finally {
+      await sbx.kill();
+    }
+  }
+});
+
 test('a failing RUN step fails the build with a BuildError naming the exit code', async () => {
   const t = Template().fromTemplate('base').runCmd('echo fine').runCmd('echo about to fail; exit 7');
   const logs = [];
