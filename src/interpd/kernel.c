@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -10,10 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -233,12 +236,55 @@ static char **build_env(const struct kernelspec *ks, char *const *extra)
     return e.v;
 }
 
-static int write_connection_file(const char *path, const char *ip, const char *key, const char *name)
+/* Where the kernel binds: transport, ip and the five ports, in Jupyter's order shell, iopub,
+ * stdin, control, hb. */
+struct endpoints {
+    bool tcp;
+    char *ip;
+    int ports[5];
+};
+
+/* Kernels that bind "<transport>://<ip>:<port>" also for ipc, unlike jupyter_client's
+ * "ipc://<ip>-<port>" (Deno's runtimelib): they get loopback TCP, as under Jupyter itself. */
+static bool needs_tcp(const char *kernel_name)
+{
+    return streq(kernel_name, "deno");
+}
+
+/* Five free loopback ports. The listeners are closed before the kernel binds: a small race
+ * that jupyter_client accepts too; a lost race shows as a kernel that fails to start. */
+static int pick_tcp_ports(int ports[5])
+{
+    int fds[5] = { -1, -1, -1, -1, -1 }, r = 0;
+    for (int i = 0; i < 5 && r == 0; i++) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(a);
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&a, sizeof(a)) < 0 ||
+            getsockname(fds[i], (struct sockaddr *)&a, &len) < 0)
+            r = -errno;
+        else
+            ports[i] = ntohs(a.sin_port);
+    }
+    for (int i = 0; i < 5; i++)
+        safe_close(fds[i]);
+    return r;
+}
+
+static char *endpoint(const struct endpoints *e, int index)
+{
+    return e->tcp ? xasprintf("tcp://%s:%d", e->ip, e->ports[index])
+                  : xasprintf("ipc://%s-%d", e->ip, e->ports[index]);
+}
+
+static int write_connection_file(const char *path, const struct endpoints *e, const char *key,
+                                 const char *name)
 {
     _cleanup_json_ json_t *c =
-        json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:s, s:s, s:s}", "transport", "ipc", "ip", ip,
-                  "shell_port", 1, "iopub_port", 2, "stdin_port", 3, "control_port", 4, "hb_port", 5, "key",
-                  key, "signature_scheme", "hmac-sha256", "kernel_name", name);
+        json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:s, s:s, s:s}", "transport", e->tcp ? "tcp" : "ipc",
+                  "ip", e->ip, "shell_port", e->ports[0], "iopub_port", e->ports[1], "stdin_port",
+                  e->ports[2], "control_port", e->ports[3], "hb_port", e->ports[4], "key", key,
+                  "signature_scheme", "hmac-sha256", "kernel_name", name);
     size_t len;
     _cleanup_free_ char *text = json_dump_compact(c, &len);
     _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -291,7 +337,7 @@ static int spawn(const struct kernelspec *ks, const struct kernel_opts *opts, co
     return 0;
 }
 
-static void *socket_connect(void *zctx, int type, const char *ip, int port)
+static void *socket_connect(void *zctx, int type, const struct endpoints *e, int index)
 {
     void *s = zmq_socket(zctx, type);
     if (!s)
@@ -302,8 +348,7 @@ static void *socket_connect(void *zctx, int type, const char *ip, int port)
         zmq_setsockopt(s, ZMQ_SUBSCRIBE, "", 0);
         zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof(hwm));
     }
-    char ep[PATH_MAX + 32];
-    snprintf(ep, sizeof(ep), "ipc://%s-%d", ip, port);
+    _cleanup_free_ char *ep = endpoint(e, index);
     if (zmq_connect(s, ep) < 0) {
         zmq_close(s);
         return NULL;
@@ -509,7 +554,8 @@ static int handshake(struct kernel *k, usec_t timeout, struct error_record *err)
 int kernel_start(void *zctx, const struct kernelspec *ks, const struct kernel_opts *opts, struct kernel **ret,
                  struct error_record *err)
 {
-    _cleanup_free_ char *ip = NULL, *conn = NULL;
+    _cleanup_free_ char *conn = NULL;
+    struct endpoints ep = { .tcp = needs_tcp(ks->name), .ports = { 1, 2, 3, 4, 5 } };
     struct kernel *k = xcalloc(1, sizeof(*k));
     pthread_mutex_init(&k->lock, NULL);
     k->pidfd = -1;
@@ -527,9 +573,13 @@ int kernel_start(void *zctx, const struct kernelspec *ks, const struct kernel_op
         k->dir = NULL;
         goto fail;
     }
-    ip = xasprintf("%s/k", k->dir);
+    ep.ip = ep.tcp ? xstrdup("127.0.0.1") : xasprintf("%s/k", k->dir);
+    if (ep.tcp && (r = pick_tcp_ports(ep.ports)) < 0) {
+        error_set_errno(err, r, "cannot pick loopback ports");
+        goto fail;
+    }
     conn = xasprintf("%s/connection.json", k->dir);
-    r = write_connection_file(conn, ip, k->key, ks->name);
+    r = write_connection_file(conn, &ep, k->key, ks->name);
     if (r < 0) {
         error_set_errno(err, r, "cannot write %s", conn);
         goto fail;
@@ -542,9 +592,9 @@ int kernel_start(void *zctx, const struct kernelspec *ks, const struct kernel_op
     if (k->pidfd >= 0)
         fcntl(k->pidfd, F_SETFD, FD_CLOEXEC);
 
-    k->shell = socket_connect(zctx, ZMQ_DEALER, ip, 1);
-    k->iopub = socket_connect(zctx, ZMQ_SUB, ip, 2);
-    k->control = socket_connect(zctx, ZMQ_DEALER, ip, 4);
+    k->shell = socket_connect(zctx, ZMQ_DEALER, &ep, 0);
+    k->iopub = socket_connect(zctx, ZMQ_SUB, &ep, 1);
+    k->control = socket_connect(zctx, ZMQ_DEALER, &ep, 3);
     if (!k->shell || !k->iopub || !k->control) {
         r = error_set_errno(err, errno, "cannot create the zmq sockets");
         goto fail;
@@ -552,9 +602,11 @@ int kernel_start(void *zctx, const struct kernelspec *ks, const struct kernel_op
     r = handshake(k, opts->start_timeout, err);
     if (r < 0)
         goto fail;
+    free(ep.ip);
     *ret = k;
     return 0;
 fail:
+    free(ep.ip);
     kernel_free(k);
     return r;
 }

@@ -2,7 +2,8 @@
  * lifecycle (spawn, handshake, messages, interrupt, kill).
  *
  * Invariants: a kernel runs in its own process group with a connection file in a private 0700
- * directory (ipc:// sockets, so a sandbox without network works); the process is watched
+ * directory (ipc:// sockets, so a sandbox without network works; only Deno, which names ipc
+ * endpoints differently from jupyter_client, gets loopback TCP); the process is watched
  * through a pidfd, so its death is seen by poll() and it is reaped exactly once, by
  * kernel_reap() under the kernel's lock. The zmq sockets are not thread-safe: one thread at a
  * time (the holder of the owning context's execution lock) calls kernel_send/kernel_next/

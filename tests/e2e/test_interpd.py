@@ -475,3 +475,23 @@ def test_kernel_that_fails_to_start(tmp_path):
         assert status == 400 and "installed kernels: python3" in body.decode()
     finally:
         assert s.stop() == 0
+
+
+def test_tcp_transport_for_deno_kernelspec(tmp_path):
+    """A "deno" kernelspec gets loopback TCP (Deno binds ipc endpoints as ip:port, unlike
+    jupyter_client). ipykernel stands in for Deno: it speaks both transports."""
+    spec = tmp_path / "kernels" / "deno"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "stand-in", "language": "typescript"}))
+    s = Interpd("--kernel-dir", str(tmp_path / "kernels"))
+    try:
+        lines = s.execute("6*7", language="ts")
+        assert main_text(lines) == ["42"]
+        conn = json.loads(next(s.tmpdir.glob("interpd-*/k*/connection.json")).read_text())
+        assert conn["transport"] == "tcp" and conn["ip"] == "127.0.0.1"
+        ctx = s.json("GET", "/contexts")[0]
+        assert ctx["language"] == "typescript"
+    finally:
+        assert s.stop() == 0
