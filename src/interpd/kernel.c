@@ -587,10 +587,9 @@ int kernel_start(void *zctx, const struct kernelspec *ks, const struct kernel_op
     r = spawn(ks, opts, conn, &k->pid, err);
     if (r < 0)
         goto fail;
+    /* pidfds are always close-on-exec. Without one (old kernel, seccomp), kernel_alive() still
+     * polls waitid() and kernel_next() notices a death within its timeout slice. */
     k->pidfd = (int)syscall(SYS_pidfd_open, k->pid, 0);
-    /* Without a pidfd (old kernel, seccomp), kernel_alive() still polls waitpid(). */
-    if (k->pidfd >= 0)
-        fcntl(k->pidfd, F_SETFD, FD_CLOEXEC);
 
     k->shell = socket_connect(zctx, ZMQ_DEALER, &ep, 0);
     k->iopub = socket_connect(zctx, ZMQ_SUB, &ep, 1);
