@@ -98,9 +98,13 @@ json_t *orch_template_config_json(const struct orch_template *t);
 void orch_template_free(struct orch_template *t);
 
 /* Removes layer directories nothing uses any more: no build, no sandbox record, no live or
- * pooled sandbox. Does nothing while a build runs (its layers are not recorded yet). Returns
- * how many were removed. */
+ * pooled sandbox. Does nothing while a build runs or a layer is being saved (their layers are
+ * not recorded yet). Returns how many were removed. */
 int orch_layers_gc(struct orch *o, struct error_record *err);
+/* Around writing a layer outside a build until the store records it (a pause, a snapshot):
+ * no layer GC meanwhile. */
+void orch_layers_saving_begin(struct orch *o);
+void orch_layers_saving_end(struct orch *o);
 
 /* orchestrator.c: references to sandboxes for the other files. */
 struct sandbox;
@@ -254,6 +258,11 @@ struct orch {
     /* Template builds in flight (under lock); layer GC waits for none, orch_free for all. */
     size_t n_building;
     pthread_cond_t builds_done;
+    /* Layers being written outside builds (pauses, snapshots) and not in the store yet, and
+     * how many such writes ever began (under lock): layer GC runs only when none was in
+     * flight from its scan of the store to its removal (orch_layers_saving_begin/end). */
+    size_t n_saving;
+    uint64_t saving_gen;
 
     /* Counters for /metrics, under lock. */
     uint64_t creates, create_failures, timeouts;

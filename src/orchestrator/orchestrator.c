@@ -926,8 +926,11 @@ static int pause_op(struct orch *o, struct sandbox *s, bool keep_memory, struct 
     if (o->cfg.on_gone)
         o->cfg.on_gone(o->cfg.on_gone_userdata, s->id);
     struct orch_stack saved = { 0 };
+    /* From the export until the store has the layer, a collection would take it for garbage. */
+    orch_layers_saving_begin(o);
     r = save_layer_random(o, s, &saved, err);
     if (r < 0) {
+        orch_layers_saving_end(o);
         o->cfg.runtime->thaw(s->rt);
         return r;
     }
@@ -943,6 +946,7 @@ static int pause_op(struct orch *o, struct sandbox *s, bool keep_memory, struct 
     pthread_mutex_lock(&o->store_lock);
     r = store_sandbox_set_paused(o->store, s->id, memory ? "memory" : "filesystem", layers, err);
     pthread_mutex_unlock(&o->store_lock);
+    orch_layers_saving_end(o);
     if (r < 0) {
         orch_stack_release(&saved);
         o->cfg.runtime->thaw(s->rt);

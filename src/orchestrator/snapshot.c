@@ -70,14 +70,18 @@ int orch_sandbox_snapshot(struct orch *o, const char *id, const char *name, bool
     char snap[SNAPSHOT_ID_LEN + 1];
     random_name(snap);
     struct orch_stack stack = { 0 };
+    /* From the export until the store has the layer, a collection would take it for garbage. */
+    orch_layers_saving_begin(o);
     pthread_mutex_lock(&s->op_lock);
     int r = orch_sandbox_save_layer(o, s, snap, &stack, err);
     json_t *config = r >= 0 ? orch_template_config_json(s->tpl) : NULL;
     struct orch_limits limits = s->limits;
     pthread_mutex_unlock(&s->op_lock);
     orch_sandbox_unref(o, s);
-    if (r < 0)
+    if (r < 0) {
+        orch_layers_saving_end(o);
         return r;
+    }
 
     json_t *lj = orch_stack_to_json(&stack);
     _cleanup_free_ char *layers = json_dump_compact(lj, NULL);
@@ -110,6 +114,7 @@ int orch_sandbox_snapshot(struct orch *o, const char *id, const char *name, bool
         store_template_delete(o->store, snap, &e);
     }
     pthread_mutex_unlock(&o->store_lock);
+    orch_layers_saving_end(o);
     if (r < 0) {
         struct error_record e = { 0 };
         orch_layers_gc(o, &e);

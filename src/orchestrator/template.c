@@ -311,13 +311,29 @@ static int remove_unused(struct orch *o, const struct in_use *u)
     return removed;
 }
 
+void orch_layers_saving_begin(struct orch *o)
+{
+    pthread_mutex_lock(&o->lock);
+    o->n_saving++;
+    o->saving_gen++;
+    pthread_mutex_unlock(&o->lock);
+}
+
+void orch_layers_saving_end(struct orch *o)
+{
+    pthread_mutex_lock(&o->lock);
+    o->n_saving--;
+    pthread_mutex_unlock(&o->lock);
+}
+
 int orch_layers_gc(struct orch *o, struct error_record *err)
 {
     struct in_use u = { 0 };
     pthread_mutex_lock(&o->lock);
-    bool building = o->n_building > 0;
+    bool busy = o->n_building > 0 || o->n_saving > 0;
+    uint64_t gen = o->saving_gen;
     pthread_mutex_unlock(&o->lock);
-    if (building)
+    if (busy)
         return 0;
     pthread_mutex_lock(&o->store_lock);
     int r = store_build_layers_in_use(o->store, note_in_use, &u, err);
@@ -332,7 +348,8 @@ int orch_layers_gc(struct orch *o, struct error_record *err)
             for (struct sandbox *s = pass ? o->pool : o->sandboxes; s; s = s->next)
                 for (size_t i = 0; i < s->stack.n; i++)
                     note_in_use(s->stack.ids[i], &u);
-        r = o->n_building ? 0 : remove_unused(o, &u);
+        /* A save that began after the scan may have recorded its layer since, unseen. */
+        r = o->n_building || o->n_saving || o->saving_gen != gen ? 0 : remove_unused(o, &u);
         pthread_mutex_unlock(&o->lock);
     }
     for (size_t i = 0; i < u.n; i++)
