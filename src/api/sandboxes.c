@@ -137,6 +137,14 @@ static enum MHD_Result create(struct api_request *req, uint32_t default_timeout)
         else
             r = get_bool(auto_resume, "enabled", false, &c.auto_resume, &err);
     }
+    /* e2b-compat 2.6: autoPauseMemory:false, a filesystem-only pause at the timeout, which no
+     * traffic can resume transparently. */
+    bool auto_pause_memory = true;
+    if (r >= 0)
+        r = get_bool(body, "autoPauseMemory", true, &auto_pause_memory, &err);
+    if (r >= 0 && !auto_pause_memory && c.auto_resume)
+        r = error_set(&err, EINVAL, "autoPauseMemory false cannot be combined with autoResume");
+    c.auto_pause_filesystem = !auto_pause_memory;
     /* hutch's extension: per-sandbox resources, within the server's maximums. */
     if (r >= 0)
         r = get_uint(body, "cpuCount", 1, 1024, &c.limits.cpu_count, &err);

@@ -191,6 +191,7 @@ struct sandbox {
     int64_t started_at_ms;
     int64_t end_at_ms;
     bool pause_on_timeout;
+    bool pause_filesystem_on_timeout; /* autoPauseMemory:false */
     bool auto_resume;
     bool paused;        /* under orch.lock; frozen in place while rt, else only on disk */
     uint32_t timeout_s; /* the create's timeout, given again on an automatic resume */

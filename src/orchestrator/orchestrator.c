@@ -588,9 +588,10 @@ static char *restore_json(const struct sandbox *s)
                            t->template_id, "buildID", t->build_id, "user", t->user, "uid", (json_int_t)t->uid,
                            "gid", (json_int_t)t->gid, "home", t->home, "workdir", t->workdir, "env", t->env,
                            "startCmd", t->start_cmd, "readyCmd", t->ready_cmd);
-    json_t *j = json_pack("{s:o, s:O?, s:b, s:b, s:O?, s:O?, s:i}", "template", tj, "envVars", s->env_vars,
+    json_t *j = json_pack("{s:o, s:O?, s:b, s:b, s:O?, s:O?, s:i, s:b}", "template", tj, "envVars", s->env_vars,
                           "online", s->online, "denyInternet", s->deny_internet, "allowOut", s->allow_out,
-                          "denyOut", s->deny_out, "timeout", (json_int_t)s->timeout_s);
+                          "denyOut", s->deny_out, "timeout", (json_int_t)s->timeout_s, "autoPauseMemory",
+                          !s->pause_filesystem_on_timeout);
     if (!j)
         abort();
     char *out = json_dump_compact(j, NULL);
@@ -645,6 +646,7 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
         }
     }
     s->pause_on_timeout = req->auto_pause;
+    s->pause_filesystem_on_timeout = req->auto_pause_filesystem;
     s->auto_resume = req->auto_resume;
     s->timeout_s = timeout;
     s->started_at_ms = now_ms();
@@ -1098,7 +1100,7 @@ static void *timer_main(void *arg)
             bool paused = false;
             if (expired->pause_on_timeout) {
                 pthread_mutex_lock(&expired->op_lock);
-                paused = pause_op(o, expired, true, &err) >= 0;
+                paused = pause_op(o, expired, !expired->pause_filesystem_on_timeout, &err) >= 0;
                 pthread_mutex_unlock(&expired->op_lock);
             }
             if (!paused)
@@ -1327,6 +1329,7 @@ static int adopt_paused(struct orch *o, const struct store_sandbox *rec, struct 
     s->allow_out = json_is_array(a) ? json_incref(a) : NULL;
     s->deny_out = json_is_array(d) ? json_incref(d) : NULL;
     s->timeout_s = (uint32_t)json_integer_value(json_object_get(restore, "timeout"));
+    s->pause_filesystem_on_timeout = json_is_false(json_object_get(restore, "autoPauseMemory"));
     json_decref(restore);
     pthread_mutex_lock(&o->lock);
     s->next = o->sandboxes;
@@ -1393,8 +1396,8 @@ static int register_builtin_templates(struct orch *o, struct error_record *err)
     if (r >= 0 && stat(interpd, &st) == 0 &&
         stat("/usr/share/jupyter/kernels/python3/kernel.json", &st) == 0) {
         json_object_set_new(config, "startCmd",
-                            json_string(ORCH_INTERPD_COMMAND
-                                        " --listen 0.0.0.0:49999 --preload "
+                            json_string(ORCH_INTERPD_COMMAND " --listen 0.0.0.0:49999 --python-lib " ORCH_ENVD_MOUNT
+                                        "/python --preload "
                                         "'import numpy, pandas, matplotlib, matplotlib.pyplot'"));
         json_object_set_new(config, "readyCmd",
                             json_string("curl -sf -o /dev/null http://127.0.0.1:49999/health"));
@@ -1420,11 +1423,15 @@ static int prepare_templates(struct orch *o, struct error_record *err)
 
     /* The base template's "/" layer is generated once; the host's /usr is the other layer. A
      * half-built one from a crash is rebuilt (it is written to a temporary name first). */
+    /* Made afresh at every start: it follows the host's /usr (the other layer, live), whose
+     * packages may have changed since the last start. No sandbox of this state dir runs now;
+     * paused ones come back on the new one. */
     o->template_dir = xasprintf("%s/base", templates);
-    struct stat st;
-    if (stat(o->template_dir, &st) < 0) {
+    {
         _cleanup_free_ char *tmp = xasprintf("%s/.base.new", templates);
+        _cleanup_free_ char *old = xasprintf("%s/.base.old", templates);
         rm_rf(tmp);
+        rm_rf(old);
         int r = runtime_base_template_build(tmp, err);
         if (r < 0)
             return r;
@@ -1432,8 +1439,11 @@ static int prepare_templates(struct orch *o, struct error_record *err)
         _cleanup_free_ char *mnt = xasprintf("%s/opt/hutch", tmp);
         if ((mkdir(opt, 0755) < 0 && errno != EEXIST) || mkdir(mnt, 0755) < 0)
             return error_set_errno(err, errno, "creating %s", mnt);
+        if (rename(o->template_dir, old) < 0 && errno != ENOENT)
+            return error_set_errno(err, errno, "replacing the base template");
         if (rename(tmp, o->template_dir) < 0)
             return error_set_errno(err, errno, "installing the base template");
+        rm_rf(old);
     }
 
     /* envd is copied, not bind-mounted from where it was built: the sandbox sees only the

@@ -87,6 +87,9 @@ struct orch_create {
     const char *const *allow_out; /* CIDRs or addresses, NULL-terminated; NULL = none */
     const char *const *deny_out;
     bool auto_pause;
+    /* E2B's autoPauseMemory:false: the timeout pause keeps the filesystem only (the
+     * "filesystem" mode of a pause with memory:false). */
+    bool auto_pause_filesystem;
     struct orch_limits limits; /* zeros: the server's defaults; each within the maximums */
 };
 
