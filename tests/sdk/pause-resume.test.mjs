@@ -236,12 +236,16 @@ test('lifecycle onTimeout pause: the sandbox pauses at its timeout and connect r
   }
 });
 
-// hutch ignores NewSandboxV2.autoPauseMemory: src/api/sandboxes.c never reads it, struct
-// orch_create has no field for it, and timer_main (src/orchestrator/orchestrator.c) always calls
-// pause_op(o, expired, true, ...), so a timeout pause is kept in memory.
-test('lifecycle onTimeout pause with keepMemory false pauses to the filesystem', {
-  todo: 'server: autoPauseMemory is ignored (sandboxes.c does not parse it; timer_main pauses with keep_memory=true)',
-}, async () => {
+test('lifecycle onTimeout pause with keepMemory false pauses to the filesystem', async () => {
+  // The wire (e2b-compat 2.6): autoPauseMemory false cannot go with autoResume.
+  const bad = await fetch(`${hutch.url}/v2/sandboxes`, {
+    method: 'POST',
+    headers: { 'X-API-KEY': hutch.apiKey, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ templateID: 'base', autoPause: true, autoPauseMemory: false, autoResume: { enabled: true } }),
+  });
+  assert.equal(bad.status, 400);
+  assert.equal((await bad.json()).code, 400);
+
   const sbx = await Sandbox.create('base', {
     ...hutch.opts,
     timeoutMs: 3_000,
@@ -249,10 +253,12 @@ test('lifecycle onTimeout pause with keepMemory false pauses to the filesystem',
   });
   try {
     await sbx.files.write('/home/user/auto.txt', 'kept on disk');
+    await sbx.commands.run('sleep 3600', { background: true });
     await waitUntil('the timeout pause', async () => (await Sandbox.getInfo(sbx.sandboxId, hutch.opts)).state === 'paused');
     assert.equal((await detail(hutch, sbx.sandboxId)).body.pauseMode, 'filesystem');
     const again = await Sandbox.connect(sbx.sandboxId, hutch.opts);
     assert.equal(await again.files.read('/home/user/auto.txt'), 'kept on disk');
+    assert.equal((await again.commands.run('pgrep -fx "sleep 3600" || echo gone')).stdout, 'gone\n');
   } finally {
     await Sandbox.kill(sbx.sandboxId, hutch.opts);
   }
