@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -121,6 +123,112 @@ static int copy_alternatives(int root, struct error_record *err)
     return r;
 }
 
+/* Configuration that software in the host's /usr reads from /etc (Debian keeps it there, often
+ * behind a symlink from /usr: /usr/lib/R/etc -> /etc/R, matplotlib's rc file, the CA
+ * certificates TLS clients load). All public, none of it secret; copied as it is on the host,
+ * symlinks as symlinks, nothing followed. */
+static const char *const host_etc[] = {
+    "R",          "matplotlibrc", "ssl/certs", "ca-certificates.conf",
+    "python3",    "python3.11",   "localtime", "timezone",
+    "mime.types", "jupyter",      "fonts",
+};
+
+#define HOST_ETC_MAX_DEPTH 8
+#define HOST_ETC_MAX_FILE (4u << 20)
+
+/* Copies src_dir/name into dst_dir/name: directories recursively, regular files up to
+ * HOST_ETC_MAX_FILE, symlinks as links; anything else is skipped. */
+static int copy_etc_entry(int src_dir, int dst_dir, const char *name, unsigned depth,
+                          struct error_record *err)
+{
+    struct stat st;
+    if (fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : error_set_errno(err, errno, "stat /etc/.../%s", name);
+    if (S_ISLNK(st.st_mode)) {
+        char target[PATH_MAX];
+        ssize_t n = readlinkat(src_dir, name, target, sizeof(target) - 1);
+        if (n <= 0)
+            return 0;
+        target[n] = '\0';
+        return symlinkat(target, dst_dir, name) < 0 && errno != EEXIST
+                   ? error_set_errno(err, errno, "symlink etc/.../%s", name)
+                   : 0;
+    }
+    if (S_ISREG(st.st_mode)) {
+        if ((uint64_t)st.st_size > HOST_ETC_MAX_FILE)
+            return 0;
+        _cleanup_close_ int in = openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        _cleanup_close_ int out =
+            openat(dst_dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, st.st_mode & 07777);
+        if (in < 0 || out < 0)
+            return error_set_errno(err, errno, "copy etc/.../%s", name);
+        char buf[65536];
+        for (;;) {
+            ssize_t n = read(in, buf, sizeof(buf));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                return error_set_errno(err, errno, "read /etc/.../%s", name);
+            if (n == 0)
+                break;
+            int r = write_all(out, buf, (size_t)n);
+            if (r < 0)
+                return error_set_errno(err, r, "write etc/.../%s", name);
+        }
+        return fchmod(out, st.st_mode & 07777) < 0 ? error_set_errno(err, errno, "chmod etc/.../%s", name)
+                                                   : 0;
+    }
+    if (!S_ISDIR(st.st_mode) || depth >= HOST_ETC_MAX_DEPTH)
+        return 0;
+    if (mkdirat(dst_dir, name, st.st_mode & 07777) < 0 && errno != EEXIST)
+        return error_set_errno(err, errno, "mkdir etc/.../%s", name);
+    _cleanup_close_ int in = openat(src_dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    _cleanup_close_ int out = openat(dst_dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (in < 0 || out < 0)
+        return error_set_errno(err, errno, "open etc/.../%s", name);
+    DIR *d = fdopendir(in);
+    if (!d)
+        return error_set_errno(err, errno, "list /etc/.../%s", name);
+    in = -1;
+    int r = 0;
+    struct dirent *de;
+    while (r >= 0 && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            r = copy_etc_entry(dirfd(d), out, de->d_name, depth + 1, err);
+    closedir(d);
+    return r;
+}
+
+static int copy_host_etc(int root, struct error_record *err)
+{
+    _cleanup_close_ int src = open("/etc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_close_ int dst = openat(root, "etc", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (src < 0 || dst < 0)
+        return error_set_errno(err, errno, "open etc");
+    for (size_t i = 0; i < ARRAY_SIZE(host_etc); i++) {
+        /* "ssl/certs": the parents are made as plain directories. */
+        char path[64];
+        snprintf(path, sizeof(path), "%s", host_etc[i]);
+        char *slash = strrchr(path, '/');
+        _cleanup_close_ int s = -1, d = -1;
+        const char *name = path;
+        if (slash) {
+            *slash = '\0';
+            name = slash + 1;
+            if (mkdirat(dst, path, 0755) < 0 && errno != EEXIST)
+                return error_set_errno(err, errno, "mkdir etc/%s", path);
+            s = openat(src, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            d = openat(dst, path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (s < 0 || d < 0)
+                continue;
+        }
+        int r = copy_etc_entry(slash ? s : src, slash ? d : dst, name, 0, err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 int runtime_base_template_build(const char *dir, struct error_record *err)
 {
     if (!dir || dir[0] != '/')
@@ -155,5 +263,6 @@ int runtime_base_template_build(const char *dir, struct error_record *err)
         if (r < 0 || fchmod(fd, files[i].mode) < 0)
             return error_set_errno(err, r < 0 ? r : errno, "write %s", files[i].path);
     }
-    return copy_alternatives(root, err);
+    int r = copy_alternatives(root, err);
+    return r < 0 ? r : copy_host_etc(root, err);
 }
