@@ -588,10 +588,10 @@ static char *restore_json(const struct sandbox *s)
                            t->template_id, "buildID", t->build_id, "user", t->user, "uid", (json_int_t)t->uid,
                            "gid", (json_int_t)t->gid, "home", t->home, "workdir", t->workdir, "env", t->env,
                            "startCmd", t->start_cmd, "readyCmd", t->ready_cmd);
-    json_t *j = json_pack("{s:o, s:O?, s:b, s:b, s:O?, s:O?, s:i, s:b}", "template", tj, "envVars", s->env_vars,
-                          "online", s->online, "denyInternet", s->deny_internet, "allowOut", s->allow_out,
-                          "denyOut", s->deny_out, "timeout", (json_int_t)s->timeout_s, "autoPauseMemory",
-                          !s->pause_filesystem_on_timeout);
+    json_t *j = json_pack("{s:o, s:O?, s:b, s:b, s:O?, s:O?, s:i, s:b}", "template", tj, "envVars",
+                          s->env_vars, "online", s->online, "denyInternet", s->deny_internet, "allowOut",
+                          s->allow_out, "denyOut", s->deny_out, "timeout", (json_int_t)s->timeout_s,
+                          "autoPauseMemory", !s->pause_filesystem_on_timeout);
     if (!j)
         abort();
     char *out = json_dump_compact(j, NULL);
@@ -1396,7 +1396,8 @@ static int register_builtin_templates(struct orch *o, struct error_record *err)
     if (r >= 0 && stat(interpd, &st) == 0 &&
         stat("/usr/share/jupyter/kernels/python3/kernel.json", &st) == 0) {
         json_object_set_new(config, "startCmd",
-                            json_string(ORCH_INTERPD_COMMAND " --listen 0.0.0.0:49999 --python-lib " ORCH_ENVD_MOUNT
+                            json_string(ORCH_INTERPD_COMMAND
+                                        " --listen 0.0.0.0:49999 --python-lib " ORCH_ENVD_MOUNT
                                         "/python --preload "
                                         "'import numpy, pandas, matplotlib, matplotlib.pyplot'"));
         json_object_set_new(config, "readyCmd",
