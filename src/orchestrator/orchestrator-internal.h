@@ -201,7 +201,8 @@ struct sandbox {
     json_t *env_vars;        /* the create's sandbox-wide env vars, or NULL */
     bool online;
     bool deny_internet;
-    json_t *allow_out, *deny_out;                                 /* arrays of strings, or NULL */
+    json_t *allow_out, *deny_out; /* arrays of strings, or NULL */
+    bool saved;                   /* a pause wrote a layer for it (collected when it goes) */
     char pool_ref[STORE_TEMPLATE_ID_MAX + 1 + STORE_TAG_MAX + 1]; /* while pooled: the pool's */
     uint64_t pool_memory; /* while pooled: its memory use when it joined */
     int pool_sock;        /* while pooled: a socket in its netns for the hand-over's /init */

@@ -106,7 +106,7 @@ static void sandbox_free(struct orch *o, struct sandbox *s)
     safe_close(s->pool_sock);
     orch_logs_sink_unref(s->log);
     /* Its saved layers (from pauses) are unused once its record is gone too. */
-    bool saved = false;
+    bool saved = s->saved;
     for (size_t i = 0; i < s->stack.n && !saved; i++)
         saved = str_startswith(s->stack.ids[i], "s-");
     if (saved && s->gone) {
@@ -969,6 +969,7 @@ static int pause_op(struct orch *o, struct sandbox *s, bool keep_memory, struct 
     }
     pthread_mutex_lock(&o->lock);
     s->paused = true;
+    s->saved = true;
     pthread_mutex_unlock(&o->lock);
     struct error_record e = { 0 };
     orch_layers_gc(o, &e);

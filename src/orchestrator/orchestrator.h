@@ -191,8 +191,10 @@ int orch_template_build_start(struct orch *o, const char *template_id, const cha
 int orch_template_delete(struct orch *o, const char *template_id, struct error_record *err);
 
 /* createSnapshot: the sandbox's current filesystem as a new template (a snapshot; its processes
- * are not part of it). name (optional) becomes one of its names; hidden leaves it out of the
- * sandbox's snapshot list. Writes its id (21 bytes). */
+ * are not part of it). name (optional) becomes one of its names; a name that is already a
+ * snapshot's gets a new build of that snapshot instead (-EEXIST for a template's name). hidden
+ * leaves it out of the sandbox's snapshot list. Writes its id (STORE_TEMPLATE_ID_MAX + 1
+ * bytes). */
 int orch_sandbox_snapshot(struct orch *o, const char *id, const char *name, bool hidden, char *ret_id,
                           struct error_record *err);
 /* Sandbox.fork: count new sandboxes from the sandbox's current filesystem, each with its env

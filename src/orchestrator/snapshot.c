@@ -102,14 +102,28 @@ int orch_sandbox_snapshot(struct orch *o, const char *id, const char *name, bool
     str_copy(b.template_id, sizeof(b.template_id), snap);
     str_copy(b.envd_version, sizeof(b.envd_version), ENVD_VERSION);
     pthread_mutex_lock(&o->store_lock);
-    r = store_template_insert(o->store, &t, err);
+    /* A name that is already a snapshot's gets a new build of that snapshot (its default tag
+     * moves to it), as E2B's snapshots do; a template's name is refused. */
+    char existing[STORE_TEMPLATE_ID_MAX + 1] = "";
+    struct store_template other;
+    if (name && *name && store_template_name_lookup(o->store, name, existing, err) >= 0) {
+        r = store_template_get(o->store, existing, &other, err);
+        if (r >= 0 && !other.is_snapshot)
+            r = error_set(err, EEXIST, "the name %s belongs to a template that is not a snapshot", name);
+        if (r >= 0)
+            str_copy(b.template_id, sizeof(b.template_id), existing);
+    } else {
+        existing[0] = '\0';
+        error_clear(err);
+        r = store_template_insert(o->store, &t, err);
+        if (r >= 0 && name && *name)
+            r = store_template_name_add(o->store, snap, name, err);
+    }
     if (r >= 0)
         r = store_build_insert(o->store, &b, err);
     if (r >= 0)
         r = store_build_finish(o->store, b.id, STORE_BUILD_READY, layers, config_s, NULL, NULL, err);
-    if (r >= 0 && name && *name)
-        r = store_template_name_add(o->store, snap, name, err);
-    if (r < 0) {
+    if (r < 0 && !existing[0]) {
         struct error_record e = { 0 };
         store_template_delete(o->store, snap, &e);
     }
@@ -120,7 +134,7 @@ int orch_sandbox_snapshot(struct orch *o, const char *id, const char *name, bool
         orch_layers_gc(o, &e);
         return r;
     }
-    str_copy(ret_id, SNAPSHOT_ID_LEN + 1, snap);
+    str_copy(ret_id, STORE_TEMPLATE_ID_MAX + 1, existing[0] ? existing : snap);
     return 0;
 }
 
@@ -147,7 +161,7 @@ int orch_sandbox_fork(struct orch *o, const char *id, unsigned count, uint32_t t
     }
     orch_sandbox_unref(o, s);
 
-    char snap[SNAPSHOT_ID_LEN + 1];
+    char snap[STORE_TEMPLATE_ID_MAX + 1];
     int r = orch_sandbox_snapshot(o, id, NULL, true, snap, err);
     json_t *results = json_array();
     for (unsigned i = 0; r >= 0 && i < count; i++) {
