@@ -262,3 +262,31 @@ def test_tarball_base(server, tmp_path):
     sid = sandbox(server, "e2e-tarball")
     r = hutch(server, "exec", sid, "--", "cat", "/copied")
     assert r.stdout == "from the tarball\n", r.stderr
+
+
+def debian_mirror_reachable():
+    try:
+        with socket.create_connection(("deb.debian.org", 80), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not shutil.which("debootstrap"), reason="debootstrap is not installed (make deps)")
+def test_debian_bookworm_base_with_apt_get_install(server, tmp_path):
+    if not debian_mirror_reachable():
+        pytest.skip("deb.debian.org cannot be reached from this machine")
+    (tmp_path / "Hutchfile").write_text(
+        "FROM debian:bookworm\n"
+        "RUN apt-get update && apt-get install -y --no-install-recommends jq\n"
+        "USER user\n")
+    # The first build of the base runs debootstrap (a minute or two); later ones reuse it.
+    p = hutch(server, "template", "build", "--context", str(tmp_path), "--name", "e2e-bookworm", timeout=900)
+    server.templates.append("e2e-bookworm")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "debootstrap" in p.stdout or "Retrieving" in p.stdout or "cached" in p.stdout, p.stdout[-2000:]
+    sid = sandbox(server, "e2e-bookworm")
+    r = sh(server, sid, 'echo \'{"a": 41}\' | jq ".a + 1"; cat /etc/debian_version; whoami; pwd')
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split("\n")
+    assert out[0] == "42" and out[1].startswith("12.") and out[2:4] == ["user", "/home/user"], r.stdout
