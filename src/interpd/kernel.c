@@ -229,6 +229,10 @@ static char **build_env(const struct kernelspec *ks, char *const *extra)
                 env_put(&e, xasprintf("%s=%s", k, json_string_value(v)));
         }
     }
+    /* Results are data, not a terminal's output: Deno colours its text/plain reprs unless told
+     * not to, and the escapes would reach the client's `text`. */
+    if (streq(ks->name, "deno"))
+        env_put(&e, xstrdup("NO_COLOR=1"));
     for (char *const *p = extra; p && *p; p++)
         env_put(&e, xstrdup(*p));
     if (!e.v)
