@@ -31,10 +31,14 @@ def bundle(bindir, tmp_path_factory):
     return state / "envd"
 
 
-def listed_libraries():
-    out = subprocess.run([str(envd_path()), "--list-libraries"], capture_output=True, text=True,
+def listed_libraries(program=None):
+    out = subprocess.run([str(program or envd_path()), "--list-libraries"], capture_output=True, text=True,
                          timeout=30, check=True).stdout
     return out.splitlines()
+
+
+def interpd_path():
+    return envd_path().parent / "interpd"
 
 
 def test_list_libraries_names_the_loader_first():
@@ -52,7 +56,13 @@ def test_bundle_holds_envd_and_what_it_loads(bundle):
     assert os.access(bundle / "envd", os.X_OK)
     libs = listed_libraries()
     lib = bundle / "lib"
-    assert sorted(os.listdir(lib)) == sorted([os.path.basename(p) for p in libs] + ["ld.so"])
+    names = {os.path.basename(p) for p in libs}
+    # interpd, beside hutch, is bundled too: its objects share lib/, its helpers are in python/.
+    if interpd_path().exists():
+        assert (bundle / "interpd").read_bytes() == interpd_path().read_bytes()
+        names |= {os.path.basename(p) for p in listed_libraries(interpd_path())}
+        assert (bundle / "python" / "hutch_display.py").is_file()
+    assert sorted(os.listdir(lib)) == sorted(names | {"ld.so"})
     assert os.readlink(lib / "ld.so") == os.path.basename(libs[0])
     assert os.access(lib / "ld.so", os.X_OK)
     for p in libs:
@@ -140,7 +150,7 @@ def test_filesystem_api_in_an_empty_root(empty_root_envd):
     assert status == 200, body
     status, body = empty_root_envd.unary("/filesystem.Filesystem/ListDir", {"path": "/opt/hutch"})
     assert status == 200, body
-    assert sorted(e["name"] for e in body["entries"]) == ["envd", "lib"]
+    assert {"envd", "lib"} <= {e["name"] for e in body["entries"]} <= {"envd", "lib", "interpd", "python"}
     status, body = empty_root_envd.unary("/filesystem.Filesystem/ListDir", {"path": "/tmp"})
     assert [e["name"] for e in body["entries"]] == ["made"]
 
