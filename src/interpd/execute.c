@@ -12,9 +12,15 @@
 int execution_start(struct execution *x, struct kernel *k, const char *code, bool silent)
 {
     *x = (struct execution){ .kernel = k, .pending = json_array() };
+    /* stop_on_error false: after a failed (non-silent) execution ipykernel would otherwise abort
+     * every execute_request that reaches it before its deferred stop_aborting callback runs
+     * (kernelbase.py _abort_queues, stop_on_error_timeout 0): an "aborted" reply with no output.
+     * interpd never queues requests in a kernel (the gate serializes them), so there is nothing
+     * to abort, and the next request (the silent env restore, or the user's next code sent at
+     * once) would race that callback and be dropped. */
     json_t *content =
         json_pack("{s:s, s:b, s:b, s:{}, s:b, s:b}", "code", code, "silent", silent, "store_history", !silent,
-                  "user_expressions", "allow_stdin", 0, "stop_on_error", 1);
+                  "user_expressions", "allow_stdin", 0, "stop_on_error", 0);
     if (!content)
         return -EINVAL; /* code was not valid UTF-8 */
     return kernel_send(k, KERNEL_SHELL, "execute_request", content, x->msg_id);
