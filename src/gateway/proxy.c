@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <errno.h>
 #include <pthread.h>
@@ -76,6 +77,7 @@ struct gw_request {
     bool headers_done;
     bool finished;
     CURLcode result;
+    int client_fd;
 };
 
 static void global_init(void)
@@ -419,6 +421,20 @@ int gw_open_upstream(struct gw *gw, const struct gw_target *t, struct error_reco
     return fd;
 }
 
+/* Whether the client closed its connection while a streamed answer is on its way: otherwise
+ * only a failed write would tell, which may be long after (interpd sends a keepalive every 5
+ * s), and meanwhile the sandbox-side request (a kernel execution) would go on. A client that
+ * half-closes its side after the request counts as gone too; HTTP clients do not do that. */
+static bool client_gone(int fd)
+{
+    if (fd < 0)
+        return false;
+    struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+    if (poll(&p, 1, 0) <= 0)
+        return false;
+    return p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL);
+}
+
 static ssize_t read_body(void *cls, uint64_t pos, char *dst, size_t max)
 {
     struct gw_request *r = cls;
@@ -441,6 +457,8 @@ static ssize_t read_body(void *cls, uint64_t pos, char *dst, size_t max)
         if (r->finished)
             return r->result == CURLE_OK ? MHD_CONTENT_READER_END_OF_STREAM
                                          : MHD_CONTENT_READER_END_WITH_ERROR;
+        if (client_gone(r->client_fd))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
         drive(r, POLL_MS);
     }
 }
@@ -459,6 +477,8 @@ static enum MHD_Result queue_response(struct gw_request *r, struct MHD_Connectio
         if (parse_uint64(h->value, &n) == 0)
             size = n;
     }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    r->client_fd = ci ? ci->connect_fd : -1;
     struct MHD_Response *resp = MHD_create_response_from_callback(size, 64 * 1024, read_body, r, NULL);
     if (!resp)
         return MHD_NO;
