@@ -155,3 +155,29 @@ def test_prometheus_metrics(server):
     after = server.request("GET", "/metrics")[2].decode()
     assert f"hutch_gateway_unreachable_total {int(before) + 1}" in after
     assert 'hutch_sandbox_create_seconds_bucket{le="+Inf"}' in text
+
+
+def test_a_stop_during_a_streamed_command_is_prompt_and_leaves_nothing(bindir, tmp_path, free_port):
+    # A gateway stream waiting on a sandbox (a command still running) must not hold the
+    # server's stop: the sandbox is then killed, nothing stays on the host.
+    import os
+    import subprocess
+    import time
+    srv = HutchServer(bindir, tmp_path / "state", free_port).start()
+    key = srv.create_key()
+    env = dict(os.environ, E2B_API_KEY=key, E2B_API_URL=f"http://127.0.0.1:{free_port}")
+    hutch = str(bindir / "hutch")
+    sid = subprocess.run([hutch, "sandbox", "create"], capture_output=True, text=True, env=env,
+                         timeout=60, check=True).stdout.strip()
+    p = subprocess.Popen([hutch, "exec", sid, "--", "sh", "-c", "echo go; sleep 100"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert p.stdout.readline() == b"go\n"
+        began = time.monotonic()
+        assert srv.stop() == 0, srv.log()
+        # stop() sends SIGKILL after 10 s: a clean exit well before that is the point.
+        assert time.monotonic() - began < 8
+    finally:
+        p.kill()
+        p.wait()
+    assert instance_leftovers(tmp_path / "state") == []
