@@ -18,6 +18,7 @@
 #include "common/json-util.h"
 #include "common/strutil.h"
 #include "common/xalloc.h"
+#include "common/net-util.h"
 #include "common/banned.h"
 
 #define DEFAULT_KEEPALIVE (90 * USEC_PER_SEC)
@@ -300,16 +301,6 @@ static enum MHD_Result queue_envelopes(struct MHD_Connection *conn, const json_t
     return ret;
 }
 
-static bool peer_gone(int fd)
-{
-    if (fd < 0)
-        return false;
-    struct pollfd p = { .fd = fd, .events = POLLRDHUP };
-    if (poll(&p, 1, 0) <= 0)
-        return false;
-    return p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL);
-}
-
 static void stream_append_json(struct stream *s, uint8_t flags, const char *json, size_t len)
 {
     /* The out buffer is drained before new messages are pulled: it holds at most BATCH_MAX
@@ -409,7 +400,7 @@ static bool stream_produce(struct stream *s)
         case CONNECT_NEXT_IDLE:
             break;
         }
-        if (peer_gone(s->fd))
+        if (net_peer_gone(s->fd))
             return false;
         now = now_usec(CLOCK_MONOTONIC);
         if (s->ops->keepalive_json && now >= s->last_sent + s->keepalive_interval) {

@@ -27,6 +27,7 @@
 #include "common/strutil.h"
 #include "common/xalloc.h"
 #include "envd/envd.h"
+#include "common/net-util.h"
 #include "common/banned.h"
 
 #define INIT_BODY_MAX (1u << 20)
@@ -322,47 +323,11 @@ _printf_(2, 0) static void mhd_logger(void *cls, const char *fmt, va_list ap)
     log_debug("microhttpd: %s", msg);
 }
 
-static int parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len)
-{
-    const char *colon = strrchr(addr, ':');
-    if (!colon)
-        return -EINVAL;
-    uint32_t port;
-    if (parse_uint32(colon + 1, &port) < 0 || port > 65535)
-        return -EINVAL;
-    char host[INET6_ADDRSTRLEN + 2];
-    size_t hlen = (size_t)(colon - addr);
-    if (hlen >= sizeof(host))
-        return -EINVAL;
-    memcpy(host, addr, hlen);
-    host[hlen] = '\0';
-    memset(ss, 0, sizeof(*ss));
-    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
-        host[hlen - 1] = '\0';
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        if (inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1)
-            return -EINVAL;
-        *len = sizeof(*s6);
-        return 0;
-    }
-    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons((uint16_t)port);
-    if (hlen == 0)
-        s4->sin_addr.s_addr = htonl(INADDR_ANY);
-    else if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
-        return -EINVAL;
-    *len = sizeof(*s4);
-    return 0;
-}
-
 int envd_server_start(const char *addr, struct envd_server **ret, struct error_record *err)
 {
     struct sockaddr_storage ss;
     socklen_t slen;
-    if (parse_addr(addr, &ss, &slen) < 0)
+    if (net_parse_address(addr, &ss, &slen) < 0)
         return error_set(err, EINVAL, "invalid listen address '%s' (want HOST:PORT)", addr);
     unsigned flags =
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;

@@ -29,6 +29,7 @@
 #include "common/time-util.h"
 #include "common/xalloc.h"
 #include "gateway/gateway-internal.h"
+#include "common/net-util.h"
 #include "common/banned.h"
 
 #define UPLOAD_BUFFER (1u << 20)
@@ -421,20 +422,11 @@ int gw_open_upstream(struct gw *gw, const struct gw_target *t, struct error_reco
     return fd;
 }
 
-/* Whether the client closed its connection while a streamed answer is on its way: otherwise
- * only a failed write would tell, which may be long after (interpd sends a keepalive every 5
- * s), and meanwhile the sandbox-side request (a kernel execution) would go on. A client that
- * half-closes its side after the request counts as gone too; HTTP clients do not do that. */
-static bool client_gone(int fd)
-{
-    if (fd < 0)
-        return false;
-    struct pollfd p = { .fd = fd, .events = POLLRDHUP };
-    if (poll(&p, 1, 0) <= 0)
-        return false;
-    return p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL);
-}
-
+/* MHD asks for the next piece of the answer. While waiting for the sandbox it also checks
+ * whether the client closed its connection (or the server is stopping, which shuts the
+ * connections down): otherwise only a failed write would tell, which may be long after
+ * (interpd sends a keepalive every 5 s), and meanwhile the sandbox-side request (a kernel
+ * execution) would go on and a stop of the server would wait for it. */
 static ssize_t read_body(void *cls, uint64_t pos, char *dst, size_t max)
 {
     struct gw_request *r = cls;
@@ -457,7 +449,7 @@ static ssize_t read_body(void *cls, uint64_t pos, char *dst, size_t max)
         if (r->finished)
             return r->result == CURLE_OK ? MHD_CONTENT_READER_END_OF_STREAM
                                          : MHD_CONTENT_READER_END_WITH_ERROR;
-        if (client_gone(r->client_fd))
+        if (net_peer_gone(r->client_fd))
             return MHD_CONTENT_READER_END_WITH_ERROR;
         drive(r, POLL_MS);
     }

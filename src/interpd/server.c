@@ -19,6 +19,7 @@
 #include "interpd/execute.h"
 #include "interpd/server.h"
 #include "interpd/snippets.h"
+#include "common/net-util.h"
 #include "common/banned.h"
 
 #define BODY_MAX ((size_t)16 << 20)
@@ -91,16 +92,6 @@ static enum MHD_Result queue_text(struct MHD_Connection *c, unsigned status, con
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;
-}
-
-static bool peer_gone(int fd)
-{
-    if (fd < 0)
-        return false;
-    struct pollfd p = { .fd = fd, .events = POLLRDHUP };
-    if (poll(&p, 1, 0) <= 0)
-        return false;
-    return p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL);
 }
 
 static void emit(struct stream *s, json_t *line)
@@ -221,7 +212,7 @@ static bool stream_produce(struct stream *s)
         } else {
             return true;
         }
-        if (peer_gone(s->fd))
+        if (net_peer_gone(s->fd))
             return false;
         if (now_usec(CLOCK_MONOTONIC) >= s->last_sent + KEEPALIVE_INTERVAL) {
             emit(s, json_pack("{s:s}", "type", "keepalive"));
@@ -491,43 +482,11 @@ _printf_(2, 0) static void mhd_logger(void *cls, const char *fmt, va_list ap)
     log_debug("microhttpd: %s", msg);
 }
 
-static int parse_addr(const char *addr, struct sockaddr_storage *ss)
-{
-    const char *colon = strrchr(addr, ':');
-    if (!colon)
-        return -EINVAL;
-    uint32_t port;
-    if (parse_uint32(colon + 1, &port) < 0 || port > 65535)
-        return -EINVAL;
-    char host[INET6_ADDRSTRLEN + 2];
-    size_t hlen = (size_t)(colon - addr);
-    if (hlen >= sizeof(host))
-        return -EINVAL;
-    memcpy(host, addr, hlen);
-    host[hlen] = '\0';
-    memset(ss, 0, sizeof(*ss));
-    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
-        host[hlen - 1] = '\0';
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        return inet_pton(AF_INET6, host + 1, &s6->sin6_addr) == 1 ? 0 : -EINVAL;
-    }
-    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons((uint16_t)port);
-    if (hlen == 0) {
-        s4->sin_addr.s_addr = htonl(INADDR_ANY);
-        return 0;
-    }
-    return inet_pton(AF_INET, host, &s4->sin_addr) == 1 ? 0 : -EINVAL;
-}
-
 int interpd_server_start(const struct interpd_config *cfg, struct contexts *cs, struct interpd_server **ret,
                          struct error_record *err)
 {
     struct sockaddr_storage ss;
-    if (parse_addr(cfg->listen, &ss) < 0)
+    if (net_parse_address(cfg->listen, &ss, NULL) < 0)
         return error_set(err, EINVAL, "invalid listen address '%s' (want HOST:PORT)", cfg->listen);
     struct interpd_server *srv = xcalloc(1, sizeof(*srv));
     srv->cfg = cfg;
