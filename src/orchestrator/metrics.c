@@ -5,10 +5,12 @@
  * samples. The ring lives and dies with the sandbox object (nothing on disk). */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "common/macro.h"
 #include "common/time-util.h"
 #include "common/xalloc.h"
 #include "orchestrator/orchestrator-internal.h"
@@ -64,6 +66,54 @@ static void sample(struct orch *o, struct sandbox *s)
     pthread_mutex_unlock(&o->lock);
 }
 
+/* Template statistics (spawn_count, last_spawned_at) are counted in memory and written by the
+ * sampler every few seconds: a create from a warm pool should not wait for a second write
+ * transaction for them. */
+void orch_note_spawn(struct orch *o, const char *template_id, int64_t at_ms)
+{
+    pthread_mutex_lock(&o->lock);
+    size_t i = 0;
+    while (i < o->n_spawns && strcmp(o->spawns[i].template_id, template_id))
+        i++;
+    bool full = i == ARRAY_SIZE(o->spawns);
+    if (!full) {
+        if (i == o->n_spawns) {
+            snprintf(o->spawns[i].template_id, sizeof(o->spawns[i].template_id), "%s", template_id);
+            o->spawns[i].count = 0;
+            o->n_spawns++;
+        }
+        o->spawns[i].count++;
+        o->spawns[i].last_ms = MAX(o->spawns[i].last_ms, at_ms);
+    }
+    pthread_mutex_unlock(&o->lock);
+    if (full) {
+        struct error_record err = { 0 };
+        pthread_mutex_lock(&o->store_lock);
+        store_template_spawned(o->store, template_id, 1, at_ms, &err);
+        pthread_mutex_unlock(&o->store_lock);
+    }
+}
+
+void orch_flush_spawns(struct orch *o)
+{
+    struct orch_spawns copy[ARRAY_SIZE(o->spawns)];
+    pthread_mutex_lock(&o->lock);
+    size_t n = o->n_spawns;
+    memcpy(copy, o->spawns, n * sizeof(copy[0]));
+    o->n_spawns = 0;
+    pthread_mutex_unlock(&o->lock);
+    if (!n)
+        return;
+    struct error_record err = { 0 };
+    pthread_mutex_lock(&o->store_lock);
+    for (size_t i = 0; i < n; i++) {
+        error_clear(&err);
+        /* A template deleted meanwhile has nothing left to count. */
+        store_template_spawned(o->store, copy[i].template_id, copy[i].count, copy[i].last_ms, &err);
+    }
+    pthread_mutex_unlock(&o->store_lock);
+}
+
 static void *metrics_main(void *arg)
 {
     struct orch *o = arg;
@@ -85,6 +135,7 @@ static void *metrics_main(void *arg)
             orch_sandbox_unref(o, list[i]);
         }
         free(list);
+        orch_flush_spawns(o);
         pthread_mutex_lock(&o->lock);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

@@ -134,6 +134,15 @@ int orch_pool_start(struct orch *o, struct error_record *err);
 void orch_pool_stop(struct orch *o);
 
 /* metrics.c */
+struct orch_spawns {
+    char template_id[STORE_TEMPLATE_ID_MAX + 1];
+    uint64_t count;
+    int64_t last_ms;
+};
+/* Counts a create from a template for its statistics, written to the store later. */
+void orch_note_spawn(struct orch *o, const char *template_id, int64_t at_ms);
+/* Writes the counted creates to the store. */
+void orch_flush_spawns(struct orch *o);
 struct metrics_ring;
 void orch_metrics_ring_free(struct metrics_ring *m);
 int orch_metrics_start(struct orch *o, struct error_record *err);
@@ -251,6 +260,10 @@ struct orch {
     pthread_t pool_thread;
     bool pool_started;
     pthread_cond_t pool_wake;
+
+    /* Creates per template not yet in the store (metrics.c), under lock. */
+    struct orch_spawns spawns[16];
+    size_t n_spawns;
 
     /* The metrics sampler (metrics.c). */
     pthread_t metrics_thread;

@@ -679,11 +679,9 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
     rec.restore_json = restore;
     pthread_mutex_lock(&o->store_lock);
     r = store_sandbox_insert(o->store, &rec, err);
-    if (r >= 0) {
-        struct error_record e = { 0 };
-        store_template_spawned(o->store, t->template_id, s->started_at_ms, &e);
-    }
     pthread_mutex_unlock(&o->store_lock);
+    if (r >= 0)
+        orch_note_spawn(o, t->template_id, s->started_at_ms);
     orch_template_free(t);
 
     pthread_mutex_lock(&o->lock);
@@ -1561,6 +1559,7 @@ void orch_free(struct orch *o)
         pthread_join(o->timer, NULL);
     orch_pool_stop(o);
     orch_metrics_stop(o);
+    orch_flush_spawns(o);
     /* Builds notice `stopping` between steps and in their waits. */
     pthread_mutex_lock(&o->lock);
     while (o->n_building)

@@ -226,12 +226,13 @@ int store_template_set_public(struct store *s, const char *id, bool public, stru
                            now_ms(), err);
 }
 
-int store_template_spawned(struct store *s, const char *id, int64_t at_ms, struct error_record *err)
+int store_template_spawned(struct store *s, const char *id, uint64_t count, int64_t at_ms,
+                           struct error_record *err)
 {
     return change_template(s,
-                           "UPDATE templates SET spawn_count = spawn_count + 1, "
+                           "UPDATE templates SET spawn_count = spawn_count + ?3, "
                            "last_spawned_at = max(last_spawned_at, ?2) WHERE id = ?1",
-                           id, at_ms, 0, err);
+                           id, at_ms, (int64_t)count, err);
 }
 
 /* ---- names ---- */

@@ -208,8 +208,9 @@ int store_template_get(struct store *s, const char *id, struct store_template *r
  * directories are the caller's (orch_template_delete). */
 int store_template_delete(struct store *s, const char *id, struct error_record *err);
 int store_template_set_public(struct store *s, const char *id, bool public, struct error_record *err);
-/* Counts a create from the template (spawn_count, last_spawned_at). */
-int store_template_spawned(struct store *s, const char *id, int64_t at_ms, struct error_record *err);
+/* Counts count creates from the template, the last at at_ms (spawn_count, last_spawned_at). */
+int store_template_spawned(struct store *s, const char *id, uint64_t count, int64_t at_ms,
+                           struct error_record *err);
 
 /* POST /v3/templates in one transaction. When a template is named `name`, it gets a new build
  * b (b->template_id is ignored); otherwise template t (its id chosen by the caller) is created

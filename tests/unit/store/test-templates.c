@@ -324,16 +324,16 @@ TEST(public_and_spawned)
     char id[STORE_TEMPLATE_ID_MAX + 1];
     request(s, "tpl1", "web", "b1", 1000, NULL, id);
     ASSERT_OK(store_template_set_public(s, "tpl1", true, &e));
-    ASSERT_OK(store_template_spawned(s, "tpl1", 5000, &e));
-    ASSERT_OK(store_template_spawned(s, "tpl1", 4000, &e));
+    ASSERT_OK(store_template_spawned(s, "tpl1", 1, 5000, &e));
+    ASSERT_OK(store_template_spawned(s, "tpl1", 3, 4000, &e));
     struct store_template t;
     ASSERT_OK(store_template_get(s, "tpl1", &t, &e));
     ASSERT_TRUE(t.public);
-    ASSERT_EQ(t.spawn_count, 2);
+    ASSERT_EQ(t.spawn_count, 4);
     ASSERT_EQ(t.last_spawned_at_ms, 5000);
     ASSERT_TRUE(t.updated_at_ms > 1000);
     ASSERT_EQ(store_template_set_public(s, "nope", true, &e), -ENOENT);
-    ASSERT_EQ(store_template_spawned(s, "nope", 1, &e), -ENOENT);
+    ASSERT_EQ(store_template_spawned(s, "nope", 1, 1, &e), -ENOENT);
     store_free(s);
 }
 
