@@ -21,6 +21,15 @@ int orch_envd_wait_healthy(const struct runtime_ops *rt, struct runtime_sandbox 
  * socket made earlier with rt->socket() (taken over and closed), or -1 to make one now. */
 int orch_envd_init(const struct runtime_ops *rt, struct runtime_sandbox *sb, int presock, const json_t *body,
                    const char *current_token, struct error_record *err);
+/* A kept-alive connection to envd (made, and checked with /health, by _open; a connection
+ * envd closed meanwhile is made again): a warm-pool hand-over's /init then costs neither a
+ * connect nor a new connection thread in envd. */
+struct orch_envd_conn;
+int orch_envd_conn_open(const struct runtime_ops *rt, struct runtime_sandbox *sb, struct orch_envd_conn **ret,
+                        struct error_record *err);
+int orch_envd_conn_init(struct orch_envd_conn *k, const json_t *body, const char *current_token,
+                        struct error_record *err);
+void orch_envd_conn_free(struct orch_envd_conn *k);
 
 /* Where hutch keeps host-wide runtime state (tmpfs: gone at reboot, as the sandboxes are). */
 #define ORCH_RUN_DIR "/run/hutch"
@@ -213,9 +222,9 @@ struct sandbox {
     json_t *allow_out, *deny_out; /* arrays of strings, or NULL */
     bool saved;                   /* a pause wrote a layer for it (collected when it goes) */
     char pool_ref[STORE_TEMPLATE_ID_MAX + 1 + STORE_TAG_MAX + 1]; /* while pooled: the pool's */
-    uint64_t pool_memory; /* while pooled: its memory use when it joined */
-    int pool_sock;        /* while pooled: a socket in its netns for the hand-over's /init */
-    bool pool_boot;       /* being started by the pool thread */
+    uint64_t pool_memory;             /* while pooled: its memory use when it joined */
+    struct orch_envd_conn *pool_conn; /* while pooled: kept open for the hand-over's /init */
+    bool pool_boot;                   /* being started by the pool thread */
     /* Serialises what changes rt (pause, resume, snapshot, kill) between request threads. */
     pthread_mutex_t op_lock;
     struct runtime_sandbox *rt;   /* NULL while paused to disk only */

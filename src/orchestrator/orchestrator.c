@@ -103,7 +103,7 @@ static void sandbox_free(struct orch *o, struct sandbox *s)
         o->cfg.runtime->destroy(s->rt);
     /* Only now, with the sandbox gone, may another one use its uid range. */
     safe_close(s->slot_fd);
-    safe_close(s->pool_sock);
+    orch_envd_conn_free(s->pool_conn);
     orch_logs_sink_unref(s->log);
     /* Its saved layers (from pauses) are unused once its record is gone too. */
     bool saved = s->saved;
@@ -507,7 +507,6 @@ static struct sandbox *sandbox_new(void)
 {
     struct sandbox *s = xcalloc(1, sizeof(*s));
     s->slot_fd = -1;
-    s->pool_sock = -1;
     s->refs = 1;
     pthread_mutex_init(&s->op_lock, NULL);
     return s;

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/cleanup.h"
 #include "common/crypto.h"
 #include "common/strutil.h"
 #include "common/time-util.h"
@@ -147,10 +148,11 @@ struct sandbox *orch_pool_take(struct orch *o, const char *ref, const struct orc
     if (!json_object_get(init, "envVars"))
         json_object_del(init, "envVars");
     struct error_record e = { 0 };
-    /* The socket made when it joined the pool spares the hand-over a trip into the netns. */
-    int presock = s->pool_sock;
-    s->pool_sock = -1;
-    int r = orch_envd_init(o->cfg.runtime, s->rt, presock, init, old, &e);
+    /* The connection made when it joined the pool spares the hand-over a connect (a trip into
+     * the netns) and envd a new connection thread. */
+    int r = s->pool_conn ? orch_envd_conn_init(s->pool_conn, init, old, &e)
+                         : orch_envd_init(o->cfg.runtime, s->rt, -1, init, old, &e);
+    orch_envd_conn_free(TAKE_PTR(s->pool_conn));
     json_decref(init);
     explicit_bzero(old, sizeof(old));
     /* The refill starts only now: on a small host its boot would compete with this hand-over. */
@@ -248,8 +250,8 @@ static void *pool_main(void *arg)
         struct runtime_stats st = { 0 };
         if (r >= 0 && o->cfg.runtime->stats(s->rt, &st) >= 0)
             s->pool_memory = st.memory_bytes;
-        if (r >= 0)
-            s->pool_sock = o->cfg.runtime->socket(s->rt, &err);
+        if (r >= 0 && orch_envd_conn_open(o->cfg.runtime, s->rt, &s->pool_conn, &err) < 0)
+            s->pool_conn = NULL; /* the hand-over then connects itself */
 
         pthread_mutex_lock(&o->lock);
         e = entry_locked(o, ref, false);
