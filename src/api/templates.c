@@ -957,6 +957,9 @@ static enum MHD_Result list_templates(struct api_request *req, bool paged)
         q.cursor = NULL;
     char next[STORE_CURSOR_MAX] = "";
     struct list_ctx c = { .items = json_array(), .err = &err };
+    /* Spawn counts are kept in memory and written every few seconds: bring them in first. */
+    if (req->server_orch)
+        orch_flush_template_stats(req->server_orch);
     c.st = api_store_lock(req->server);
     r = store_template_list(c.st, &q, (unsigned)limit, take_template, &c, next, &err);
     api_store_unlock(req->server);
@@ -987,6 +990,8 @@ enum MHD_Result api_template_get(struct api_request *req)
     struct store_template t;
     struct builds_summary sum = { .builds = json_array() };
     json_t *names = NULL;
+    if (req->server_orch)
+        orch_flush_template_stats(req->server_orch);
     struct store *st = api_store_lock(req->server);
     int r = store_template_lookup(st, req->params[0], id, &err);
     if (r >= 0)

@@ -196,3 +196,8 @@ int orch_sandbox_metrics(struct orch *o, const char *id, int64_t start, int64_t 
     free(copy);
     return r < 0 ? r : (int)n;
 }
+
+void orch_flush_template_stats(struct orch *o)
+{
+    orch_flush_spawns(o);
+}

@@ -263,6 +263,7 @@ struct orch {
      * and per template its demand. */
     struct sandbox *pool;
     struct pool_entry *pools;
+    int64_t pool_last_take_ms; /* the last hand-over (the refill waits a moment after it) */
     size_t n_pooled;
     size_t n_pool_creating;
     uint64_t pool_hits;

@@ -202,6 +202,10 @@ int orch_sandbox_snapshot(struct orch *o, const char *id, const char *name, bool
 int orch_sandbox_fork(struct orch *o, const char *id, unsigned count, uint32_t timeout_s, json_t **ret,
                       struct error_record *err);
 
+/* Writes the templates' spawn statistics counted since the last write (a create counts them in
+ * memory; the metrics sampler writes them every 5 s): for readers that want them current. */
+void orch_flush_template_stats(struct orch *o);
+
 /* The store, for read-only queries by the API (list, get). The caller holds orch_store_lock. */
 struct store *orch_store_lock(struct orch *o);
 void orch_store_unlock(struct orch *o);

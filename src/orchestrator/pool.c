@@ -33,6 +33,7 @@
 #define POOL_DEMAND_SLOTS 64 /* creates remembered per template */
 #define POOL_DEFAULT_MEMORY_MB 2048
 #define POOL_MAX_ENTRIES 64 /* templates tracked */
+#define POOL_REFILL_DELAY_MS 200
 
 struct pool_entry {
     struct pool_entry *next;
@@ -155,8 +156,11 @@ struct sandbox *orch_pool_take(struct orch *o, const char *ref, const struct orc
     orch_envd_conn_free(TAKE_PTR(s->pool_conn));
     json_decref(init);
     explicit_bzero(old, sizeof(old));
-    /* The refill starts only now: on a small host its boot would compete with this hand-over. */
+    /* The refill starts only now, and a moment later (POOL_REFILL_DELAY_MS): on a small host
+     * its boot would compete with this hand-over and with the first requests to the sandbox,
+     * which come right after it. */
     pthread_mutex_lock(&o->lock);
+    o->pool_last_take_ms = now_ms();
     pthread_cond_signal(&o->pool_wake);
     pthread_mutex_unlock(&o->lock);
     if (r < 0) {
@@ -221,6 +225,12 @@ static void *pool_main(void *arg)
             pthread_mutex_unlock(&o->lock);
             orch_sandbox_destroy(o, extra);
             pthread_mutex_lock(&o->lock);
+            continue;
+        }
+        if (now - o->pool_last_take_ms < POOL_REFILL_DELAY_MS) {
+            int64_t at = o->pool_last_take_ms + POOL_REFILL_DELAY_MS;
+            struct timespec ts = { .tv_sec = at / 1000, .tv_nsec = (at % 1000) * 1000000 };
+            pthread_cond_timedwait(&o->pool_wake, &o->lock, &ts);
             continue;
         }
         struct pool_entry *e = neediest_locked(o, now);
