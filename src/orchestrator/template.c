@@ -286,14 +286,17 @@ static int note_in_use(const char *id, void *userdata)
     return 0;
 }
 
-/* Removes what nothing in u names from the layers directory; returns how many. */
-static int remove_unused(struct orch *o, const struct in_use *u)
+/* Moves what nothing in u names out of the way (renamed to ".trash-<name>", which a create can
+ * no longer open) and returns the paths to remove; removing them (rm_rf of whole layers) is
+ * left to the caller, outside the lock. */
+static char **unused_to_trash(struct orch *o, const struct in_use *u)
 {
     _cleanup_free_ char *dir = xasprintf("%s/layers", o->state_dir);
     DIR *d = opendir(dir);
     if (!d)
-        return 0;
-    int removed = 0;
+        return NULL;
+    char **trash = NULL;
+    size_t n = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
         if (streq(de->d_name, ".") || streq(de->d_name, ".."))
@@ -304,11 +307,18 @@ static int remove_unused(struct orch *o, const struct in_use *u)
         if (used)
             continue;
         _cleanup_free_ char *p = xasprintf("%s/%s", dir, de->d_name);
-        if (rm_rf(p) >= 0)
-            removed++;
+        char *t =
+            str_startswith(de->d_name, ".trash-") ? xstrdup(p) : xasprintf("%s/.trash-%s", dir, de->d_name);
+        if (!streq(p, t) && rename(p, t) < 0) {
+            free(t);
+            continue;
+        }
+        trash = xreallocarray(trash, n + 2, sizeof(char *));
+        trash[n++] = t;
+        trash[n] = NULL;
     }
     closedir(d);
-    return removed;
+    return trash;
 }
 
 void orch_layers_saving_begin(struct orch *o)
@@ -349,8 +359,15 @@ int orch_layers_gc(struct orch *o, struct error_record *err)
                 for (size_t i = 0; i < s->stack.n; i++)
                     note_in_use(s->stack.ids[i], &u);
         /* A save that began after the scan may have recorded its layer since, unseen. */
-        r = o->n_building || o->n_saving || o->saving_gen != gen ? 0 : remove_unused(o, &u);
+        char **trash = o->n_building || o->n_saving || o->saving_gen != gen ? NULL : unused_to_trash(o, &u);
         pthread_mutex_unlock(&o->lock);
+        r = 0;
+        for (size_t i = 0; trash && trash[i]; i++) {
+            if (rm_rf(trash[i]) >= 0)
+                r++;
+            free(trash[i]);
+        }
+        free(trash);
     }
     for (size_t i = 0; i < u.n; i++)
         free(u.ids[i]);
