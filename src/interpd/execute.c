@@ -9,6 +9,9 @@
 #include "interpd/execute.h"
 #include "common/banned.h"
 
+/* How long an execution on a kernel with late output waits after idle for more. */
+#define LATE_OUTPUT_GRACE (20 * USEC_PER_MSEC)
+
 int execution_start(struct execution *x, struct kernel *k, const char *code, bool silent)
 {
     *x = (struct execution){ .kernel = k, .pending = json_array() };
@@ -168,11 +171,22 @@ int execution_next(struct execution *x, usec_t timeout, json_t **ret_line)
             json_array_remove(x->pending, 0);
             return EXECUTION_LINE;
         }
-        if (x->died || (x->got_reply && x->got_idle))
-            return EXECUTION_END;
         usec_t now = now_usec(CLOCK_MONOTONIC);
+        if (x->died)
+            return EXECUTION_END;
+        if (x->got_reply && x->got_idle) {
+            /* Jupyter kernels send an execution's output before its idle status; Deno's may
+             * not, so its executions wait a moment longer for stragglers. */
+            if (!kernel_late_output(x->kernel))
+                return EXECUTION_END;
+            if (!x->grace_until)
+                x->grace_until = now + LATE_OUTPUT_GRACE;
+            if (now >= x->grace_until)
+                return EXECUTION_END;
+            deadline = MIN(deadline, x->grace_until);
+        }
         if (now >= deadline)
-            return EXECUTION_TIMEOUT;
+            return x->grace_until && now >= x->grace_until ? EXECUTION_END : EXECUTION_TIMEOUT;
         struct jmsg m;
         enum kernel_channel ch;
         int r = kernel_next(x->kernel, deadline - now, &m, &ch);

@@ -19,6 +19,7 @@ struct execution {
     char msg_id[37];
     bool got_reply, got_idle, sent_count, died;
     bool reply_ok;        /* execute_reply status was "ok" */
+    usec_t grace_until;   /* for a kernel with late output: when to stop waiting for more */
     json_t *pending;      /* array of lines not yet handed out */
     char error_text[256]; /* "ename: evalue" of the last error, for silent runs */
 };

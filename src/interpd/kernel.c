@@ -44,7 +44,8 @@ struct kernel {
     bool reaped;
     int status;
     bool interrupt_signal;
-    char *dir; /* private runtime subdirectory holding the connection file and sockets */
+    bool late_output; /* may send output after its idle status (Deno) */
+    char *dir;        /* private runtime subdirectory holding the connection file and sockets */
     char key[65];
     char session[37];
     void *shell, *iopub, *control;
@@ -564,6 +565,7 @@ int kernel_start(void *zctx, const struct kernelspec *ks, const struct kernel_op
     pthread_mutex_init(&k->lock, NULL);
     k->pidfd = -1;
     k->interrupt_signal = ks->interrupt_signal;
+    k->late_output = streq(ks->name, "deno");
     jmsg_uuid(k->session);
     int r = random_hex(k->key, 32);
     if (r < 0) {
@@ -612,4 +614,9 @@ fail:
     free(ep.ip);
     kernel_free(k);
     return r;
+}
+
+bool kernel_late_output(const struct kernel *k)
+{
+    return k->late_output;
 }

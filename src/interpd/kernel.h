@@ -87,3 +87,6 @@ int kernel_interrupt(struct kernel *k);
 /* Sends sig to the kernel's process group unless it was reaped. Thread-safe, never blocks. */
 void kernel_kill(struct kernel *k, int sig);
 pid_t kernel_pid(const struct kernel *k);
+/* Whether the kernel may send an execution's output after its idle status (Deno's sends
+ * console.log output from another task, which can land after idle). */
+bool kernel_late_output(const struct kernel *k);
