@@ -53,18 +53,6 @@ static bool is_lower_alnum(char c)
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 }
 
-/* E2B's names: lowercase letters, digits, '.', '_' and '-', starting with a letter or digit. */
-static bool name_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > STORE_NAME_MAX || !is_lower_alnum(s[0]))
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!is_lower_alnum(s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
-            return false;
-    return true;
-}
-
 static bool tag_valid(const char *s)
 {
     size_t n = strlen(s);
@@ -97,7 +85,7 @@ static int split_name(const char *in, char *name, char *tag, struct error_record
                          STORE_NAME_MAX);
     memcpy(name, in, n);
     name[n] = '\0';
-    if (!name_valid(name))
+    if (!store_name_valid(name))
         return error_set(err, EINVAL,
                          "invalid template name '%s': use lowercase letters, digits, '.', '_' and '-' "
                          "(starting with a letter or digit), at most %d bytes",
@@ -109,39 +97,6 @@ static int split_name(const char *in, char *name, char *tag, struct error_record
                              "invalid tag '%s': use letters, digits, '.', '_' and '-', 1 to %d bytes",
                              colon + 1, STORE_TAG_MAX);
     }
-    return 0;
-}
-
-/* 20 lowercase alphanumerics, uniformly (bytes past the last multiple of 36 are redrawn). */
-static int new_template_id(char out[TEMPLATE_ID_LEN + 1])
-{
-    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-    size_t n = 0;
-    while (n < TEMPLATE_ID_LEN) {
-        unsigned char b[32];
-        int r = random_bytes(b, sizeof(b));
-        if (r < 0)
-            return r;
-        for (size_t i = 0; i < sizeof(b) && n < TEMPLATE_ID_LEN; i++)
-            if (b[i] < 252)
-                out[n++] = alphabet[b[i] % 36];
-    }
-    out[n] = '\0';
-    return 0;
-}
-
-/* A version 4 UUID from 122 random bits. */
-static int new_uuid(char out[STORE_BUILD_ID_MAX + 1])
-{
-    unsigned char b[16];
-    int r = random_bytes(b, sizeof(b));
-    if (r < 0)
-        return r;
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, STORE_BUILD_ID_MAX + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
-             b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
     return 0;
 }
 
@@ -281,7 +236,7 @@ enum MHD_Result api_template_request_build(struct api_request *req)
     str_copy(b.envd_version, sizeof(b.envd_version), ENVD_VERSION_REPORTED);
 
     struct store_template t = { 0 };
-    if (new_template_id(t.id) < 0 || new_uuid(b.id) < 0)
+    if (random_alnum(t.id, TEMPLATE_ID_LEN) < 0 || random_uuid4(b.id) < 0)
         return http_queue_error(req->conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "no randomness for ids");
 
     char id[STORE_TEMPLATE_ID_MAX + 1];

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -174,5 +175,37 @@ int random_hex(char *out, size_t nbytes)
         nbytes -= n;
     }
     out[w] = '\0';
+    return 0;
+}
+
+int random_alnum(char *out, size_t len)
+{
+    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    size_t n = 0;
+    while (n < len) {
+        unsigned char b[32];
+        int r = random_bytes(b, sizeof(b));
+        if (r < 0)
+            return r;
+        /* Bytes past the last multiple of 36 are drawn again: no bias toward the first letters. */
+        for (size_t i = 0; i < sizeof(b) && n < len; i++)
+            if (b[i] < 252)
+                out[n++] = alphabet[b[i] % 36];
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+int random_uuid4(char out[UUID_STRING_LEN + 1])
+{
+    unsigned char b[16];
+    int r = random_bytes(b, sizeof(b));
+    if (r < 0)
+        return r;
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, UUID_STRING_LEN + 1, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
     return 0;
 }

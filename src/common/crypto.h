@@ -36,3 +36,8 @@ bool memeq_consttime(const void *a, size_t alen, const void *b, size_t blen);
 int random_bytes(void *buf, size_t len);
 /* Writes 2*nbytes lowercase hex characters of fresh randomness plus a NUL into out. */
 int random_hex(char *out, size_t nbytes);
+/* Writes len uniformly drawn characters of [a-z0-9] plus a NUL into out (E2B-style ids). */
+int random_alnum(char *out, size_t len);
+/* Writes a version 4 UUID (36 characters) plus a NUL into out. */
+#define UUID_STRING_LEN 36
+int random_uuid4(char out[UUID_STRING_LEN + 1]);

@@ -247,19 +247,6 @@ static void unreserve(struct orch *o)
     pthread_mutex_unlock(&o->lock);
 }
 
-static int random_id(char out[SANDBOX_ID_LEN + 1])
-{
-    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-    unsigned char raw[SANDBOX_ID_LEN];
-    int r = random_bytes(raw, sizeof(raw));
-    if (r < 0)
-        return r;
-    for (size_t i = 0; i < SANDBOX_ID_LEN; i++)
-        out[i] = alphabet[raw[i] % (sizeof(alphabet) - 1)];
-    out[SANDBOX_ID_LEN] = '\0';
-    return 0;
-}
-
 static char **strv_from_json(const json_t *a)
 {
     if (!json_is_array(a) || json_array_size(a) == 0)
@@ -526,7 +513,7 @@ static int boot(struct orch *o, const struct orch_template *t, const struct orch
         return r;
     }
     sandbox_settings(o, s, t, req);
-    if (random_id(s->id) < 0 || random_hex(s->token, 32) < 0)
+    if (random_alnum(s->id, SANDBOX_ID_LEN) < 0 || random_hex(s->token, 32) < 0)
         abort();
     r = start_sandbox(o, s, err);
     unreserve(o);
@@ -1425,7 +1412,7 @@ static int prepare_templates(struct orch *o, struct error_record *err)
     /* Made afresh at every start: it follows the host's /usr (the other layer, live), whose
      * packages may have changed since the last start. No sandbox of this state dir runs now;
      * paused ones come back on the new one. */
-    o->template_dir = xasprintf("%s/base", templates);
+    _cleanup_free_ char *base = xasprintf("%s/base", templates);
     {
         _cleanup_free_ char *tmp = xasprintf("%s/.base.new", templates);
         _cleanup_free_ char *old = xasprintf("%s/.base.old", templates);
@@ -1438,9 +1425,9 @@ static int prepare_templates(struct orch *o, struct error_record *err)
         _cleanup_free_ char *mnt = xasprintf("%s/opt/hutch", tmp);
         if ((mkdir(opt, 0755) < 0 && errno != EEXIST) || mkdir(mnt, 0755) < 0)
             return error_set_errno(err, errno, "creating %s", mnt);
-        if (rename(o->template_dir, old) < 0 && errno != ENOENT)
+        if (rename(base, old) < 0 && errno != ENOENT)
             return error_set_errno(err, errno, "replacing the base template");
-        if (rename(tmp, o->template_dir) < 0)
+        if (rename(tmp, base) < 0)
             return error_set_errno(err, errno, "installing the base template");
         rm_rf(old);
     }
@@ -1462,9 +1449,6 @@ static int prepare_templates(struct orch *o, struct error_record *err)
     if (r < 0)
         return r;
 
-    o->layers[0] = (struct runtime_layer){ o->template_dir, "/" };
-    o->layers[1] = (struct runtime_layer){ o->envd_dir, "/opt/hutch" };
-    o->layers[2] = (struct runtime_layer){ "/usr", "/usr" };
     return 0;
 }
 
@@ -1558,7 +1542,7 @@ void orch_free(struct orch *o)
         pthread_join(o->timer, NULL);
     orch_pool_stop(o);
     orch_metrics_stop(o);
-    orch_flush_spawns(o);
+    orch_flush_template_stats(o);
     /* Builds notice `stopping` between steps and in their waits. */
     pthread_mutex_lock(&o->lock);
     while (o->n_building)
@@ -1601,7 +1585,6 @@ void orch_free(struct orch *o)
     pthread_cond_destroy(&o->metrics_wake);
     pthread_mutex_destroy(&o->lock);
     pthread_mutex_destroy(&o->store_lock);
-    free(o->template_dir);
     free(o->envd_dir);
     free(o->state_dir);
     free(o);

@@ -26,49 +26,17 @@
 #define SNAPSHOT_ID_LEN 20
 #define FORK_MAX 64
 
-static void random_name(char out[SNAPSHOT_ID_LEN + 1])
-{
-    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-    unsigned char raw[SNAPSHOT_ID_LEN];
-    if (random_bytes(raw, sizeof(raw)) < 0)
-        abort();
-    for (size_t i = 0; i < SNAPSHOT_ID_LEN; i++)
-        out[i] = alphabet[raw[i] % (sizeof(alphabet) - 1)];
-    out[SNAPSHOT_ID_LEN] = '\0';
-}
-
-static void uuid4(char out[37])
-{
-    unsigned char b[16];
-    if (random_bytes(b, sizeof(b)) < 0)
-        abort();
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-}
-
-static bool name_valid(const char *n)
-{
-    size_t len = strlen(n);
-    if (len == 0 || len > 128 || !((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= '0' && n[0] <= '9')))
-        return false;
-    for (const char *p = n; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
-            return false;
-    return true;
-}
-
 int orch_sandbox_snapshot(struct orch *o, const char *id, const char *name, bool hidden, char *ret_id,
                           struct error_record *err)
 {
-    if (name && *name && !name_valid(name))
+    if (name && *name && !store_name_valid(name))
         return error_set(err, EINVAL, "snapshot name '%s': lowercase letters, digits, '-', '_', '.'", name);
     struct sandbox *s = orch_sandbox_ref(o, id);
     if (!s)
         return error_set(err, ENOENT, "sandbox %s not found", id);
     char snap[SNAPSHOT_ID_LEN + 1];
-    random_name(snap);
+    if (random_alnum(snap, SNAPSHOT_ID_LEN) < 0)
+        abort();
     struct orch_stack stack = { 0 };
     /* From the export until the store has the layer, a collection would take it for garbage. */
     orch_layers_saving_begin(o);
@@ -98,7 +66,8 @@ int orch_sandbox_snapshot(struct orch *o, const char *id, const char *name, bool
                              .memory_mb = limits.memory_mb,
                              .disk_mb = limits.disk_mb,
                              .created_at_ms = now };
-    uuid4(b.id);
+    if (random_uuid4(b.id) < 0)
+        abort();
     str_copy(b.template_id, sizeof(b.template_id), snap);
     str_copy(b.envd_version, sizeof(b.envd_version), ENVD_VERSION);
     pthread_mutex_lock(&o->store_lock);

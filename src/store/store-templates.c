@@ -237,6 +237,22 @@ int store_template_spawned(struct store *s, const char *id, uint64_t count, int6
 
 /* ---- names ---- */
 
+static bool is_lower_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+bool store_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > STORE_NAME_MAX || !is_lower_alnum(name[0]))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!is_lower_alnum(name[i]) && name[i] != '.' && name[i] != '_' && name[i] != '-')
+            return false;
+    return true;
+}
+
 int store_template_name_add(struct store *s, const char *template_id, const char *name,
                             struct error_record *err)
 {

@@ -230,6 +230,10 @@ int store_template_ensure_builtin(struct store *s, const char *id, const char *n
                                   const char *config_json, const char *envd_version,
                                   struct error_record *err);
 
+/* E2B's template and snapshot names: 1..STORE_NAME_MAX of lowercase letters, digits, '.', '_'
+ * and '-', starting with a letter or digit. */
+bool store_name_valid(const char *name);
+
 /* Names: -EEXIST when the name belongs to another template (adding a name the template already
  * has is a success). */
 int store_template_name_add(struct store *s, const char *template_id, const char *name,
