@@ -394,8 +394,8 @@ static char *build_tmp_path(const struct build *b, const char *key, const char *
 
 /* Runs argv in a build sandbox and makes its writable layer the next layer, or reuses the
  * layer of an identical earlier step. */
-static int layer_step(struct build *b, const json_t *step, bool force, const char *const *argv, uid_t uid,
-                      gid_t gid, int stdin_fd, struct error_record *err)
+static int layer_step(struct build *b, const json_t *step, bool force, const char *const *argv,
+                      const char *cwd, uid_t uid, gid_t gid, int stdin_fd, struct error_record *err)
 {
     char key[2 * SHA256_LEN + 1];
     step_key(b, step, key);
@@ -420,7 +420,7 @@ static int layer_step(struct build *b, const json_t *step, bool force, const cha
         char **env = step_env(b);
         struct run q = { .argv = argv,
                          .env = (const char *const *)env,
-                         .cwd = b->workdir,
+                         .cwd = cwd ? cwd : b->workdir,
                          .uid = uid,
                          .gid = gid,
                          .stdin_fd = stdin_fd,
@@ -509,7 +509,7 @@ static int step_copy(struct build *b, const json_t *step, bool force, struct err
     if (!*src || src[0] == '/' || strstr(src, ".."))
         return error_set(err, EINVAL, "COPY source '%s' must be relative to the build context", src);
     const char *argv[] = { "/bin/sh", "-c", copy_script, "sh", src, dest, owner, arg(step, 3), NULL };
-    return layer_step(b, step, force, argv, 0, 0, fd, err);
+    return layer_step(b, step, force, argv, NULL, 0, 0, fd, err);
 }
 
 static int step_run(struct build *b, const json_t *step, bool force, struct error_record *err)
@@ -524,7 +524,7 @@ static int step_run(struct build *b, const json_t *step, bool force, struct erro
             return r;
     }
     const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
-    return layer_step(b, step, force, argv, uid, gid, -1, err);
+    return layer_step(b, step, force, argv, NULL, uid, gid, -1, err);
 }
 
 static int step_workdir(struct build *b, const json_t *step, bool force, struct error_record *err)
@@ -532,18 +532,14 @@ static int step_workdir(struct build *b, const json_t *step, bool force, struct 
     _cleanup_free_ char *dir = join_path(b->workdir, arg(step, 0));
     char owner[32];
     snprintf(owner, sizeof(owner), "%u:%u", (unsigned)b->uid, (unsigned)b->gid);
-    free(b->workdir);
-    b->workdir = xstrdup(dir);
-    /* Created for the user who works there (Docker would make it root's). */
+    /* Created for the user who works there (Docker would make it root's); run from "/", since
+     * the new directory may not exist yet. */
     const char *argv[] = { "/bin/sh", "-c", "[ -d \"$1\" ] || { mkdir -p \"$1\" && chown \"$2\" \"$1\"; }",
                            "sh",      dir,  owner,
                            NULL };
-    /* The step runs in "/": the new workdir does not exist yet. */
+    int r = layer_step(b, step, force, argv, "/", 0, 0, -1, err);
     free(b->workdir);
-    b->workdir = xstrdup("/");
-    int r = layer_step(b, step, force, argv, 0, 0, -1, err);
-    free(b->workdir);
-    b->workdir = xstrdup(dir);
+    b->workdir = TAKE_PTR(dir);
     return r;
 }
 
@@ -718,7 +714,7 @@ static int load_image(struct build *b, const char *image, struct error_record *e
     json_t *step = json_pack("{s:s, s:[s]}", "type", "PROVISION", "args", provision_script);
     const char *argv[] = { "/bin/sh", "-c", provision_script, NULL };
     str_copy(b->step, sizeof(b->step), "base");
-    r = layer_step(b, step, false, argv, 0, 0, -1, err);
+    r = layer_step(b, step, false, argv, NULL, 0, 0, -1, err);
     json_decref(step);
     if (r < 0)
         return r;

@@ -94,7 +94,7 @@ void orch_note_spawn(struct orch *o, const char *template_id, int64_t at_ms)
     }
 }
 
-void orch_flush_spawns(struct orch *o)
+void orch_flush_template_stats(struct orch *o)
 {
     struct orch_spawns copy[ARRAY_SIZE(o->spawns)];
     pthread_mutex_lock(&o->lock);
@@ -135,7 +135,7 @@ static void *metrics_main(void *arg)
             orch_sandbox_unref(o, list[i]);
         }
         free(list);
-        orch_flush_spawns(o);
+        orch_flush_template_stats(o);
         pthread_mutex_lock(&o->lock);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -195,9 +195,4 @@ int orch_sandbox_metrics(struct orch *o, const char *id, int64_t start, int64_t 
         r = cb(&copy[i], &limits, userdata);
     free(copy);
     return r < 0 ? r : (int)n;
-}
-
-void orch_flush_template_stats(struct orch *o)
-{
-    orch_flush_spawns(o);
 }

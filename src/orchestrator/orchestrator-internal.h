@@ -150,8 +150,7 @@ struct orch_spawns {
 };
 /* Counts a create from a template for its statistics, written to the store later. */
 void orch_note_spawn(struct orch *o, const char *template_id, int64_t at_ms);
-/* Writes the counted creates to the store. */
-void orch_flush_spawns(struct orch *o);
+
 struct metrics_ring;
 void orch_metrics_ring_free(struct metrics_ring *m);
 int orch_metrics_start(struct orch *o, struct error_record *err);
@@ -239,9 +238,7 @@ struct sandbox {
 struct orch {
     struct orch_config cfg;
     char *state_dir;
-    char *template_dir; /* the base template's "/" layer */
-    char *envd_dir;     /* holds the envd copy, mounted at /opt/hutch */
-    struct runtime_layer layers[3];
+    char *envd_dir; /* holds the envd copy, mounted at /opt/hutch */
 
     pthread_mutex_t lock;
     pthread_cond_t timer_wake;
