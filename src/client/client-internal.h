@@ -96,6 +96,17 @@ void client_token_forget(struct hutch_client *c, const char *sandbox_id);
 /* Appends a header built from a format to the list; aborts on OOM. */
 void client_header_add(struct curl_slist **headers, const char *fmt, ...) _printf_(2, 3);
 
+/* curl callbacks shared by uploads: the request body read from an fd (CURLOPT_READDATA a struct
+ * client_upload; a read error is kept in read_errno and aborts the transfer), and an answer
+ * collected into a struct buf up to its maximum, the rest dropped (CURLOPT_WRITEDATA the buf;
+ * for error bodies, which are only ever shown). */
+struct client_upload {
+    int fd;
+    int read_errno;
+};
+size_t client_upload_read(char *dest, size_t size, size_t n, void *userdata);
+size_t client_collect_bounded(char *data, size_t size, size_t n, void *userdata);
+
 /* A unary Connect call to envd (JSON codec): POST sandbox_url + path with body req. On
  * success returns HUTCH_OK and, when ret_resp is not NULL, the response object. */
 enum hutch_code client_connect_unary(struct hutch_client *c, const char *sandbox_id, const char *path,

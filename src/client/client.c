@@ -561,3 +561,24 @@ enum hutch_code client_connect_unary(struct hutch_client *c, const char *sandbox
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
     return code;
 }
+
+size_t client_upload_read(char *dest, size_t size, size_t n, void *userdata)
+{
+    struct client_upload *u = userdata;
+    for (;;) {
+        ssize_t k = read(u->fd, dest, size * n);
+        if (k >= 0)
+            return (size_t)k;
+        if (errno != EINTR) {
+            u->read_errno = errno;
+            return CURL_READFUNC_ABORT;
+        }
+    }
+}
+
+size_t client_collect_bounded(char *data, size_t size, size_t n, void *userdata)
+{
+    struct buf *b = userdata;
+    buf_append(b, data, MIN(size * n, b->max - b->len));
+    return size * n;
+}

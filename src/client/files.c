@@ -28,32 +28,6 @@ static char *files_url(const struct hutch_client *c, const char *remote_path, co
     return xasprintf("%s/files?path=%s&username=%s", client_sandbox_base(c), p, u);
 }
 
-struct upload {
-    int fd;
-    int read_errno;
-};
-
-static size_t upload_read(char *dest, size_t size, size_t n, void *userdata)
-{
-    struct upload *u = userdata;
-    for (;;) {
-        ssize_t k = read(u->fd, dest, size * n);
-        if (k >= 0)
-            return (size_t)k;
-        if (errno != EINTR) {
-            u->read_errno = errno;
-            return CURL_READFUNC_ABORT;
-        }
-    }
-}
-
-static size_t collect(char *data, size_t size, size_t n, void *userdata)
-{
-    struct buf *b = userdata;
-    buf_append(b, data, MIN(size * n, b->max - b->len));
-    return size * n;
-}
-
 static bool path_ok(struct hutch_client *c, const char *sandbox_id, const char *remote_path)
 {
     return sandbox_id && *sandbox_id && remote_path && *remote_path;
@@ -108,10 +82,10 @@ HUTCH_EXPORT enum hutch_code hutch_file_upload_fd(struct hutch_client *c, const 
 
     CURL *curl = client_curl(c);
     _cleanup_free_ char *url = files_url(c, remote_path, user);
-    struct upload u = { .fd = fd };
+    struct client_upload u = { .fd = fd };
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl, CURLOPT_READFUNCTION, upload_read);
+    curl_easy_setopt(curl, CURLOPT_READFUNCTION, client_upload_read);
     curl_easy_setopt(curl, CURLOPT_READDATA, &u);
     off_t pos = S_ISREG(st.st_mode) ? lseek(fd, 0, SEEK_CUR) : -1;
     if (pos >= 0 && pos <= st.st_size)
@@ -121,7 +95,7 @@ HUTCH_EXPORT enum hutch_code hutch_file_upload_fd(struct hutch_client *c, const 
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     struct buf resp;
     buf_init(&resp, CLIENT_MAX_ERROR_BODY);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, client_collect_bounded);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &resp);
     code = transfer(c, curl, &u.read_errno, "reading the local file", &resp, remote_path);
     buf_release(&resp);
@@ -161,7 +135,7 @@ static size_t download_write(char *data, size_t size, size_t n, void *userdata)
         d->checked_status = true;
     }
     if (d->status != 200)
-        return collect(data, size, n, &d->error_body);
+        return client_collect_bounded(data, size, n, &d->error_body);
     size_t done = 0;
     while (done < len) {
         ssize_t k = write(d->fd, data + done, len - done);

@@ -438,32 +438,6 @@ static enum hutch_code write_tar(struct hutch_client *c, int ctx, const struct e
     return HUTCH_OK;
 }
 
-struct upload_src {
-    int fd;
-    int err;
-};
-
-static size_t upload_read(char *dest, size_t size, size_t n, void *userdata)
-{
-    struct upload_src *u = userdata;
-    for (;;) {
-        ssize_t k = read(u->fd, dest, size * n);
-        if (k >= 0)
-            return (size_t)k;
-        if (errno != EINTR) {
-            u->err = errno;
-            return CURL_READFUNC_ABORT;
-        }
-    }
-}
-
-static size_t keep_error_body(char *data, size_t size, size_t n, void *userdata)
-{
-    struct buf *b = userdata;
-    buf_append(b, data, MIN(size * n, b->max - b->len));
-    return size * n;
-}
-
 /* PUT the file at fd to url (absolute, or a path on the API server) with Content-Length and
  * the headers the server asked for, without the API key (the URL may be anyone's store). */
 static enum hutch_code put_upload(struct hutch_client *c, const char *url, const json_t *headers, int fd,
@@ -482,16 +456,16 @@ static enum hutch_code put_upload(struct hutch_client *c, const char *url, const
         if (json_is_string(v) && !strpbrk(k, "\r\n:") && !strpbrk(json_string_value(v), "\r\n"))
             client_header_add(&h, "%s: %s", k, json_string_value(v));
     CURL *curl = client_curl(c);
-    struct upload_src u = { .fd = fd };
+    struct client_upload u = { .fd = fd };
     struct buf resp;
     buf_init(&resp, CLIENT_MAX_ERROR_BODY);
     curl_easy_setopt(curl, CURLOPT_URL, full);
     curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
-    curl_easy_setopt(curl, CURLOPT_READFUNCTION, upload_read);
+    curl_easy_setopt(curl, CURLOPT_READFUNCTION, client_upload_read);
     curl_easy_setopt(curl, CURLOPT_READDATA, &u);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, keep_error_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, client_collect_bounded);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &resp);
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 120L);
@@ -502,8 +476,8 @@ static enum hutch_code put_upload(struct hutch_client *c, const char *url, const
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     c->last_status = status;
     enum hutch_code code = HUTCH_OK;
-    if (u.err)
-        code = client_fail(c, HUTCH_E_IO, "%s: reading the upload: %s", what, errno_to_string(u.err));
+    if (u.read_errno)
+        code = client_fail(c, HUTCH_E_IO, "%s: reading the upload: %s", what, errno_to_string(u.read_errno));
     else if (r != CURLE_OK)
         code = client_fail(c, client_code_from_curl(r), "%s: upload: %s", what,
                            *errbuf ? errbuf : curl_easy_strerror(r));
