@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/wait.h>
@@ -17,6 +18,9 @@ static struct {
     tap_test_cb fn;
 } tests[TAP_MAX_TESTS];
 static size_t n_tests;
+/* The running test's scratch directory (tap_tmpdir()): made by the runner before the test's
+ * child starts and removed after it ends, however it ends (tests leave with _exit). */
+static char scratch[64];
 
 void tap_register(const char *name, tap_test_cb fn)
 {
@@ -54,8 +58,23 @@ void tap_skip(const char *fmt, ...)
     _exit(TAP_SKIP_EXIT);
 }
 
+const char *tap_tmpdir(void)
+{
+    if (!scratch[0])
+        tap_fail(__FILE__, __LINE__, "no scratch directory for this test");
+    return scratch;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    return remove(path);
+}
+
 static int run_one(size_t i, size_t num)
 {
+    snprintf(scratch, sizeof(scratch), "/tmp/hutch-tap-XXXXXX");
+    if (!mkdtemp(scratch))
+        scratch[0] = '\0';
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0) {
         printf("not ok %zu - %s # pipe: %s\n", num, tests[i].name, strerror(errno));
@@ -98,6 +117,9 @@ static int run_one(size_t i, size_t num)
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
+    if (scratch[0])
+        nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    scratch[0] = '\0';
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         printf("ok %zu - %s\n", num, tests[i].name);
         return 0;

@@ -18,6 +18,8 @@ void tap_register(const char *name, tap_test_cb fn);
 _Noreturn void tap_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 _Noreturn void tap_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* An empty directory of the running test's own, removed once the test has ended. */
+const char *tap_tmpdir(void);
 
 #define TEST(name)                                                                                           \
     static void test_##name(void);                                                                           \

@@ -7,31 +7,8 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "store-test.h"
 #include "tap.h"
-
-static char dir[] = "/tmp/hutch-test-store-XXXXXX";
-
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static void cleanup_dir(void)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static struct store *open_fresh(void)
-{
-    ASSERT_TRUE(mkdtemp(dir) != NULL);
-    atexit(cleanup_dir);
-    struct store *s;
-    struct error_record e = { 0 };
-    int r = store_open(dir, &s, &e);
-    if (r < 0)
-        tap_fail(__FILE__, __LINE__, "store_open: %s", e.msg);
-    return s;
-}
 
 struct collect {
     int n;
@@ -49,7 +26,7 @@ static int collect_cb(const struct store_key *k, void *ud)
 
 TEST(create_verify_revoke)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char key[STORE_KEY_LEN + 1];
     struct store_key k;
@@ -76,14 +53,14 @@ TEST(create_verify_revoke)
 
 TEST(key_is_not_stored_in_clear)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char key[STORE_KEY_LEN + 1];
     ASSERT_OK(store_key_create(s, NULL, key, NULL, &e));
     store_free(s);
 
     char path[128];
-    snprintf(path, sizeof(path), "%s/hutch.db", dir);
+    snprintf(path, sizeof(path), "%s/hutch.db", tap_tmpdir());
     sqlite3 *db;
     ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
     sqlite3_stmt *st;
@@ -102,19 +79,19 @@ TEST(key_is_not_stored_in_clear)
     struct stat sb;
     ASSERT_OK(stat(path, &sb));
     ASSERT_EQ(sb.st_mode & 0077, 0);
-    ASSERT_OK(stat(dir, &sb));
+    ASSERT_OK(stat(tap_tmpdir(), &sb));
     ASSERT_EQ(sb.st_mode & 0077, 0);
 }
 
 TEST(list_in_creation_order_and_reopen_keeps_data)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char key[STORE_KEY_LEN + 1];
     ASSERT_OK(store_key_create(s, "first", key, NULL, &e));
     ASSERT_OK(store_key_create(s, "second", key, NULL, &e));
     store_free(s);
-    ASSERT_OK(store_open(dir, &s, &e));
+    ASSERT_OK(store_open(tap_tmpdir(), &s, &e));
     struct collect c = { 0 };
     ASSERT_OK(store_key_list(s, collect_cb, &c, &e));
     ASSERT_EQ(c.n, 2);
@@ -126,7 +103,7 @@ TEST(list_in_creation_order_and_reopen_keeps_data)
 
 TEST(bad_names_rejected)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char key[STORE_KEY_LEN + 1];
     char big[STORE_KEY_NAME_MAX + 2];
@@ -139,16 +116,16 @@ TEST(bad_names_rejected)
 
 TEST(newer_schema_is_refused)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     store_free(s);
     char path[128];
-    snprintf(path, sizeof(path), "%s/hutch.db", dir);
+    snprintf(path, sizeof(path), "%s/hutch.db", tap_tmpdir());
     sqlite3 *db;
     ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
     ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     struct error_record e = { 0 };
-    ASSERT_EQ(store_open(dir, &s, &e), -EPROTO);
+    ASSERT_EQ(store_open(tap_tmpdir(), &s, &e), -EPROTO);
     ASSERT_TRUE(strstr(e.msg, "newer") != NULL);
 }
 
@@ -202,7 +179,7 @@ static int collect_ids(const struct store_sandbox *sb, void *ud)
 
 TEST(sandboxes_round_trip)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     insert(s, "aaa", 1000, STORE_SANDBOX_RUNNING, "base");
     struct store_sandbox got;
@@ -226,7 +203,7 @@ TEST(sandboxes_round_trip)
 
 TEST(sandboxes_pages_filters_and_order)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     insert(s, "s1", 100, STORE_SANDBOX_RUNNING, "base");
     insert(s, "s2", 200, STORE_SANDBOX_PAUSED, "base");

@@ -7,31 +7,8 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "store-test.h"
 #include "tap.h"
-
-static char dir[] = "/tmp/hutch-test-templates-XXXXXX";
-
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static void cleanup_dir(void)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static struct store *open_fresh(void)
-{
-    ASSERT_TRUE(mkdtemp(dir) != NULL);
-    atexit(cleanup_dir);
-    struct store *s;
-    struct error_record e = { 0 };
-    int r = store_open(dir, &s, &e);
-    if (r < 0)
-        tap_fail(__FILE__, __LINE__, "store_open: %s", e.msg);
-    return s;
-}
 
 static void mkbuild(struct store_build *b, const char *id, int64_t created)
 {
@@ -100,7 +77,7 @@ TEST(status_names)
 
 TEST(request_build_creates_then_reuses_a_template)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char id[STORE_TEMPLATE_ID_MAX + 1];
     const char *tags[] = { "v1", "default", NULL };
@@ -155,7 +132,7 @@ TEST(request_build_creates_then_reuses_a_template)
 
 TEST(names)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char id[STORE_TEMPLATE_ID_MAX + 1], id2[STORE_TEMPLATE_ID_MAX + 1];
     request(s, "aaaa", "one", "b1", 1000, NULL, id);
@@ -191,7 +168,7 @@ TEST(names)
 
 TEST(default_tag_moves_when_a_build_is_ready)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char id[STORE_TEMPLATE_ID_MAX + 1];
     request(s, "tpl1", "web", "b1", 1000, NULL, id);
@@ -258,7 +235,7 @@ TEST(default_tag_moves_when_a_build_is_ready)
 
 TEST(a_template_whose_only_build_failed_is_not_found)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char id[STORE_TEMPLATE_ID_MAX + 1];
     request(s, "tpl1", "web", "b1", 1000, NULL, id);
@@ -270,7 +247,7 @@ TEST(a_template_whose_only_build_failed_is_not_found)
 
 TEST(tags)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char id[STORE_TEMPLATE_ID_MAX + 1], other[STORE_TEMPLATE_ID_MAX + 1];
     request(s, "tpl1", "web", "b1", 1000, NULL, id);
@@ -295,7 +272,7 @@ TEST(tags)
 
 TEST(delete_takes_everything_with_it)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char id[STORE_TEMPLATE_ID_MAX + 1];
     const char *tags[] = { "v1", NULL };
@@ -319,7 +296,7 @@ TEST(delete_takes_everything_with_it)
 
 TEST(public_and_spawned)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char id[STORE_TEMPLATE_ID_MAX + 1];
     request(s, "tpl1", "web", "b1", 1000, NULL, id);
@@ -358,7 +335,7 @@ static int collect_log(int64_t at, const char *level, const char *message, const
 
 TEST(build_logs_page_filter_and_cap)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char id[STORE_TEMPLATE_ID_MAX + 1];
     request(s, "tpl1", "web", "b1", 1000, NULL, id);
@@ -404,7 +381,7 @@ TEST(build_logs_page_filter_and_cap)
 
 TEST(layers_in_use)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char id[STORE_TEMPLATE_ID_MAX + 1];
     request(s, "tpl1", "web", "b1", 1000, NULL, id);
@@ -430,7 +407,7 @@ TEST(layers_in_use)
 
 TEST(builtin_is_idempotent)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     const char *layers =
         "[{\"layer\":\"host-base\",\"target\":\"/\"},{\"layer\":\"host-usr\",\"target\":\"/usr\"}]";
@@ -462,7 +439,7 @@ static int take_all(const struct store_template *t, void *ud)
 
 TEST(list_pages_and_kinds)
 {
-    struct store *s = open_fresh();
+    struct store *s = store_test_open();
     struct error_record e = { 0 };
     char id[STORE_TEMPLATE_ID_MAX + 1];
     request(s, "t1", "one", "b1", 1000, NULL, id);
