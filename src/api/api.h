@@ -98,6 +98,7 @@ bool api_route_match(const char *pattern, const char *path, char *scratch, const
 
 /* Handlers. */
 enum MHD_Result api_health(struct api_request *req);
+enum MHD_Result api_teams(struct api_request *req);
 enum MHD_Result api_sandbox_create_v1(struct api_request *req);
 enum MHD_Result api_sandbox_create_v2(struct api_request *req);
 enum MHD_Result api_sandbox_get(struct api_request *req);

@@ -87,6 +87,8 @@ static const struct api_route routes[] = {
     { "PUT", "/upload/templates/{templateID}/files/{hash}", api_template_file_upload, .public = true,
       .sink = &api_template_upload_sink },
     { "GET", "/snapshots", api_snapshot_list },
+    /* Authenticates itself: a Bearer token gets its own explanation. */
+    { "GET", "/teams", api_teams, .public = true },
 };
 
 /* Per-request state, allocated when MHD has read the request line (uri_logged) and freed when

@@ -403,3 +403,27 @@ def test_a_slot_left_dirty_by_a_dead_server_is_cleaned_before_use(server):
     finally:
         for name in planted:
             subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def test_teams_answers_the_callers_team_with_its_key(server):
+    status, _, teams = call(server, "GET", "/teams")
+    assert status == 200, teams
+    assert len(teams) == 1
+    team = teams[0]
+    assert set(team) == {"teamID", "name", "apiKey", "isDefault"}
+    assert team["apiKey"] == server.key and team["isDefault"] is True and team["name"]
+    assert len(team["teamID"]) == 36 and team["teamID"].count("-") == 4
+    # Stable: the same id for another key of the same server.
+    other = server.create_key()
+    status, _, again = call(server, "GET", "/teams", key=False, headers={"X-API-KEY": other})
+    assert status == 200 and again[0]["teamID"] == team["teamID"] and again[0]["apiKey"] == other
+
+
+def test_teams_refuses_access_tokens_and_bad_keys(server):
+    status, _, err = call(server, "GET", "/teams", key=False, headers={"Authorization": "Bearer sk_e2b_abc"})
+    assert status == 401 and err["code"] == 401
+    assert "access token" in err["message"] and "hutch key create" in err["message"]
+    status, _, err = call(server, "GET", "/teams", key=False)
+    assert status == 401 and "X-API-KEY" in err["message"]
+    status, _, err = call(server, "GET", "/teams", key=False, headers={"X-API-KEY": "e2b_" + "0" * 40})
+    assert status == 401 and err["message"] == "invalid API key"
