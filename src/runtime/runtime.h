@@ -55,7 +55,9 @@ struct runtime_spec {
     enum runtime_net_mode net;
     /* Online only. Egress: private, link-local, metadata and host addresses are always
      * blocked; then allow_out (CIDRs) is accepted, deny_out (CIDRs) dropped, and the rest is
-     * accepted unless deny_internet (E2B's allow_internet_access: false). NULL = empty. */
+     * accepted unless deny_internet (E2B's allow_internet_access: false). NULL = empty.
+     * allow_out may also hold domain names (net_domain_pattern_valid()) when the config has
+     * an egress proxy: TCP to ports 80 and 443 that the rules above would drop then goes to it. */
     const char *const *allow_out;
     const char *const *deny_out;
     bool deny_internet;
@@ -87,6 +89,18 @@ struct runtime_stats {
     uint64_t pids;         /* tasks now */
 };
 
+/* The egress proxy that domain names in allow_out need (hutch serve's, src/egress/): a TCP
+ * listener on every host address. set is called with the sandbox's domains (NULL when none)
+ * before nftables redirects anything to port, forget when the sandbox is destroyed; both block
+ * briefly and are called from the thread that creates, reconfigures or destroys the sandbox. */
+struct runtime_egress {
+    uint16_t port;
+    void *userdata;
+    int (*set)(void *userdata, const char *id, uint32_t sandbox_ip, const char *const *domains,
+               struct error_record *err);
+    void (*forget)(void *userdata, const char *id);
+};
+
 struct runtime_config {
     const char *run_dir;       /* host directory for runtime attach points; default /run/hutch */
     uid_t uid_base;            /* host uid/gid of slot 0's root; default 0x10000000 */
@@ -95,6 +109,7 @@ struct runtime_config {
                                 * 10.200.0.0/16; must not overlap any host address */
     int cgroup_version;        /* 0 = detect (v2 when it has the memory and pids controllers,
                                 * else v1); 1 or 2 to force one (tests, hybrid hosts) */
+    const struct runtime_egress *egress; /* NULL: domain names in allow_out are refused */
 };
 
 struct runtime_sandbox;
