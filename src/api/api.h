@@ -15,6 +15,7 @@
 
 #include "common/buf.h"
 #include "common/error.h"
+#include "egress/egress.h"
 #include "gateway/gateway.h"
 #include "orchestrator/orchestrator.h"
 
@@ -37,6 +38,9 @@ struct api_config {
     void *sandbox_connect_userdata;
     /* The orchestrator's settings (state_dir and on_gone are filled in by the server). */
     struct orch_config orch;
+    /* The egress proxy for domain names in network.allowOut (started with the orchestrator;
+     * net_pool is filled in from orch). */
+    struct egress_config egress;
 };
 
 struct api_server;

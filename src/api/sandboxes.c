@@ -10,6 +10,7 @@
 #include "api/api.h"
 #include "common/http-util.h"
 #include "common/json-util.h"
+#include "common/net-util.h"
 #include "common/strutil.h"
 #include "common/time-util.h"
 #include "orchestrator/orchestrator.h"
@@ -77,25 +78,33 @@ static int get_bool(const json_t *body, const char *key, bool def, bool *ret, st
 
 #define MAX_CIDRS 64
 
-/* Fills a NULL-terminated list (pointers into the JSON) from an array of strings. */
-static int string_list(const json_t *a, const char *what, const char **out, struct error_record *err)
+/* Fills a NULL-terminated list (pointers into the JSON) from an array of strings: addresses
+ * and CIDRs (checked by the runtime), and with names, domain names ("example.com",
+ * "*.example.com"). */
+static int string_list(const json_t *a, const char *what, bool names, const char **out,
+                       struct error_record *err)
 {
     if (!a || json_is_null(a))
         return 0;
     if (!json_is_array(a) || json_array_size(a) > MAX_CIDRS)
-        return error_set(err, EINVAL, "network.%s must be an array of at most %d CIDRs", what, MAX_CIDRS);
+        return error_set(err, EINVAL, "network.%s must be an array of at most %d entries", what, MAX_CIDRS);
     size_t i;
     json_t *v;
     json_array_foreach (a, i, v) {
-        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 64)
-            return error_set(err, EINVAL, "network.%s[%zu] must be an address or CIDR", what, i);
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 255)
+            return error_set(err, EINVAL, "network.%s[%zu] must be an address, a CIDR%s", what, i,
+                             names ? " or a domain name" : "");
+        if (!names && net_domain_pattern_valid(json_string_value(v)))
+            return error_set(err, EINVAL, "network.%s[%zu]: domain names are supported in allowOut only",
+                             what, i);
         out[i] = json_string_value(v);
     }
     return 0;
 }
 
-/* `network` of NewSandboxV2: allowOut and denyOut are enforced; what hutch cannot do (an
- * egress proxy, per-host rules) is refused rather than ignored. */
+/* `network` of NewSandboxV2: allowOut (addresses, CIDRs, domain names) and denyOut (addresses,
+ * CIDRs) are enforced; what hutch cannot do (an upstream egress proxy, per-host rules, TLS
+ * ports other than 443) is refused rather than ignored. */
 static int parse_network(const json_t *n, const char **allow, const char **deny, struct error_record *err)
 {
     if (!n || json_is_null(n))
@@ -105,9 +114,13 @@ static int parse_network(const json_t *n, const char **allow, const char **deny,
     json_t *proxy = json_object_get(n, "egressProxy"), *rules = json_object_get(n, "rules");
     if ((proxy && !json_is_null(proxy)) || (rules && !json_is_null(rules) && json_object_size(rules) > 0))
         return error_set(err, EOPNOTSUPP, "network.egressProxy and network.rules are not supported");
-    int r = string_list(json_object_get(n, "allowOut"), "allowOut", allow, err);
+    json_t *https = json_object_get(n, "httpsPorts");
+    if (https && !json_is_null(https) && (!json_is_array(https) || json_array_size(https) > 0))
+        return error_set(err, EOPNOTSUPP,
+                         "network.httpsPorts is not supported: domain rules apply to ports 80 and 443");
+    int r = string_list(json_object_get(n, "allowOut"), "allowOut", true, allow, err);
     if (r >= 0)
-        r = string_list(json_object_get(n, "denyOut"), "denyOut", deny, err);
+        r = string_list(json_object_get(n, "denyOut"), "denyOut", false, deny, err);
     return r;
 }
 

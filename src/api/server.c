@@ -44,7 +44,12 @@ struct api_server {
     struct store *store;
     char *state_dir;
     unsigned char upload_secret[32];
+    struct egress *egress;
+    struct runtime_egress egress_hooks; /* what the runtime calls it through */
 };
+
+/* The runtime's default sandbox pool (runtime_config.net_pool). */
+#define API_DEFAULT_NET_POOL "10.200.0.0/16"
 
 static const struct api_route routes[] = {
     { "GET", "/health", api_health, .public = true },
@@ -374,6 +379,17 @@ static void forget_in_gateway(void *userdata, const char *id)
     gw_forget_sandbox(s->gateway, id);
 }
 
+static int egress_set(void *userdata, const char *id, uint32_t sandbox_ip, const char *const *domains,
+                      struct error_record *err)
+{
+    return egress_sandbox_set(userdata, id, sandbox_ip, domains, err);
+}
+
+static void egress_forget(void *userdata, const char *id)
+{
+    egress_sandbox_forget(userdata, id);
+}
+
 int api_server_start(const struct api_config *cfg, struct api_server **ret, struct error_record *err)
 {
     struct api_server *s = xcalloc(1, sizeof(*s));
@@ -400,7 +416,20 @@ int api_server_start(const struct api_config *cfg, struct api_server **ret, stru
     if (r < 0)
         goto fail;
     if (!cfg->sandbox_connect) {
+        struct egress_config ec = cfg->egress;
+        ec.net_pool =
+            cfg->orch.runtime_config.net_pool ? cfg->orch.runtime_config.net_pool : API_DEFAULT_NET_POOL;
+        r = egress_new(&ec, &s->egress, err);
+        if (r < 0)
+            goto fail;
+        s->egress_hooks = (struct runtime_egress){
+            .port = egress_port(s->egress),
+            .userdata = s->egress,
+            .set = egress_set,
+            .forget = egress_forget,
+        };
         struct orch_config oc = cfg->orch;
+        oc.runtime_config.egress = &s->egress_hooks;
         oc.state_dir = cfg->state_dir;
         oc.on_gone = forget_in_gateway;
         oc.on_gone_userdata = s;
@@ -477,6 +506,8 @@ void api_server_stop(struct api_server *s)
         MHD_stop_daemon(s->daemon);
     /* After the listener: no request can reach a sandbox while they are killed. */
     orch_free(s->orch);
+    /* After the orchestrator: its sandboxes' proxied connections went with them. */
+    egress_free(s->egress);
     /* MHD does not close a socket it was given. */
     safe_close(s->listen_fd);
     gw_free(s->gateway);

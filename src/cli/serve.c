@@ -38,6 +38,10 @@ static void usage(FILE *f)
             "  --max-timeout S           longest sandbox timeout in seconds (default 86400)\n"
             "  --max-sandboxes N         running at once on this server (default 256)\n"
             "  --net-pool CIDR           addresses of online sandboxes' links (default 10.200.0.0/16)\n"
+            "  --egress-port PORT        the egress proxy's port on the host, for domain names in\n"
+            "                            network.allowOut (default: any free port)\n"
+            "  --egress-resolve NAME:ADDR  the egress proxy resolves NAME to ADDR instead of asking\n"
+            "                            DNS (repeatable; like curl's --resolve)\n"
             "  --warm-pool N             keep N base sandboxes started for fast creates (default 0);\n"
             "                            with it (or --pool-memory-mb) every template gets a pool\n"
             "                            sized by its creates in the last minute (at most 16)\n"
@@ -62,6 +66,8 @@ enum {
     OPT_READY_TIMEOUT,
     OPT_POOL_MEMORY,
     OPT_MAX_PAUSED_IN_MEMORY,
+    OPT_EGRESS_PORT,
+    OPT_EGRESS_RESOLVE,
 };
 
 /* Parses a positive number for a server limit; false (with a message) when it is not one. */
@@ -132,6 +138,8 @@ int cmd_serve(int argc, char **argv)
         { "ready-timeout", required_argument, NULL, OPT_READY_TIMEOUT },
         { "pool-memory-mb", required_argument, NULL, OPT_POOL_MEMORY },
         { "max-paused-in-memory", required_argument, NULL, OPT_MAX_PAUSED_IN_MEMORY },
+        { "egress-port", required_argument, NULL, OPT_EGRESS_PORT },
+        { "egress-resolve", required_argument, NULL, OPT_EGRESS_RESOLVE },
         { "help", no_argument, NULL, 'h' },
         {},
     };
@@ -144,6 +152,9 @@ int cmd_serve(int argc, char **argv)
     /* The code interpreter is optional: without it there is no code-interpreter-v1 template. */
     _cleanup_free_ char *default_interpd = beside_self("interpd");
     cfg.orch.interpd_path = access(default_interpd, X_OK) == 0 ? default_interpd : NULL;
+    const char *resolve[EGRESS_MAX_RESOLVE + 1] = { 0 };
+    size_t n_resolve = 0;
+    cfg.egress.resolve = resolve;
     while ((c = getopt_long(argc, argv, "l:s:d:e:i:h", options, NULL)) >= 0) {
         switch (c) {
         case 'l':
@@ -217,6 +228,22 @@ int cmd_serve(int argc, char **argv)
                 return 2;
             }
             cfg.orch.pause_filesystem_only = cfg.orch.max_paused_in_memory == 0;
+            break;
+        case OPT_EGRESS_PORT: {
+            uint32_t port;
+            if (parse_uint32(optarg, &port) < 0 || port > 65535) {
+                fprintf(stderr, "hutch serve: --egress-port wants a port number, not '%s'\n", optarg);
+                return 2;
+            }
+            cfg.egress.port = (uint16_t)port;
+            break;
+        }
+        case OPT_EGRESS_RESOLVE:
+            if (n_resolve == EGRESS_MAX_RESOLVE) {
+                fprintf(stderr, "hutch serve: at most %d --egress-resolve\n", EGRESS_MAX_RESOLVE);
+                return 2;
+            }
+            resolve[n_resolve++] = optarg;
             break;
         case 'h':
             usage(stdout);

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/strutil.h"
 #include "common/banned.h"
@@ -60,4 +61,116 @@ bool net_peer_gone(int fd)
     if (poll(&p, 1, 0) <= 0)
         return false;
     return p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL);
+}
+
+static bool domain_check(const char *s, bool allow_wildcard, char *out, size_t size)
+{
+    if (allow_wildcard && s[0] == '*' && s[1] == '.')
+        s += 2;
+    size_t n = strlen(s);
+    if (n > 0 && s[n - 1] == '.')
+        n--;
+    if (n == 0 || n > 253 || (out && n >= size))
+        return false;
+    bool letter = false;
+    size_t label = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '.') {
+            if (label == 0 || s[i - 1] == '-')
+                return false;
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                   c == '_') {
+            if ((c == '-' && label == 0) || ++label > 63)
+                return false;
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+                letter = true;
+        } else {
+            return false;
+        }
+        if (out)
+            out[i] = (char)((c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c);
+    }
+    if (label == 0 || s[n - 1] == '-' || !letter)
+        return false;
+    if (out)
+        out[n] = '\0';
+    return true;
+}
+
+bool net_domain_pattern_valid(const char *pattern)
+{
+    return pattern && domain_check(pattern, true, NULL, 0);
+}
+
+int net_domain_normalize(const char *name, char *out, size_t size)
+{
+    return name && domain_check(name, false, out, size) ? 0 : -EINVAL;
+}
+
+bool net_domain_match(const char *pattern, const char *name)
+{
+    bool wild = pattern[0] == '*' && pattern[1] == '.';
+    const char *p = wild ? pattern + 2 : pattern;
+    size_t plen = strlen(p);
+    if (plen > 0 && p[plen - 1] == '.')
+        plen--;
+    size_t nlen = strlen(name);
+    if (!wild)
+        return nlen == plen && strncasecmp(name, p, plen) == 0;
+    /* Below the domain: at least one label, then a dot, then the domain. */
+    return nlen > plen + 1 && name[nlen - plen - 1] == '.' && strncasecmp(name + nlen - plen, p, plen) == 0;
+}
+
+const char *const net_blocked4[] = {
+    "0.0.0.0/8",    "10.0.0.0/8",     "100.64.0.0/10",  "127.0.0.0/8",   "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",    "240.0.0.0/4",
+};
+const size_t net_n_blocked4 = sizeof(net_blocked4) / sizeof(net_blocked4[0]);
+const char *const net_blocked6[] = {
+    "::/127",        "::ffff:0:0/96", "64:ff9b::/96", "100::/64",
+    "2001:db8::/32", "fc00::/7",      "fe80::/10",    "ff00::/8",
+};
+const size_t net_n_blocked6 = sizeof(net_blocked6) / sizeof(net_blocked6[0]);
+
+/* Whether the first prefix bits of a and b agree. */
+static bool prefix_equal(const unsigned char *a, const unsigned char *b, unsigned prefix)
+{
+    size_t full = prefix / 8;
+    if (memcmp(a, b, full) != 0)
+        return false;
+    unsigned rest = prefix % 8;
+    if (!rest)
+        return true;
+    unsigned char mask = (unsigned char)(0xff00u >> rest);
+    return (a[full] & mask) == (b[full] & mask);
+}
+
+static bool in_table(int family, const unsigned char *addr, const char *const *table, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ip[INET6_ADDRSTRLEN];
+        const char *slash = strchr(table[i], '/');
+        size_t len = (size_t)(slash - table[i]);
+        memcpy(ip, table[i], len);
+        ip[len] = '\0';
+        unsigned char net[16];
+        uint32_t prefix;
+        if (inet_pton(family, ip, net) == 1 && parse_uint32(slash + 1, &prefix) == 0 &&
+            prefix_equal(addr, net, prefix))
+            return true;
+    }
+    return false;
+}
+
+bool net_addr_blocked(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return in_table(AF_INET, (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr,
+                        net_blocked4, net_n_blocked4);
+    if (sa->sa_family == AF_INET6)
+        return in_table(AF_INET6, ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr, net_blocked6,
+                        net_n_blocked6);
+    return true;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/socket.h>
 
 /* Parses a listen address "HOST:PORT", "[V6ADDR]:PORT" or ":PORT" (any IPv4 address), numeric
@@ -12,3 +13,27 @@ int net_parse_address(const char *addr, struct sockaddr_storage *ret, socklen_t 
  * clients do not do that), without reading or blocking: for a server that streams an answer
  * and would otherwise notice only when a write fails. */
 bool net_peer_gone(int fd);
+
+/* Egress names (E2B's domain entries in network.allowOut): "example.com" (that name only) or
+ * "*.example.com" (any name below it, not example.com itself). Letters, digits, '-' and '.',
+ * labels of 1..63 characters, at most 253 in all, at least one letter (an address is never a
+ * name), case-insensitive, one trailing dot ignored. */
+bool net_domain_pattern_valid(const char *pattern);
+/* Normalises a host name a client sent (Host header, TLS SNI) into out (lowercase, no trailing
+ * dot); -EINVAL when it is not a valid name by the rules above (an address, a port, a
+ * wildcard). */
+int net_domain_normalize(const char *name, char *out, size_t size);
+/* Whether the normalised name matches the pattern. */
+bool net_domain_match(const char *pattern, const char *name);
+
+/* The destinations no sandbox may reach whatever its policy: unspecified, private (RFC 1918),
+ * CGNAT, loopback, link-local (cloud metadata), IETF protocol assignments, 6to4 relay,
+ * benchmarking, multicast, reserved; IPv6 unspecified/loopback, v4-mapped, NAT64, discard,
+ * documentation, ULA, link-local, multicast. The runtime's nftables sets and the egress
+ * proxy's checks are built from these same tables. */
+extern const char *const net_blocked4[];
+extern const size_t net_n_blocked4;
+extern const char *const net_blocked6[];
+extern const size_t net_n_blocked6;
+/* Whether sa (AF_INET or AF_INET6) is in those tables. */
+bool net_addr_blocked(const struct sockaddr *sa);

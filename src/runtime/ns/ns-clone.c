@@ -569,6 +569,7 @@ static int sandbox_destroy(struct runtime_sandbox *sb)
             ret = r;
     }
     if (sb->net_added) {
+        ns_net_egress_forget(sb->plan);
         int r = ns_net_sandbox_del(sb->plan->id, sb->veth_made ? sb->plan->veth : NULL);
         if (r < 0 && ret == 0)
             ret = r;
@@ -691,15 +692,7 @@ static int sandbox_set_egress(struct runtime_sandbox *sb, const char *const *all
     if (sb->plan->net != RUNTIME_NET_ONLINE)
         return error_set(err, EOPNOTSUPP, "sandbox %s is offline: it has no network to configure",
                          sb->plan->id);
-    char **allow = NULL, **deny = NULL;
-    int r = ns_net_cidrs(allow_out, &allow, err);
-    if (r >= 0)
-        r = ns_net_cidrs(deny_out, &deny, err);
-    if (r >= 0)
-        r = ns_nft_sandbox_policy(sb->plan, allow, deny, deny_internet, err);
-    ns_strv_free(allow);
-    ns_strv_free(deny);
-    return r;
+    return ns_net_sandbox_policy(sb->plan, allow_out, deny_out, deny_internet, err);
 }
 
 static int sandbox_socket(struct runtime_sandbox *sb, struct error_record *err)

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/net-util.h"
 #include "common/strutil.h"
 #include "common/xalloc.h"
 #include "runtime/ns/ns.h"
@@ -227,6 +228,45 @@ int ns_net_cidrs(const char *const *in, char ***ret, struct error_record *err)
     return 0;
 }
 
+int ns_net_allow_list(const struct runtime_egress *egress, const char *const *in, char ***ret_cidrs,
+                      char ***ret_domains, struct error_record *err)
+{
+    size_t n = 0, n_names = 0;
+    while (in && in[n]) {
+        if (net_domain_pattern_valid(in[n]))
+            n_names++;
+        if (++n > 1024)
+            return error_set(err, E2BIG, "more than 1024 allow entries");
+    }
+    if (n_names && !egress)
+        return error_set(err, EINVAL,
+                         "domain names in the allow list need an egress proxy (hutch serve has one)");
+    const char **cidrs = xcalloc(n - n_names + 1, sizeof(char *));
+    char **names = n_names ? xcalloc(n_names + 1, sizeof(char *)) : NULL;
+    size_t c = 0, d = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!net_domain_pattern_valid(in[i])) {
+            cidrs[c++] = in[i];
+            continue;
+        }
+        char *name = xstrdup(in[i]);
+        for (char *p = name; *p; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p - 'A' + 'a');
+        names[d++] = name;
+    }
+    char **v = NULL;
+    int r = ns_net_cidrs(cidrs, &v, err);
+    free(cidrs);
+    if (r < 0) {
+        ns_strv_free(names);
+        return r;
+    }
+    *ret_cidrs = v;
+    *ret_domains = names;
+    return 0;
+}
+
 int ns_net_plan_addresses(const struct runtime_config *cfg, unsigned slot, struct ns_plan *plan,
                           struct error_record *err)
 {
@@ -320,9 +360,50 @@ int ns_net_sandbox_add(const struct ns_plan *plan, int netns_fd, bool *ret_veth_
         error_set_errno(err, r, "configure %s", plan->veth);
         goto out;
     }
+    /* The proxy knows the sandbox's names before anything is redirected to it. */
+    if (plan->domains && plan->egress &&
+        (r = plan->egress->set(plan->egress->userdata, plan->id, plan->sandbox_ip,
+                               (const char *const *)plan->domains, err)) < 0)
+        goto out;
     r = ns_nft_sandbox_add(plan, err);
 out:
     nl_close(&nl);
+    return r;
+}
+
+void ns_net_egress_forget(const struct ns_plan *plan)
+{
+    if (plan->egress)
+        plan->egress->forget(plan->egress->userdata, plan->id);
+}
+
+int ns_net_sandbox_policy(struct ns_plan *plan, const char *const *allow_out, const char *const *deny_out,
+                          bool deny_internet, struct error_record *err)
+{
+    char **allow = NULL, **names = NULL, **deny = NULL;
+    int r = ns_net_allow_list(plan->egress, allow_out, &allow, &names, err);
+    if (r >= 0)
+        r = ns_net_cidrs(deny_out, &deny, err);
+    bool told = false;
+    if (r >= 0 && plan->egress && (names || plan->domains)) {
+        r = plan->egress->set(plan->egress->userdata, plan->id, plan->sandbox_ip, (const char *const *)names,
+                              err);
+        told = r >= 0;
+    }
+    if (r >= 0)
+        r = ns_nft_sandbox_policy(plan, allow, names != NULL, deny, deny_internet, err);
+    if (r >= 0) {
+        char **old = plan->domains;
+        plan->domains = names;
+        names = old;
+    } else if (told) {
+        /* nftables kept the old policy: so does the proxy. */
+        plan->egress->set(plan->egress->userdata, plan->id, plan->sandbox_ip,
+                          (const char *const *)plan->domains, NULL);
+    }
+    ns_strv_free(allow);
+    ns_strv_free(names);
+    ns_strv_free(deny);
     return r;
 }
 

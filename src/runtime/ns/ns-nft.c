@@ -2,11 +2,17 @@
  *
  *   forward:     iifname "hv*" -> vmap @sandboxes (veth name : jump sb_<id>); unknown veths drop;
  *                to a veth: only established/related
- *   input:       iifname "hv*" drop   (no host service is reachable from a sandbox)
+ *   input:       iifname "hv*": TCP that prerouting redirected (to the egress proxy) accept,
+ *                the rest drop   (no other host service is reachable from a sandbox)
+ *   prerouting:  iifname "hv*" -> vmap @egress (veth name : jump px_<id>)
  *   postrouting: ip saddr <pool> oifname != "hv*" masquerade
  *   sb_<id>:     blocked (private, link-local, metadata, multicast, host addresses, the pool)
- *                drop -> source not the sandbox's address drop -> allow set accept -> deny set
- *                drop -> accept, or drop when internet access is denied
+ *                drop -> source not the sandbox's address drop -> [with domains: DNS to the
+ *                base template's resolvers accept] -> allow set accept -> deny set drop ->
+ *                accept, or drop when internet access is denied
+ *   px_<id>:     empty, or with domain names in the allow list: from the sandbox's address, not
+ *                to the allow set, TCP to ports 80/443 that sb_<id> would drop -> redirect to
+ *                the egress proxy's port (the address of the veth's host end)
  *
  * libnftables is loaded with dlopen (its ABI is stable and only the runtime library is
  * installed here, not its headers); commands are built only from validated, re-formatted
@@ -24,6 +30,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/net-util.h"
 #include "common/strutil.h"
 #include "runtime/ns/ns.h"
 
@@ -97,14 +104,10 @@ static int nft_run(const char *cmds, struct buf *out, struct error_record *err)
     return r;
 }
 
-static const char *const blocked4[] = {
-    "0.0.0.0/8",    "10.0.0.0/8",     "100.64.0.0/10",  "127.0.0.0/8",   "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",    "240.0.0.0/4",
-};
-static const char *const blocked6[] = {
-    "::/127",        "::ffff:0:0/96", "64:ff9b::/96", "100::/64",
-    "2001:db8::/32", "fc00::/7",      "fe80::/10",    "ff00::/8",
-};
+/* What a sandbox with domain names may resolve them with: the nameservers of the base
+ * template's resolv.conf (E2B allows 8.8.8.8 the same way). */
+#define DNS_RESOLVERS "1.1.1.1, 8.8.8.8"
+#define EGRESS_PORTS "80, 443"
 
 static int base_ruleset(struct buf *b, const char *pool)
 {
@@ -114,8 +117,8 @@ static int base_ruleset(struct buf *b, const char *pool)
                            "add set inet hutch blocked6 { type ipv6_addr; flags interval; auto-merge; }\n"
                            "flush set inet hutch blocked4\nflush set inet hutch blocked6\n");
     r |= buf_append_str(b, "add element inet hutch blocked4 { ");
-    for (size_t i = 0; i < ARRAY_SIZE(blocked4); i++)
-        r |= buf_printf(b, "%s, ", blocked4[i]);
+    for (size_t i = 0; i < net_n_blocked4; i++)
+        r |= buf_printf(b, "%s, ", net_blocked4[i]);
     r |= buf_printf(b, "%s", pool);
     /* The host's own addresses: not even a public one is a way into the host. */
     struct ifaddrs *ifs = NULL;
@@ -137,21 +140,26 @@ static int base_ruleset(struct buf *b, const char *pool)
         freeifaddrs(ifs);
     }
     r |= buf_append_str(b, " }\nadd element inet hutch blocked6 { ");
-    for (size_t i = 0; i < ARRAY_SIZE(blocked6); i++)
-        r |= buf_printf(b, "%s%s", i ? ", " : "", blocked6[i]);
+    for (size_t i = 0; i < net_n_blocked6; i++)
+        r |= buf_printf(b, "%s%s", i ? ", " : "", net_blocked6[i]);
     r |= buf_printf(b, "%s }\n", v6);
     r |= buf_printf(
         b,
         "add map inet hutch sandboxes { type ifname : verdict; }\n"
+        "add map inet hutch egress { type ifname : verdict; }\n"
         "add chain inet hutch forward { type filter hook forward priority 0; policy accept; }\n"
         "add chain inet hutch input { type filter hook input priority 0; policy accept; }\n"
+        "add chain inet hutch prerouting { type nat hook prerouting priority -100; policy accept; }\n"
         "add chain inet hutch postrouting { type nat hook postrouting priority 100; policy accept; }\n"
         "flush chain inet hutch forward\nflush chain inet hutch input\n"
-        "flush chain inet hutch postrouting\n"
+        "flush chain inet hutch prerouting\nflush chain inet hutch postrouting\n"
         "add rule inet hutch forward iifname \"hv*\" iifname vmap @sandboxes\n"
         "add rule inet hutch forward iifname \"hv*\" drop\n"
         "add rule inet hutch forward oifname \"hv*\" ct state established,related accept\n"
         "add rule inet hutch forward oifname \"hv*\" drop\n"
+        "add rule inet hutch prerouting iifname \"hv*\" iifname vmap @egress\n"
+        /* Only what a px_<id> chain redirected: the egress proxy's connections. */
+        "add rule inet hutch input iifname \"hv*\" meta l4proto tcp ct status dnat accept\n"
         "add rule inet hutch input iifname \"hv*\" drop\n"
         "add rule inet hutch postrouting ip saddr %s oifname != \"hv*\" masquerade\n",
         pool);
@@ -212,19 +220,43 @@ static int append_elements(struct buf *b, const char *set, char **cidrs, int fam
  * its allow list, its deny list, and the default. Sandboxes get no IPv6 address or route, so
  * no IPv6 packet of theirs may leave at all (with no address to check a source against, a
  * spoofed one must not pass should a route ever appear); the v6 sets stay for when they do. */
-static int append_rules(struct buf *b, const char *n, const char *ip, bool deny_internet)
+static int append_rules(struct buf *b, const char *n, const char *ip, bool domains, bool deny_internet)
 {
-    return buf_printf(b,
-                      "add rule inet hutch sb_%s ip daddr @blocked4 drop\n"
-                      "add rule inet hutch sb_%s ip6 daddr @blocked6 drop\n"
-                      "add rule inet hutch sb_%s meta nfproto ipv6 drop\n"
-                      "add rule inet hutch sb_%s meta nfproto ipv4 ip saddr != %s drop\n"
-                      "add rule inet hutch sb_%s ip daddr @a4_%s accept\n"
-                      "add rule inet hutch sb_%s ip6 daddr @a6_%s accept\n"
-                      "add rule inet hutch sb_%s ip daddr @d4_%s drop\n"
-                      "add rule inet hutch sb_%s ip6 daddr @d6_%s drop\n"
-                      "add rule inet hutch sb_%s %s\n",
-                      n, n, n, n, ip, n, n, n, n, n, n, n, n, n, deny_internet ? "drop" : "accept");
+    int r = buf_printf(b,
+                       "add rule inet hutch sb_%s ip daddr @blocked4 drop\n"
+                       "add rule inet hutch sb_%s ip6 daddr @blocked6 drop\n"
+                       "add rule inet hutch sb_%s meta nfproto ipv6 drop\n"
+                       "add rule inet hutch sb_%s meta nfproto ipv4 ip saddr != %s drop\n",
+                       n, n, n, n, ip);
+    if (domains)
+        r |= buf_printf(b,
+                        "add rule inet hutch sb_%s ip daddr { " DNS_RESOLVERS " } meta l4proto { tcp, udp } "
+                        "th dport 53 accept\n",
+                        n);
+    return r | buf_printf(b,
+                          "add rule inet hutch sb_%s ip daddr @a4_%s accept\n"
+                          "add rule inet hutch sb_%s ip6 daddr @a6_%s accept\n"
+                          "add rule inet hutch sb_%s ip daddr @d4_%s drop\n"
+                          "add rule inet hutch sb_%s ip6 daddr @d6_%s drop\n"
+                          "add rule inet hutch sb_%s %s\n",
+                          n, n, n, n, n, n, n, n, n, deny_internet ? "drop" : "accept");
+}
+
+/* The redirect to the egress proxy: only TCP to 80/443 that sb_<n> would drop (the deny set,
+ * or everything without internet access), never what the allow set lets through directly. */
+static int append_redirect(struct buf *b, const char *n, const char *ip, uint16_t port, bool deny_internet)
+{
+    int r = buf_printf(b,
+                       "add rule inet hutch px_%s ip saddr != %s return\n"
+                       "add rule inet hutch px_%s ip daddr @a4_%s return\n",
+                       n, ip, n, n);
+    if (deny_internet)
+        return r | buf_printf(b, "add rule inet hutch px_%s tcp dport { " EGRESS_PORTS " } redirect to :%u\n",
+                              n, (unsigned)port);
+    return r | buf_printf(b,
+                          "add rule inet hutch px_%s ip daddr @d4_%s tcp dport { " EGRESS_PORTS
+                          " } redirect to :%u\n",
+                          n, n, (unsigned)port);
 }
 
 static int append_lists(struct buf *b, const char *n, char **allow, char **deny)
@@ -242,8 +274,8 @@ static int append_lists(struct buf *b, const char *n, char **allow, char **deny)
     return w;
 }
 
-int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, char **deny, bool deny_internet,
-                          struct error_record *err)
+int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, bool domains, char **deny,
+                          bool deny_internet, struct error_record *err)
 {
     char n[NS_ID_MAX + 1], ip[INET_ADDRSTRLEN];
     nft_name(plan->id, n, sizeof(n));
@@ -258,7 +290,10 @@ int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, char **deny,
         w |= buf_printf(&b, "flush set inet hutch %s_%s\n", kinds[i], n);
     w |= append_lists(&b, n, allow, deny);
     w |= buf_printf(&b, "flush chain inet hutch sb_%s\n", n);
-    w |= append_rules(&b, n, ip, deny_internet);
+    w |= append_rules(&b, n, ip, domains && plan->egress, deny_internet);
+    w |= buf_printf(&b, "flush chain inet hutch px_%s\n", n);
+    if (domains && plan->egress)
+        w |= append_redirect(&b, n, ip, plan->egress->port, deny_internet);
     pthread_mutex_lock(&nft_lock);
     int r = w < 0 ? error_set(err, ENOBUFS, "nftables batch too large") : nft_run(b.data, NULL, err);
     pthread_mutex_unlock(&nft_lock);
@@ -284,8 +319,13 @@ int ns_nft_sandbox_add(const struct ns_plan *plan, struct error_record *err)
         w |= buf_printf(&b, "add set inet hutch %s_%s { type %s; flags interval; auto-merge; }\n", kinds[i],
                         n, kinds[i][1] == '4' ? "ipv4_addr" : "ipv6_addr");
     w |= append_lists(&b, n, plan->allow_out, plan->deny_out);
+    bool domains = plan->domains && plan->egress;
     w |= buf_printf(&b, "add chain inet hutch sb_%s\n", n);
-    w |= append_rules(&b, n, ip, plan->deny_internet);
+    w |= append_rules(&b, n, ip, domains, plan->deny_internet);
+    w |= buf_printf(&b, "add chain inet hutch px_%s\n", n);
+    if (domains)
+        w |= append_redirect(&b, n, ip, plan->egress->port, plan->deny_internet);
+    w |= buf_printf(&b, "add element inet hutch egress { \"%s\" : jump px_%s }\n", plan->veth, n);
     w |= buf_printf(&b, "add element inet hutch sandboxes { \"%s\" : jump sb_%s }\n", plan->veth, n);
     if (w < 0) {
         r = error_set(err, ENOBUFS, "nftables batch too large");
@@ -378,8 +418,12 @@ int ns_nft_sandbox_del(const char *id)
      * several times faster. A batch fails whole when any object is missing (a sandbox torn
      * down half-built), and then each object goes on its own below. */
     if (has_veth)
-        buf_printf(&b, "delete element inet hutch sandboxes { \"%s\" }\n", veth);
+        buf_printf(&b,
+                   "delete element inet hutch sandboxes { \"%s\" }\n"
+                   "delete element inet hutch egress { \"%s\" }\n",
+                   veth, veth);
     buf_printf(&b, "flush chain inet hutch sb_%s\ndelete chain inet hutch sb_%s\n", n, n);
+    buf_printf(&b, "flush chain inet hutch px_%s\ndelete chain inet hutch px_%s\n", n, n);
     for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
         buf_printf(&b, "delete set inet hutch %s_%s\n", kinds[i], n);
     if (nft_run(b.data, NULL, NULL) == 0) {
@@ -390,9 +434,15 @@ int ns_nft_sandbox_del(const char *id)
     if (has_veth) {
         buf_printf(&b, "delete element inet hutch sandboxes { \"%s\" }\n", veth);
         r = nft_run(b.data, NULL, NULL);
+        buf_reset(&b);
+        buf_printf(&b, "delete element inet hutch egress { \"%s\" }\n", veth);
+        nft_run(b.data, NULL, NULL);
     }
     buf_reset(&b);
     buf_printf(&b, "flush chain inet hutch sb_%s\ndelete chain inet hutch sb_%s\n", n, n);
+    nft_run(b.data, NULL, NULL);
+    buf_reset(&b);
+    buf_printf(&b, "flush chain inet hutch px_%s\ndelete chain inet hutch px_%s\n", n, n);
     nft_run(b.data, NULL, NULL);
     for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
         buf_reset(&b);
@@ -403,6 +453,10 @@ int ns_nft_sandbox_del(const char *id)
     buf_reset(&listing);
     buf_reset(&b);
     buf_printf(&b, "list chain inet hutch sb_%s\n", n);
+    if (nft_run(b.data, NULL, NULL) == 0)
+        r = -EBUSY;
+    buf_reset(&b);
+    buf_printf(&b, "list chain inet hutch px_%s\n", n);
     if (nft_run(b.data, NULL, NULL) == 0)
         r = -EBUSY;
 out:

@@ -127,6 +127,7 @@ void ns_plan_free(struct ns_plan *plan)
     free(plan->path);
     ns_strv_free(plan->allow_out);
     ns_strv_free(plan->deny_out);
+    ns_strv_free(plan->domains);
     free(plan->seccomp.filter);
     free(plan);
 }
@@ -208,7 +209,9 @@ int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spe
         int rn = ns_net_plan_addresses(cfg, spec->slot, plan, err);
         if (rn < 0)
             return rn;
-        if ((rn = ns_net_cidrs(spec->allow_out, &plan->allow_out, err)) < 0 ||
+        plan->egress = cfg ? cfg->egress : NULL;
+        if ((rn = ns_net_allow_list(plan->egress, spec->allow_out, &plan->allow_out, &plan->domains, err)) <
+                0 ||
             (rn = ns_net_cidrs(spec->deny_out, &plan->deny_out, err)) < 0)
             return rn;
         plan->deny_internet = spec->deny_internet;

@@ -54,6 +54,9 @@ struct ns_plan {
     char veth[16];                /* host end; the sandbox end is eth0 */
     char net_pool[32];            /* normalised pool CIDR */
     char **allow_out, **deny_out; /* validated, normalised CIDRs */
+    char **domains;               /* allow_out's domain names (NULL: none) */
+    /* The config's egress proxy for those names; NULL: none. */
+    const struct runtime_egress *egress;
     bool deny_internet;
     struct sock_fprog seccomp;
 };
@@ -87,6 +90,16 @@ int ns_rlimits_apply(const struct runtime_limits *l, struct error_record *err);
 int ns_net_child_setup(const struct ns_plan *plan, struct error_record *err);
 /* parent, plan time: validates and normalises a CIDR list ("a.b.c.d/n", IPv4 or IPv6). */
 int ns_net_cidrs(const char *const *in, char ***ret, struct error_record *err);
+/* parent, plan time: splits an allow list into CIDRs (as ns_net_cidrs) and domain names
+ * (net_domain_pattern_valid(), lowercased); names without an egress proxy are EINVAL. */
+int ns_net_allow_list(const struct runtime_egress *egress, const char *const *in, char ***ret_cidrs,
+                      char ***ret_domains, struct error_record *err);
+/* parent: replaces an online sandbox's egress policy (the proxy's names first, then nftables,
+ * in one transaction); plan->domains follows. */
+int ns_net_sandbox_policy(struct ns_plan *plan, const char *const *allow_out, const char *const *deny_out,
+                          bool deny_internet, struct error_record *err);
+/* parent: tells the egress proxy, if any, that the sandbox is gone. */
+void ns_net_egress_forget(const struct ns_plan *plan);
 /* parent, plan time: the slot's /30 out of the pool, checked against the host's addresses. */
 int ns_net_plan_addresses(const struct runtime_config *cfg, unsigned slot, struct ns_plan *plan,
                           struct error_record *err);
@@ -108,9 +121,11 @@ int ns_nft_sandbox_del(const char *id);
 /* The chain name (the sandbox id, '-' as '_') that the map sends veth's traffic to: 1 and the
  * name in ret_name when there is one, 0 when not, or -errno. */
 int ns_nft_veth_owner(const char *veth, char *ret_name, size_t size);
-/* Replaces an online sandbox's egress policy (lists already validated by ns_net_cidrs). */
-int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, char **deny, bool deny_internet,
-                          struct error_record *err);
+/* Replaces an online sandbox's egress policy (lists already validated by ns_net_cidrs); with
+ * domains, TCP to ports 80 and 443 that the policy would drop is redirected to the egress
+ * proxy's port and DNS to the base template's resolvers is allowed. */
+int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, bool domains, char **deny,
+                          bool deny_internet, struct error_record *err);
 
 /* The writable tmpfs's inodes: one per 4 KiB of disk, at least 4096 (an inode bomb ends in
  * ENOSPC too). */
