@@ -53,6 +53,9 @@ def test_every_sandbox_endpoint_needs_a_valid_key(server):
     ({"templateID": "base", "metadata": ["a"]}, "metadata"),
     ({"templateID": "base", "envVars": {"A": None}}, "envVars.A"),
     ({"templateID": "base", "autoPause": "yes"}, "autoPause"),
+    ({"templateID": "base", "network": {"denyOut": ["example.com"]}}, "allowOut only"),
+    ({"templateID": "base", "network": {"allowOut": ["bad name!"]}}, "bad name!"),
+    ({"templateID": "base", "network": {"allowOut": ["a" * 300]}}, "allowOut[0]"),
 ])
 def test_create_rejects_bad_bodies(server, body, needle):
     status, _, err = call(server, "POST", "/v2/sandboxes", body=body)
@@ -427,3 +430,9 @@ def test_teams_refuses_access_tokens_and_bad_keys(server):
     assert status == 401 and "X-API-KEY" in err["message"]
     status, _, err = call(server, "GET", "/teams", key=False, headers={"X-API-KEY": "e2b_" + "0" * 40})
     assert status == 401 and err["message"] == "invalid API key"
+
+
+def test_network_https_ports_are_refused_not_ignored(server):
+    status, _, err = call(server, "POST", "/v2/sandboxes",
+                          body={"templateID": "base", "network": {"allowOut": ["example.com"], "httpsPorts": [8443]}})
+    assert status == 501 and "httpsPorts" in err["message"], err
