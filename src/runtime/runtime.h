@@ -82,6 +82,18 @@ struct runtime_exec {
     int stdin_fd, stdout_fd, stderr_fd;
 };
 
+/* What a process outside the runtime needs to join a running sandbox (hutch's kernel fork
+ * server, whose children must keep the memory they were forked with, so cannot be exec()'d). */
+#define RUNTIME_JOIN_MAX_FDS 8
+struct runtime_join {
+    /* [0]: a pidfd of the sandbox's first process (its namespaces); then the sandbox's
+     * cgroup.procs files, open for writing (one per cgroup v1 hierarchy, one on v2). */
+    int fds[RUNTIME_JOIN_MAX_FDS];
+    size_t n_fds;
+    struct runtime_limits limits; /* the rlimits every sandbox process gets */
+    bool allow_setuid;            /* the no_new_privs rule of the sandbox's processes */
+};
+
 struct runtime_stats {
     uint64_t cpu_usec;     /* CPU time consumed by the whole sandbox */
     uint64_t memory_bytes; /* memory charged to it now (writable layer included) */
@@ -102,13 +114,13 @@ struct runtime_egress {
 };
 
 struct runtime_config {
-    const char *run_dir;       /* host directory for runtime attach points; default /run/hutch */
-    uid_t uid_base;            /* host uid/gid of slot 0's root; default 0x10000000 */
-    const char *cgroup_parent; /* name of the cgroup under the caller's own one; default hutch */
-    const char *net_pool;      /* IPv4 CIDR of sandbox links, a /30 per slot; default
-                                * 10.200.0.0/16; must not overlap any host address */
-    int cgroup_version;        /* 0 = detect (v2 when it has the memory and pids controllers,
-                                * else v1); 1 or 2 to force one (tests, hybrid hosts) */
+    const char *run_dir;                 /* host directory for runtime attach points; default /run/hutch */
+    uid_t uid_base;                      /* host uid/gid of slot 0's root; default 0x10000000 */
+    const char *cgroup_parent;           /* name of the cgroup under the caller's own one; default hutch */
+    const char *net_pool;                /* IPv4 CIDR of sandbox links, a /30 per slot; default
+                                          * 10.200.0.0/16; must not overlap any host address */
+    int cgroup_version;                  /* 0 = detect (v2 when it has the memory and pids controllers,
+                                          * else v1); 1 or 2 to force one (tests, hybrid hosts) */
     const struct runtime_egress *egress; /* NULL: domain names in allow_out are refused */
 };
 
@@ -137,6 +149,10 @@ struct runtime_ops {
     /* Starts a process inside the running sandbox; returns a pidfd (O_CLOEXEC) for it. The
      * process is a child of the caller: reap it with waitid(P_PIDFD, ...). */
     int (*exec)(struct runtime_sandbox *sb, const struct runtime_exec *ex, struct error_record *err);
+    /* Fills ret for a process outside the runtime that joins this sandbox with
+     * runtime_ns_join_enter() and runtime_ns_join_finish(). The fds are new (O_CLOEXEC) and
+     * the caller's to pass on and close. -ESRCH when not running, -EBUSY when frozen. */
+    int (*join_handle)(struct runtime_sandbox *sb, struct runtime_join *ret, struct error_record *err);
     /* Stops every process of the sandbox (cgroup freezer) / lets them run again. exec() into a
      * frozen sandbox fails with EBUSY; destroy() of a frozen one works. */
     int (*freeze)(struct runtime_sandbox *sb);
@@ -185,6 +201,21 @@ int runtime_ns_release(const struct runtime_config *cfg);
  * killed in the middle of a create). Never call it for a slot another live sandbox may hold.
  * Returns 0 or -errno. */
 int runtime_ns_slot_reset(const struct runtime_config *cfg, unsigned slot);
+
+/* Joining a sandbox from outside the runtime, in two steps around a fork(), for a process that
+ * must keep its memory (a kernel fork server's child). The joining process must be
+ * single-threaded and have effective uid 0 in the host's user namespace; it needs no
+ * capability there (the sandbox's user namespace is owned by that uid).
+ * enter: moves the caller into the sandbox's cgroup, then its user namespace, then its mount,
+ *        pid (for its children), network, uts, ipc, cgroup and time namespaces.
+ * The caller then forks; in the child (pid N of the sandbox):
+ * finish: the sandbox's root, rlimits, a new session, stdin/stdout/stderr on /dev/null, the
+ *        sandbox's bounding set, no_new_privs rule and seccomp filter, uid/gid and the
+ *        supplementary groups (gid alone when n_groups is 0), cwd: what a process started by
+ *        exec() has, without an execve. fds 3 and up are closed except keep_fd (-1 for none). */
+int runtime_ns_join_enter(const struct runtime_join *j, struct error_record *err);
+int runtime_ns_join_finish(const struct runtime_join *j, uid_t uid, gid_t gid, const gid_t *groups,
+                           size_t n_groups, const char *cwd, int keep_fd, struct error_record *err);
 
 /* Writes the root filesystem layer of the `host` base template under dir (created if missing,
  * must be empty): merged-usr symlinks (bin, lib, lib64, sbin -> usr/...), mount-point

@@ -59,8 +59,8 @@ int ns_caps_become_root(struct error_record *err)
     return 0;
 }
 
-int ns_caps_apply(uid_t uid, gid_t gid, bool allow_setuid, const struct sock_fprog *seccomp,
-                  struct error_record *err)
+int ns_caps_apply(uid_t uid, gid_t gid, const gid_t *groups, size_t n_groups, bool allow_setuid,
+                  const struct sock_fprog *seccomp, struct error_record *err)
 {
     for (int cap = 0; cap <= 63; cap++) {
         int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
@@ -78,9 +78,12 @@ int ns_caps_apply(uid_t uid, gid_t gid, bool allow_setuid, const struct sock_fpr
     int r = ns_seccomp_load(seccomp, err);
     if (r < 0)
         return r;
-    gid_t groups[1] = { gid };
-    if (sys_setgroups(1, groups) < 0)
-        return error_set_errno(err, errno, "setgroups(%u)", (unsigned)gid);
+    if (n_groups == 0) {
+        groups = &gid;
+        n_groups = 1;
+    }
+    if (sys_setgroups(n_groups, groups) < 0)
+        return error_set_errno(err, errno, "setgroups (%zu groups)", n_groups);
     if (sys_setresgid(gid, gid, gid) < 0)
         return error_set_errno(err, errno, "setresgid(%u)", (unsigned)gid);
     if (sys_setresuid(uid, uid, uid) < 0)

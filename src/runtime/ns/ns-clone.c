@@ -258,7 +258,7 @@ static int exec_finish(const struct exec_params *p, struct error_record *err)
     int r = setup_stdio(p->stdio, err);
     if (r < 0)
         return r;
-    r = ns_caps_apply(p->uid, p->gid, p->allow_setuid, p->seccomp, err);
+    r = ns_caps_apply(p->uid, p->gid, NULL, 0, p->allow_setuid, p->seccomp, err);
     if (r < 0)
         return r;
     if (chdir(p->cwd) < 0)
@@ -614,6 +614,43 @@ static int sandbox_export_layer(struct runtime_sandbox *sb, const char *dest_dir
     return ns_export_layer(sb->plan, sb->rw_fd, dest_dir, err);
 }
 
+static int sandbox_join_handle(struct runtime_sandbox *sb, struct runtime_join *ret, struct error_record *err)
+{
+    if (!sb->started || sb->reaped)
+        return error_set(err, ESRCH, "sandbox is not running");
+    if (sb->frozen)
+        return error_set(err, EBUSY, "sandbox is frozen");
+    struct runtime_join j = { .limits = sb->plan->limits, .allow_setuid = sb->plan->allow_setuid };
+    int r = 0;
+    j.fds[j.n_fds] = fcntl(sb->pidfd, F_DUPFD_CLOEXEC, 3);
+    if (j.fds[j.n_fds] < 0)
+        r = error_set_errno(err, errno, "dup pidfd");
+    else
+        j.n_fds++;
+    for (int c = 0; r >= 0 && c < NS_CG_MAX; c++) {
+        if (!sb->cg->dirs[c][0])
+            continue;
+        if (j.n_fds == RUNTIME_JOIN_MAX_FDS) {
+            r = error_set(err, E2BIG, "too many cgroup hierarchies");
+            break;
+        }
+        char path[300];
+        snprintf(path, sizeof(path), "%s/cgroup.procs", sb->cg->dirs[c]);
+        int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            r = error_set_errno(err, errno, "open %s", path);
+        else
+            j.fds[j.n_fds++] = fd;
+    }
+    if (r < 0) {
+        for (size_t i = 0; i < j.n_fds; i++)
+            close(j.fds[i]);
+        return r;
+    }
+    *ret = j;
+    return 0;
+}
+
 static int sandbox_stats(struct runtime_sandbox *sb, struct runtime_stats *ret)
 {
     struct runtime_stats s = { 0 };
@@ -848,6 +885,7 @@ const struct runtime_ops runtime_ns_ops = {
     .socket = sandbox_socket,
     .set_egress = sandbox_set_egress,
     .exec = sandbox_exec,
+    .join_handle = sandbox_join_handle,
     .freeze = sandbox_freeze,
     .thaw = sandbox_thaw,
     .pause = sandbox_freeze,

@@ -77,10 +77,11 @@ int ns_seccomp_compile(struct sock_fprog *ret, struct error_record *err);
 int ns_seccomp_load(const struct sock_fprog *prog, struct error_record *err);
 
 /* ns-caps.c, child: drops the bounding set to the container set, switches to uid/gid inside
- * (supplementary groups cleared), leaves the container set (uid 0) or none, sets no_new_privs
- * when !allow_setuid. seccomp is loaded in the middle, while CAP_SYS_ADMIN is still held. */
-int ns_caps_apply(uid_t uid, gid_t gid, bool allow_setuid, const struct sock_fprog *seccomp,
-                  struct error_record *err);
+ * (supplementary groups: groups, or gid alone when n_groups is 0), leaves the container set
+ * (uid 0) or none, sets no_new_privs when !allow_setuid. seccomp is loaded in the middle, while CAP_SYS_ADMIN
+ * is still held. */
+int ns_caps_apply(uid_t uid, gid_t gid, const gid_t *groups, size_t n_groups, bool allow_setuid,
+                  const struct sock_fprog *seccomp, struct error_record *err);
 /* child: root inside (the sandbox's own root) as the first step after the maps are written. */
 int ns_caps_become_root(struct error_record *err);
 int ns_rlimits_apply(const struct runtime_limits *l, struct error_record *err);
