@@ -30,6 +30,11 @@ static void usage(FILE *f)
             "  --envd PATH               the envd to run in sandboxes (default: beside hutch)\n"
             "  --interpd PATH            the code interpreter for code-interpreter-v1 (default:\n"
             "                            beside hutch, when there)\n"
+            "  --kernel-fork-server PATH|off\n"
+            "                            code-interpreter-v1's Python kernels are forked from one\n"
+            "                            process that imported their libraries (default: the\n"
+            "                            kernel-forkserver beside hutch, when there); off: each\n"
+            "                            sandbox starts its own\n"
             "  --default-cpus N          per sandbox when a request names none (default 2)\n"
             "  --default-memory-mb N     (default 512)\n"
             "  --default-disk-mb N       size of the writable layer (default 1024)\n"
@@ -54,6 +59,7 @@ static void usage(FILE *f)
 
 enum {
     OPT_DEFAULT_CPUS = 256,
+    OPT_KERNEL_FORK_SERVER,
     OPT_DEFAULT_MEMORY,
     OPT_DEFAULT_DISK,
     OPT_MAX_CPUS,
@@ -125,6 +131,7 @@ int cmd_serve(int argc, char **argv)
         { "domain", required_argument, NULL, 'd' },
         { "envd", required_argument, NULL, 'e' },
         { "interpd", required_argument, NULL, 'i' },
+        { "kernel-fork-server", required_argument, NULL, OPT_KERNEL_FORK_SERVER },
         { "default-cpus", required_argument, NULL, OPT_DEFAULT_CPUS },
         { "default-memory-mb", required_argument, NULL, OPT_DEFAULT_MEMORY },
         { "default-disk-mb", required_argument, NULL, OPT_DEFAULT_DISK },
@@ -155,6 +162,8 @@ int cmd_serve(int argc, char **argv)
     const char *resolve[EGRESS_MAX_RESOLVE + 1] = { 0 };
     size_t n_resolve = 0;
     cfg.egress.resolve = resolve;
+    _cleanup_free_ char *default_forkserver = beside_self("kernel-forkserver");
+    cfg.orch.forkserver_path = access(default_forkserver, X_OK) == 0 ? default_forkserver : NULL;
     while ((c = getopt_long(argc, argv, "l:s:d:e:i:h", options, NULL)) >= 0) {
         switch (c) {
         case 'l':
@@ -171,6 +180,9 @@ int cmd_serve(int argc, char **argv)
             break;
         case 'i':
             cfg.orch.interpd_path = optarg;
+            break;
+        case OPT_KERNEL_FORK_SERVER:
+            cfg.orch.forkserver_path = streq(optarg, "off") ? NULL : optarg;
             break;
         case OPT_DEFAULT_CPUS:
             if (!positive("default-cpus", optarg, &cfg.orch.defaults.cpu_count))

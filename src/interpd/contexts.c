@@ -30,7 +30,8 @@ struct contexts {
     /* Default contexts by language; creation is serialized so two first requests for one
      * language make one context. */
     pthread_mutex_t create_lock;
-    json_t *defaults; /* language -> id */
+    json_t *defaults;        /* language -> id */
+    atomic_bool adopt_tried; /* cfg->adopt_kernel_dir is used once, by the first Python kernel */
 };
 
 char *contexts_normalize_language(const char *language)
@@ -169,8 +170,17 @@ static int start_kernel(struct contexts *cs, struct context *ctx, struct error_r
         .extra_env = extra,
         .start_timeout = cs->cfg->start_timeout,
     };
-    struct kernel *k;
-    r = kernel_start(cs->zmq_ctx, ks, &opts, &k, err);
+    struct kernel *k = NULL;
+    r = -ENOENT;
+    if (streq(ctx->language, "python") && cs->cfg->adopt_kernel_dir &&
+        streq(ctx->cwd, cs->cfg->default_cwd) && !atomic_exchange(&cs->adopt_tried, true)) {
+        struct error_record aerr;
+        r = kernel_adopt(cs->zmq_ctx, cs->cfg->adopt_kernel_dir, &opts, &k, &aerr);
+        if (r < 0)
+            log_warn("context %s: the fork server's kernel: %s; starting one", ctx->id, aerr.msg);
+    }
+    if (r < 0)
+        r = kernel_start(cs->zmq_ctx, ks, &opts, &k, err);
     kernelspec_free(ks);
     if (r < 0)
         return r;

@@ -26,6 +26,9 @@ struct interpd_config {
     const char *const *kernel_dirs; /* kernelspec search path */
     usec_t start_timeout;           /* kernel_info handshake limit */
     bool skip_envd;                 /* E2B_LOCAL: never ask envd for /envs */
+    /* A directory where hutch's kernel fork server starts a Python kernel: the first Python
+     * kernel interpd needs is that one (kernel_adopt), when it comes; NULL: none. */
+    const char *adopt_kernel_dir;
 };
 
 struct context {

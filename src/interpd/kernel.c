@@ -45,6 +45,7 @@ struct kernel {
     int status;
     bool interrupt_signal;
     bool late_output; /* may send output after its idle status (Deno) */
+    bool adopted;     /* started by the fork server, not our child: its exit status is unknown */
     char *dir;        /* private runtime subdirectory holding the connection file and sockets */
     char key[65];
     char session[37];
@@ -374,6 +375,13 @@ static void reap_locked(struct kernel *k, bool block)
     if (k->reaped || k->pid <= 0)
         return;
     siginfo_t si = { 0 };
+    if (k->adopted) {
+        /* Reaped by the sandbox's init; the pidfd says when it has exited. */
+        struct pollfd p = { .fd = k->pidfd, .events = POLLIN };
+        if (k->pidfd < 0 || poll(&p, 1, block ? 1000 : 0) > 0)
+            k->reaped = true;
+        return;
+    }
     if (waitid(P_PID, (id_t)k->pid, &si, WEXITED | WNOWAIT | (block ? 0 : WNOHANG)) < 0) {
         if (errno == ECHILD) {
             k->reaped = true;
@@ -419,6 +427,8 @@ const char *kernel_exit_string(struct kernel *k, char *buf, size_t size)
     pthread_mutex_lock(&k->lock);
     if (!k->reaped)
         snprintf(buf, size, "running");
+    else if (k->adopted)
+        snprintf(buf, size, "exited");
     else if (WIFSIGNALED(k->status))
         snprintf(buf, size, "was killed by signal %d (%s)", WTERMSIG(k->status),
                  strsignal(WTERMSIG(k->status)));
@@ -554,6 +564,108 @@ static int handshake(struct kernel *k, usec_t timeout, struct error_record *err)
         jmsg_release(&m);
     }
     return 0;
+}
+
+/* One field of an adopted kernel's connection file. */
+static int conn_port(const json_t *c, const char *name, int *ret)
+{
+    json_int_t v = json_integer_value(json_object_get(c, name));
+    if (v <= 0 || v > 65535)
+        return -EINVAL;
+    *ret = (int)v;
+    return 0;
+}
+
+/* dir/connection.json and dir/pid, once both are there (NULL, 0 until then). The directory
+ * must be ours and private: the key in it is the kernel's. */
+static int read_adopted(const char *dir, struct endpoints *ep, char key[65], pid_t *ret_pid,
+                        struct error_record *err)
+{
+    struct stat st;
+    if (lstat(dir, &st) < 0)
+        return errno == ENOENT ? 0 : error_set_errno(err, errno, "%s", dir);
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
+        return error_set(err, EPERM, "%s is not a private directory of this user", dir);
+    _cleanup_free_ char *conn_path = xasprintf("%s/connection.json", dir);
+    _cleanup_free_ char *pid_path = xasprintf("%s/pid", dir);
+    json_error_t jerr;
+    _cleanup_json_ json_t *pid = json_load_file(pid_path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!pid)
+        return access(pid_path, F_OK) < 0 && errno == ENOENT
+                   ? 0
+                   : error_set(err, EINVAL, "%s: %s", pid_path, jerr.text);
+    _cleanup_json_ json_t *c = json_load_file(conn_path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!c)
+        return access(conn_path, F_OK) < 0 && errno == ENOENT
+                   ? 0
+                   : error_set(err, EINVAL, "%s: %s", conn_path, jerr.text);
+    const char *transport = json_get_string(c, "transport"), *ip = json_get_string(c, "ip");
+    const char *k = json_get_string(c, "key"), *scheme = json_get_string(c, "signature_scheme");
+    json_int_t p = json_integer_value(json_object_get(pid, "pid"));
+    _cleanup_free_ char *prefix = xasprintf("%s/", dir);
+    if (!transport || !streq(transport, "ipc") || !ip || !str_startswith(ip, prefix) || !k ||
+        strlen(k) > 64 || !scheme || !streq(scheme, "hmac-sha256") || p <= 1 || p > INT_MAX ||
+        conn_port(c, "shell_port", &ep->ports[0]) < 0 || conn_port(c, "iopub_port", &ep->ports[1]) < 0 ||
+        conn_port(c, "stdin_port", &ep->ports[2]) < 0 || conn_port(c, "control_port", &ep->ports[3]) < 0 ||
+        conn_port(c, "hb_port", &ep->ports[4]) < 0)
+        return error_set(err, EINVAL, "%s is not an ipc connection file of this directory", conn_path);
+    ep->tcp = false;
+    ep->ip = xstrdup(ip);
+    memcpy(key, k, strlen(k) + 1);
+    *ret_pid = (pid_t)p;
+    return 1;
+}
+
+int kernel_adopt(void *zctx, const char *dir, const struct kernel_opts *opts, struct kernel **ret,
+                 struct error_record *err)
+{
+    struct endpoints ep = { 0 };
+    struct kernel *k = xcalloc(1, sizeof(*k));
+    pthread_mutex_init(&k->lock, NULL);
+    k->pidfd = -1;
+    k->adopted = true;
+    k->interrupt_signal = true;
+    jmsg_uuid(k->session);
+    usec_t deadline = now_usec(CLOCK_MONOTONIC) + opts->start_timeout;
+    int r;
+    while ((r = read_adopted(dir, &ep, k->key, &k->pid, err)) == 0) {
+        if (now_usec(CLOCK_MONOTONIC) >= deadline) {
+            r = error_set(err, ETIMEDOUT, "no kernel appeared in %s", dir);
+            break;
+        }
+        usleep(2000);
+    }
+    if (r < 0) {
+        kernel_free(k);
+        return r;
+    }
+    k->dir = xstrdup(dir);
+    /* Ours to signal (the same user) and to watch; its group is its own (a new session). */
+    char proc[32];
+    struct stat st;
+    snprintf(proc, sizeof(proc), "/proc/%d", (int)k->pid);
+    k->pidfd = (int)syscall(SYS_pidfd_open, k->pid, 0);
+    if (k->pidfd < 0 || stat(proc, &st) < 0 || st.st_uid != geteuid()) {
+        r = error_set(err, ESRCH, "the kernel process %d is not running as this user", (int)k->pid);
+        goto fail;
+    }
+    k->shell = socket_connect(zctx, ZMQ_DEALER, &ep, 0);
+    k->iopub = socket_connect(zctx, ZMQ_SUB, &ep, 1);
+    k->control = socket_connect(zctx, ZMQ_DEALER, &ep, 3);
+    if (!k->shell || !k->iopub || !k->control) {
+        r = error_set_errno(err, errno, "cannot create the zmq sockets");
+        goto fail;
+    }
+    r = handshake(k, opts->start_timeout, err);
+    if (r < 0)
+        goto fail;
+    free(ep.ip);
+    *ret = k;
+    return 0;
+fail:
+    free(ep.ip);
+    kernel_free(k);
+    return r;
 }
 
 int kernel_start(void *zctx, const struct kernelspec *ks, const struct kernel_opts *opts, struct kernel **ret,

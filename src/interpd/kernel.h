@@ -55,6 +55,13 @@ struct kernel;
  * Returns 0 and the kernel, or -errno with err filled (the process is killed and reaped). */
 int kernel_start(void *zmq_ctx, const struct kernelspec *ks, const struct kernel_opts *opts,
                  struct kernel **ret, struct error_record *err);
+/* Takes over a Python kernel that hutch's kernel fork server started in this sandbox: waits
+ * (up to opts->start_timeout) for dir/pid and dir/connection.json (dir must be a 0700
+ * directory of this user; ipc endpoints inside it), then connects and handshakes as
+ * kernel_start does. The process is not our child: its death is seen through a pidfd and its
+ * exit status is not known. kernel_free() removes dir. Returns 0 or -errno with err filled. */
+int kernel_adopt(void *zmq_ctx, const char *dir, const struct kernel_opts *opts, struct kernel **ret,
+                 struct error_record *err);
 /* Kills the process group (SIGKILL), reaps it, closes the sockets and removes the kernel's
  * runtime subdirectory. Accepts NULL. */
 void kernel_free(struct kernel *k);

@@ -47,7 +47,9 @@ static void usage(FILE *f)
             "  --kernel-dir DIR       look for kernelspecs only in DIR (repeatable; default: the\n"
             "                         Jupyter search path)\n"
             "  --start-timeout SEC    kernel startup limit (default 60)\n"
-            "  --help, --version\n");
+            "  --help, --version\n"
+            "Environment: INTERPD_ADOPT_KERNEL=DIR, set by hutch serve: the first Python kernel is\n"
+            "the one its kernel fork server starts in DIR (kept out of the kernels' environment).\n");
 }
 
 static char *default_python_lib(void)
@@ -205,6 +207,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    _cleanup_free_ char *adopt =
+        getenv("INTERPD_ADOPT_KERNEL") ? xstrdup(getenv("INTERPD_ADOPT_KERNEL")) : NULL;
+    unsetenv("INTERPD_ADOPT_KERNEL");
+    cfg.adopt_kernel_dir = adopt && adopt[0] == '/' ? adopt : NULL;
     cfg.python_lib = python_lib;
     cfg.default_cwd = cwd;
     cfg.kernel_dirs = nkernel_dirs ? kernel_dirs : kernelspec_default_dirs();

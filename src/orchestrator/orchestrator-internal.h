@@ -176,6 +176,10 @@ int orch_template_check(struct orch *o, const struct orch_template *t, struct er
 #define ORCH_INTERPD_COMMAND                                                                                 \
     ORCH_ENVD_MOUNT "/lib/ld.so --inhibit-cache --library-path " ORCH_ENVD_MOUNT                             \
                     "/lib --argv0 " ORCH_ENVD_MOUNT "/interpd " ORCH_ENVD_MOUNT "/interpd"
+/* What code-interpreter-v1's Python kernel has imported before its sandbox is created: as
+ * interpd's --preload code, and as the kernel fork server's list (with hutch's formatters). */
+#define ORCH_CODE_INTERPRETER_IMPORTS "numpy, pandas, matplotlib, matplotlib.pyplot"
+#define ORCH_CODE_INTERPRETER_MODULES ORCH_CODE_INTERPRETER_IMPORTS ", hutch_display"
 /* Builds dest_dir (which must not exist): dest_dir/envd (a copy of envd_path) and dest_dir/lib/
  * with every shared object envd loads and the dynamic loader, as `envd_path --list-libraries`
  * reports them (the loader first); with interpd_path also dest_dir/interpd, its objects in the
@@ -272,6 +276,10 @@ struct orch {
     struct orch_spawns spawns[16];
     size_t n_spawns;
 
+    bool has_code_interpreter; /* the builtin code-interpreter-v1 is registered */
+    /* The kernel fork server (forkserver.c), or NULL. */
+    struct orch_forkserver *forkserver;
+
     /* The metrics sampler (metrics.c). */
     pthread_t metrics_thread;
     bool metrics_started;
@@ -291,3 +299,28 @@ struct orch {
     uint64_t create_bucket[ORCH_CREATE_BUCKETS + 1]; /* per bucket, not cumulative */
     usec_t create_usec_sum;
 };
+
+/* forkserver.c: the kernel fork server (src/forkserver/forkserver.h). */
+struct orch_forkserver;
+/* Starts it from a sealed memfd copy of binary, with bundle_dir (the envd bundle) as its
+ * /opt/hutch and preload (comma-separated modules) imported. Returns at once: it says ready
+ * later, in the background. */
+int orch_forkserver_start(const char *binary, const char *bundle_dir, const char *preload,
+                          struct orch_forkserver **ret, struct error_record *err);
+/* Closes its socket (it exits), waits up to 2 s, kills and reaps it. Accepts NULL. */
+void orch_forkserver_stop(struct orch_forkserver *fs);
+
+struct orch_kernel_request {
+    const char *user; /* the sandbox user's name (for its supplementary groups) */
+    const char *dir;  /* inside the sandbox: created 0700, the kernel's files */
+    const char *cwd;  /* inside the sandbox */
+    uid_t uid;        /* inside the sandbox */
+    gid_t gid;
+    char *const *env;                /* NULL-terminated KEY=VALUE */
+    const struct runtime_join *join; /* from the runtime's join_handle (fds stay the caller's) */
+};
+/* Asks for a Python kernel in the sandbox; blocks until its process is in the sandbox
+ * (interpd --adopt-kernel then finds it in req->dir), at most 10 s. -EAGAIN while it is not
+ * ready. Returns 0 or -errno with err filled. Thread-safe. */
+int orch_forkserver_spawn(struct orch_forkserver *fs, const struct orch_kernel_request *req,
+                          struct error_record *err);

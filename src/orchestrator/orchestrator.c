@@ -20,6 +20,7 @@
 #include "common/file-signature.h"
 #include "common/fs-util.h"
 #include "common/json-util.h"
+#include "common/log.h"
 #include "common/strutil.h"
 #include "common/xalloc.h"
 #include "orchestrator/orchestrator-internal.h"
@@ -269,10 +270,10 @@ static void strv_free(char **v)
 
 /* The environment of a process the orchestrator starts as the template's user: PATH, HOME,
  * USER, then the template's env, then the sandbox's own env vars. */
-static char **user_env(const struct sandbox *s)
+static char **user_env(const struct sandbox *s, const char *extra)
 {
     const struct orch_template *t = s->tpl;
-    size_t n = 4 + json_object_size(t->env) + json_object_size(s->env_vars);
+    size_t n = 5 + json_object_size(t->env) + json_object_size(s->env_vars);
     char **env = xcalloc(n + 1, sizeof(char *));
     size_t i = 0;
     env[i++] = xstrdup(PATH_ENV);
@@ -286,14 +287,17 @@ static char **user_env(const struct sandbox *s)
         json_object_foreach ((json_t *)maps[m], k, v)
             env[i++] = xasprintf("%s=%s", k, json_string_value(v));
     }
+    if (extra)
+        env[i++] = xstrdup(extra);
     return env;
 }
 
-/* Runs argv as the template's user in the sandbox and waits for it; returns its wait status. */
-static int exec_and_wait(struct orch *o, struct sandbox *s, const char *const *argv, int out_fd,
-                         usec_t timeout, struct error_record *err)
+/* Runs argv as the template's user in the sandbox and waits for it; returns its wait status.
+ * extra_env (NULL: none) is added to user_env(). */
+static int exec_and_wait(struct orch *o, struct sandbox *s, const char *const *argv, const char *extra_env,
+                         int out_fd, usec_t timeout, struct error_record *err)
 {
-    char **env = user_env(s);
+    char **env = user_env(s, extra_env);
     struct runtime_exec ex = {
         .argv = argv,
         .env = (const char *const *)env,
@@ -325,6 +329,45 @@ static int exec_and_wait(struct orch *o, struct sandbox *s, const char *const *a
     return si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : W_EXITCODE(0, si.si_status);
 }
 
+/* code-interpreter-v1's Python kernel from the fork server, for its interpd to adopt. Returns
+ * the INTERPD_ADOPT_KERNEL=<dir> entry for the start command's env, or NULL: then interpd
+ * starts a kernel of its own, as in any template derived from this one (whose layers may hold
+ * other versions of the libraries the fork server has imported). */
+static char *kernel_from_forkserver(struct orch *o, struct sandbox *s)
+{
+    if (!o->forkserver || !streq(s->template_id, ORCH_CODE_INTERPRETER_TEMPLATE))
+        return NULL;
+    char name[17];
+    if (random_alnum(name, sizeof(name) - 1) < 0)
+        return NULL;
+    _cleanup_free_ char *dir = xasprintf("/tmp/.hutch-kernel-%s", name);
+    struct error_record err = { 0 };
+    struct runtime_join j;
+    int r = o->cfg.runtime->join_handle(s->rt, &j, &err);
+    if (r < 0) {
+        log_warn("sandbox %s: no kernel from the fork server: %s", s->id, err.msg);
+        return NULL;
+    }
+    char **env = user_env(s, "PYDEVD_DISABLE_FILE_VALIDATION=1");
+    struct orch_kernel_request req = { .user = s->tpl->user,
+                                       .dir = dir,
+                                       .cwd = s->tpl->home,
+                                       .uid = s->tpl->uid,
+                                       .gid = s->tpl->gid,
+                                       .env = env,
+                                       .join = &j };
+    r = orch_forkserver_spawn(o->forkserver, &req, &err);
+    strv_free(env);
+    for (size_t i = 0; i < j.n_fds; i++)
+        close(j.fds[i]);
+    if (r < 0) {
+        if (r != -EAGAIN)
+            log_warn("sandbox %s: no kernel from the fork server: %s", s->id, err.msg);
+        return NULL;
+    }
+    return xasprintf("INTERPD_ADOPT_KERNEL=%s", dir);
+}
+
 /* §5.3: the template's start command runs in the background (envd, pid 1, adopts it), then its
  * ready command is run until it exits 0. Output goes to the sandbox's log. */
 static int start_and_ready(struct orch *o, struct sandbox *s, int log_fd, struct error_record *err)
@@ -333,7 +376,8 @@ static int start_and_ready(struct orch *o, struct sandbox *s, int log_fd, struct
     if (t->start_cmd) {
         const char *argv[] = { "/bin/sh", "-c",         "/bin/sh -c \"$1\" </dev/null & exit 0",
                                "sh",      t->start_cmd, NULL };
-        int st = exec_and_wait(o, s, argv, log_fd, 10 * USEC_PER_SEC, err);
+        _cleanup_free_ char *adopt = kernel_from_forkserver(o, s);
+        int st = exec_and_wait(o, s, argv, adopt, log_fd, 10 * USEC_PER_SEC, err);
         if (st < 0)
             return st == -ETIMEDOUT ? error_set(err, ETIMEDOUT, "the start command did not start") : st;
     }
@@ -347,7 +391,7 @@ static int start_and_ready(struct orch *o, struct sandbox *s, int log_fd, struct
         if (now >= deadline)
             return error_set(err, ETIMEDOUT, "the ready command '%s' did not pass within %llu s",
                              t->ready_cmd, (unsigned long long)(timeout / USEC_PER_SEC));
-        int st = exec_and_wait(o, s, argv, -1, deadline - now, err);
+        int st = exec_and_wait(o, s, argv, NULL, -1, deadline - now, err);
         if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
             return 0;
         if (st < 0 && st != -ETIMEDOUT)
@@ -1383,8 +1427,7 @@ static int register_builtin_templates(struct orch *o, struct error_record *err)
         json_object_set_new(config, "startCmd",
                             json_string(ORCH_INTERPD_COMMAND
                                         " --listen 0.0.0.0:49999 --python-lib " ORCH_ENVD_MOUNT
-                                        "/python --preload "
-                                        "'import numpy, pandas, matplotlib, matplotlib.pyplot'"));
+                                        "/python --preload 'import " ORCH_CODE_INTERPRETER_IMPORTS "'"));
         json_object_set_new(config, "readyCmd",
                             json_string("curl -sf -o /dev/null http://127.0.0.1:49999/health"));
         _cleanup_free_ char *ci = json_dump_compact(config, NULL);
@@ -1392,6 +1435,7 @@ static int register_builtin_templates(struct orch *o, struct error_record *err)
         r = store_template_ensure_builtin(o->store, ORCH_CODE_INTERPRETER_TEMPLATE,
                                           ORCH_CODE_INTERPRETER_TEMPLATE, layers, ci, ENVD_VERSION, err);
         pthread_mutex_unlock(&o->store_lock);
+        o->has_code_interpreter = r >= 0;
     }
     json_decref(config);
     return r;
@@ -1517,6 +1561,12 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
         else
             o->timer_started = true;
     }
+    if (r >= 0 && o->has_code_interpreter && o->cfg.forkserver_path) {
+        struct error_record ferr = { 0 };
+        if (orch_forkserver_start(o->cfg.forkserver_path, o->envd_dir, ORCH_CODE_INTERPRETER_MODULES,
+                                  &o->forkserver, &ferr) < 0)
+            log_warn("no kernel fork server: %s", ferr.msg);
+    }
     if (r >= 0)
         r = orch_pool_start(o, err);
     if (r >= 0)
@@ -1572,6 +1622,7 @@ void orch_free(struct orch *o)
         }
         sandbox_put(o, s);
     }
+    orch_forkserver_stop(o->forkserver);
     orch_logs_stop(o->logs);
     store_free(o->store);
     /* Every sandbox is gone: nothing of this instance stays on the host but its state dir. */

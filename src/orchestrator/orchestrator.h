@@ -37,6 +37,10 @@ struct orch_config {
     /* host path of interpd, the code interpreter, bundled beside envd (with the python/ dir
      * beside it) for the code-interpreter-v1 template; NULL: none */
     const char *interpd_path;
+    /* host path of kernel-forkserver: code-interpreter-v1's Python kernels are forked from one
+     * process that imported their libraries, sharing its memory (src/forkserver/). NULL: each
+     * sandbox's interpd starts its own. */
+    const char *forkserver_path;
     const struct runtime_ops *runtime;
     struct runtime_config runtime_config;
     uint32_t default_timeout_s;  /* 0: 300, as E2B */
