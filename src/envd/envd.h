@@ -47,7 +47,7 @@ struct envd_user {
     int n_groups;
 };
 
-/* Looks a user up by name in the (sandbox's) passwd and group databases.
+/* Looks a user up by name in the (sandbox's) /etc/passwd and /etc/group (envd/passwd.h).
  * Returns 0, -ENOENT for an unknown user, or another -errno. */
 int envd_user_lookup(const char *name, struct envd_user *ret, struct error_record *err);
 

@@ -4,7 +4,6 @@
 #include <getopt.h>
 #include <limits.h>
 #include <link.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "common/self-libs.h"
 #include "common/xalloc.h"
 #include "envd/envd.h"
+#include "envd/passwd.h"
 #include "envd/server.h"
 #include "envd/signals.h"
 #include "common/banned.h"
@@ -150,14 +150,12 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    _cleanup_free_ char *self = NULL;
+    char self[sizeof(((struct envd_user *)NULL)->name)];
     if (!user) {
-        struct passwd *pw = getpwuid(geteuid());
-        if (!pw) {
+        if (envd_passwd_name_of("/etc/passwd", (unsigned)geteuid(), self, sizeof(self)) < 0) {
             log_error("cannot find the name of uid %u; pass --default-user", (unsigned)geteuid());
             return 1;
         }
-        self = xstrdup(pw->pw_name);
         user = self;
     }
     struct envd_user u;

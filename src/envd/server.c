@@ -33,6 +33,11 @@
 #define INIT_BODY_MAX (1u << 20)
 #define CONNECTION_LIMIT 1024
 #define CONNECTION_TIMEOUT_S 600
+/* Each connection's MHD memory pool: headers, then the read buffer (half the pool, so uploads
+ * arrive 64 KiB per recv()). MHD zeroes the whole pool after every request of a keep-alive
+ * connection (MHD_pool_reset), so all of it is resident for as long as the connection lives
+ * and the memset is paid per request: a 1 MiB pool halved envd's CPU time per uploaded byte but
+ * added 0.9 MiB of RSS per open connection. */
 #define CONNECTION_MEMORY_LIMIT (128u << 10)
 
 static const char unauthorized_msg[] =

@@ -7,9 +7,7 @@
 #include "envd/envd.h"
 
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -21,9 +19,8 @@
 #include "common/http-util.h"
 #include "common/strutil.h"
 #include "common/xalloc.h"
+#include "envd/passwd.h"
 #include "common/banned.h"
-
-#define PWBUF_MAX (1u << 20)
 
 int envd_user_lookup(const char *name, struct envd_user *ret, struct error_record *err)
 {
@@ -31,35 +28,13 @@ int envd_user_lookup(const char *name, struct envd_user *ret, struct error_recor
         return error_set(err, ENOENT, "empty user name");
     if (strlen(name) >= sizeof(ret->name))
         return error_set(err, ENOENT, "user name too long");
-
-    long sz = sysconf(_SC_GETPW_R_SIZE_MAX);
-    size_t bufsize = sz > 0 ? (size_t)sz : 16384;
-    struct passwd pw, *res = NULL;
-    _cleanup_free_ char *pwbuf = NULL;
-    for (;;) {
-        pwbuf = xrealloc(pwbuf, bufsize);
-        int r = getpwnam_r(name, &pw, pwbuf, bufsize, &res);
-        if (r == ERANGE && bufsize < PWBUF_MAX) {
-            bufsize *= 2;
-            continue;
-        }
-        if (r != 0)
-            return error_set_errno(err, r, "looking up user '%s'", name);
-        break;
-    }
-    if (!res)
+    int r = envd_passwd_lookup("/etc/passwd", "/etc/group", name, ret);
+    if (r == -ENOENT)
         return error_set(err, ENOENT, "user '%s' does not exist", name);
-
-    struct envd_user u = { .uid = pw.pw_uid, .gid = pw.pw_gid };
-    if (str_copy(u.name, sizeof(u.name), pw.pw_name) < 0 ||
-        str_copy(u.home, sizeof(u.home), pw.pw_dir && *pw.pw_dir ? pw.pw_dir : "/") < 0)
+    if (r == -ENAMETOOLONG)
         return error_set(err, ENAMETOOLONG, "user '%s': name or home too long", name);
-
-    int n = (int)ARRAY_SIZE(u.groups);
-    if (getgrouplist(pw.pw_name, pw.pw_gid, u.groups, &n) < 0)
-        n = (int)ARRAY_SIZE(u.groups); /* more groups than we keep: the first ones */
-    u.n_groups = n;
-    *ret = u;
+    if (r < 0)
+        return error_set_errno(err, -r, "looking up user '%s'", name);
     return 0;
 }
 

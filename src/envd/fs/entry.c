@@ -2,9 +2,7 @@
  * permission bits of the target for symlinks, owner and group names, RFC 3339 times, and the
  * user.e2b.* metadata. fs_entry_json() is pure; fs_entry_info() gathers the facts. */
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +14,7 @@
 #include "common/strutil.h"
 #include "common/xalloc.h"
 #include "envd/fs/fs.h"
+#include "envd/passwd.h"
 #include "common/banned.h"
 
 const char *fs_file_type_to_string(enum fs_file_type t)
@@ -151,36 +150,11 @@ json_t *fs_entry_json(const struct fs_entry_facts *f)
     return o;
 }
 
-#define PWBUF_MAX (1u << 20)
-
 static void lookup_name(bool user, unsigned id, char *out, size_t size)
 {
-    size_t bufsize = 16384;
-    _cleanup_free_ char *buf = NULL;
-    for (;;) {
-        buf = xrealloc(buf, bufsize);
-        int r;
-        const char *name = NULL;
-        if (user) {
-            struct passwd pw, *res = NULL;
-            r = getpwuid_r((uid_t)id, &pw, buf, bufsize, &res);
-            if (r == 0 && res)
-                name = pw.pw_name;
-        } else {
-            struct group gr, *res = NULL;
-            r = getgrgid_r((gid_t)id, &gr, buf, bufsize, &res);
-            if (r == 0 && res)
-                name = gr.gr_name;
-        }
-        if (r == ERANGE && bufsize < PWBUF_MAX) {
-            bufsize *= 2;
-            continue;
-        }
-        /* Go's envd falls back to the number when the id has no name. */
-        if (!name || str_copy(out, size, name) < 0)
-            snprintf(out, size, "%u", id);
-        return;
-    }
+    /* Go's envd falls back to the number when the id has no name. */
+    if (envd_passwd_name_of(user ? "/etc/passwd" : "/etc/group", id, out, size) < 0)
+        snprintf(out, size, "%u", id);
 }
 
 static const char *cached_name(struct fs_name_cache *c, bool user, unsigned id, char *scratch, size_t size)

@@ -1,11 +1,14 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "envd/envd.h"
+#include "envd/passwd.h"
 #include "tap.h"
 
 static void check_clean(const char *in, const char *out)
@@ -102,6 +105,84 @@ TEST(user_lookup)
     ASSERT_GE(u.n_groups, 1);
     ASSERT_EQ(envd_user_lookup("no-such-user-hutch", &u, &e), -ENOENT);
     ASSERT_EQ(envd_user_lookup("", &u, &e), -ENOENT);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "we");
+    ASSERT_TRUE(f != NULL);
+    ASSERT_EQ(fputs(text, f) >= 0, 1);
+    ASSERT_EQ(fclose(f), 0);
+}
+
+TEST(passwd_files_parsing)
+{
+    char dir[] = "/tmp/envd-passwd-XXXXXX";
+    ASSERT_TRUE(mkdtemp(dir) != NULL);
+    char passwd[64], group[64];
+    snprintf(passwd, sizeof(passwd), "%s/passwd", dir);
+    snprintf(group, sizeof(group), "%s/group", dir);
+    /* A line over the 1 MiB bound is skipped whole, and the next line still counts. */
+    size_t biglen = (2u << 20) + 10;
+    char *big = malloc(biglen + 64);
+    memset(big, 'x', biglen);
+    snprintf(big + biglen, 64, ":x:7:7::/big:/bin/sh\n");
+    char *text = malloc(biglen + 1024);
+    snprintf(text, biglen + 1024,
+             "# comment\n"
+             "\n"
+             "root:x:0:0:root:/root:/bin/bash\n"
+             "  user:x:1000:1001:User:/home/user:/bin/bash\n"
+             "user:x:2000:2000:second:/second:/bin/sh\n"
+             "badid:x:12a:1::/x:/bin/sh\n"
+             "nohome:x:3000:3000:::/bin/sh\n"
+             "%s"
+             "after:x:4000:4000::/after:/bin/sh",
+             big);
+    write_file(passwd, text);
+    write_file(group, "root:x:0:\n"
+                      "users:x:100:other,user\n"
+                      "usergroup:x:1001:\n"
+                      "dev:x:200:user\n"
+                      "again:x:100:user\n"
+                      "self:x:1001:user\n"
+                      "near:x:300:use,users,user1\n");
+    free(big);
+    free(text);
+
+    struct envd_user u;
+    ASSERT_OK(envd_passwd_lookup(passwd, group, "user", &u));
+    ASSERT_EQ(u.uid, 1000); /* the first entry wins */
+    ASSERT_EQ(u.gid, 1001);
+    ASSERT_STREQ(u.name, "user");
+    ASSERT_STREQ(u.home, "/home/user");
+    ASSERT_EQ(u.n_groups, 3); /* primary first, then file order, no duplicates */
+    ASSERT_EQ(u.groups[0], 1001);
+    ASSERT_EQ(u.groups[1], 100);
+    ASSERT_EQ(u.groups[2], 200);
+    ASSERT_OK(envd_passwd_lookup(passwd, group, "nohome", &u));
+    ASSERT_STREQ(u.home, "/");
+    ASSERT_EQ(u.n_groups, 1);
+    ASSERT_OK(envd_passwd_lookup(passwd, group, "after", &u));
+    ASSERT_EQ(u.uid, 4000);
+    ASSERT_EQ(envd_passwd_lookup(passwd, group, "badid", &u), -ENOENT);
+    ASSERT_EQ(envd_passwd_lookup(passwd, group, "# comment", &u), -ENOENT);
+    ASSERT_EQ(envd_passwd_lookup(passwd, group, "use", &u), -ENOENT);
+    ASSERT_EQ(envd_passwd_lookup("/nonexistent/passwd", group, "root", &u), -ENOENT);
+
+    char name[64];
+    ASSERT_OK(envd_passwd_name_of(passwd, 2000, name, sizeof(name)));
+    ASSERT_STREQ(name, "user");
+    ASSERT_OK(envd_passwd_name_of(passwd, 1000, name, sizeof(name)));
+    ASSERT_STREQ(name, "user");
+    ASSERT_OK(envd_passwd_name_of(group, 200, name, sizeof(name)));
+    ASSERT_STREQ(name, "dev");
+    ASSERT_EQ(envd_passwd_name_of(group, 999, name, sizeof(name)), -ENOENT);
+    char small[3];
+    ASSERT_EQ(envd_passwd_name_of(passwd, 0, small, sizeof(small)), -ENAMETOOLONG);
+    unlink(passwd);
+    unlink(group);
+    rmdir(dir);
 }
 
 static int go_pipe[2];
