@@ -127,7 +127,9 @@ function sandboxMemory(stateDir) {
     const e = by.get(id);
     const argv = cmdline(pid);
     const a0 = argv.indexOf('--argv0');
-    const name = argv.includes('ipykernel_launcher') ? 'kernel' : path.basename(a0 >= 0 ? argv[a0 + 1] : argv[0] ?? '?');
+    // A kernel is an ipykernel_launcher of interpd's, or a child of the kernel fork server.
+    const isKernel = argv.includes('ipykernel_launcher') || argv[0] === 'kernel-forkserver';
+    const name = isKernel ? 'kernel' : path.basename(a0 >= 0 ? argv[a0 + 1] : argv[0] ?? '?');
     e.byName[name] = (e.byName[name] ?? 0) + r.Pss;
     e.pss += r.Pss;
     e.pssAnon += r.Pss_Anon ?? 0;
@@ -141,13 +143,31 @@ function sandboxMemory(stateDir) {
   return by;
 }
 
-function memoryReport(stateDir, n) {
-  const m = [...sandboxMemory(stateDir).values()];
+// The kernel fork server of a hutch instance (its child from a memfd copy of
+// kernel-forkserver): its PSS is its share of the pages it shares with the kernels.
+function forkServerPss(hutch) {
+  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const ppid = Number(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[1]);
+      if (ppid === hutch.child.pid && fs.readlinkSync(`/proc/${pid}/exe`).startsWith('/memfd:kernel-forkserver'))
+        return rollup(Number(pid))?.Pss ?? 0;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return 0;
+}
+
+function memoryReport(hutch, n) {
+  const m = [...sandboxMemory(hutch.stateDir).values()];
   const avg = (f) => m.reduce((s, e) => s + f(e), 0) / m.length / MiB;
+  // Its share, spread over the sandboxes that use it: part of what each sandbox costs.
+  const server = forkServerPss(hutch) / MiB;
   const r = {
     sandboxes: m.length,
+    server: server / m.length,
     procs: avg((e) => e.procs) * MiB,
-    pss: avg((e) => e.pss),
+    pss: avg((e) => e.pss) + server / m.length,
     kernelPss: avg((e) => e.kernelPss),
     pssAnon: avg((e) => e.pssAnon),
     pssFile: avg((e) => e.pssFile),
@@ -163,6 +183,7 @@ function memoryReport(stateDir, n) {
   const names = [...new Set(m.flatMap((e) => Object.keys(e.byName)))].sort();
   note(`at ${n} sandboxes, PSS per sandbox by process (MiB): ` +
     names.map((k) => `${k} ${f1(avg((e) => e.byName[k] ?? 0))}`).join(', '));
+  if (server) note(`at ${n} sandboxes, the kernel fork server's own PSS: ${f1(server)} MiB, ${f1(r.server)} per sandbox`);
   note(`at ${n} sandboxes, per sandbox (MiB): PSS ${f1(r.pss)} (kernel ${f1(r.kernelPss)}; anon ${f1(r.pssAnon)}, ` +
     `file ${f1(r.pssFile)}, shmem ${f1(r.pssShmem)}; ${f1(r.procs)} processes, RSS ${f1(r.rss)}); cgroup charge ` +
     `${f1(r.usage)} (anon ${f1(r.anon)}, page cache ${f1(r.cache)} of which shmem/tmpfs ${f1(r.shmem)}, kernel ${f1(r.kmem)})`);
@@ -316,6 +337,39 @@ async function createAndPandas(h) {
   return { create, first, total, second };
 }
 
+// Creates sandboxes of the template (CONCURRENCY at a time) up to 10 and SANDBOXES, measuring
+// at each; kills them. Returns the reports by count.
+async function memoryPart(hutch, label) {
+  const killList = [];
+  try {
+    const mem = {};
+    const checkpoints = [...new Set([Math.min(10, SANDBOXES), SANDBOXES])];
+    let created = 0;
+    const tc = now();
+    for (const target of checkpoints) {
+      let next = created;
+      await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+        while (next < target) {
+          next++;
+          killList.push(await Sandbox.create(TEMPLATE, createOpts(hutch)));
+        }
+      }));
+      created = target;
+      note(`${label}: ${created} sandboxes created in ${f1(ms(tc) / 1000)} s (${CONCURRENCY} at a time)`);
+      await sleep(1000); // let every kernel settle into idle
+      mem[target] = memoryReport(hutch, target);
+    }
+    const tk = now();
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      for (let s; (s = killList.pop());) await s.kill();
+    }));
+    note(`${label}: killed them in ${f1(ms(tk) / 1000)} s`);
+    return mem;
+  } finally {
+    await Promise.all(killList.map((s) => s.kill().catch(() => {})));
+  }
+}
+
 async function main() {
   const t00 = now();
   // The host peer's kernel first, while no other kernel runs, so that its PSS is its own.
@@ -374,35 +428,29 @@ async function main() {
     note(`part 2 without a pool done at ${f1(ms(t00) / 1000)} s`);
 
     // ---- 3. memory per sandbox with an idle kernel --------------------------------------------
-    const mem = {};
-    const checkpoints = [...new Set([Math.min(10, SANDBOXES), SANDBOXES])];
-    let created = 0;
-    const tc = now();
-    for (const target of checkpoints) {
-      let next = created;
-      await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-        while (next < target) {
-          next++;
-          killList.push(await Sandbox.create(TEMPLATE, createOpts(hutch)));
-        }
-      }));
-      created = target;
-      note(`${created} sandboxes created in ${f1(ms(tc) / 1000)} s (${CONCURRENCY} at a time)`);
-      await sleep(1000); // let every kernel settle into idle
-      mem[target] = memoryReport(hutch.stateDir, target);
+    const mem = await memoryPart(hutch, 'kernels from the fork server');
+    note(`part 3 (fork server) done at ${f1(ms(t00) / 1000)} s`);
+    const own = await startHutch(['--kernel-fork-server', 'off']);
+    let memOwn;
+    try {
+      memOwn = await memoryPart(own, 'kernels started by interpd (--kernel-fork-server off)');
+    } finally {
+      await own.stop();
     }
-    const tk = now();
-    await Promise.all(Array.from({ length: 8 }, async () => {
-      for (let s; (s = killList.pop());) await s.kill();
-    }));
-    note(`killed them in ${f1(ms(tk) / 1000)} s; part 3 done at ${f1(ms(t00) / 1000)} s`);
+    note(`part 3 (own kernels) done at ${f1(ms(t00) / 1000)} s`);
     const peerPss = peerMem.Pss / MiB;
-    for (const n of checkpoints) {
-      row(`PSS per sandbox, idle python kernel, at ${n} sandboxes (all its processes)`, 'MiB', mem[n].pss, peerPss,
-        'plain ipykernel_launcher on the host, same imports (PSS)', n === SANDBOXES ? '< 15 MiB at 50' : '-');
+    for (const n of Object.keys(mem).map(Number)) {
+      row(`PSS per sandbox, idle python kernel, at ${n} sandboxes (all its processes + its share of the fork server)`,
+        'MiB', mem[n].pss, peerPss, 'plain ipykernel_launcher on the host, same imports (PSS)',
+        n === SANDBOXES ? '< 15 MiB at 50' : '-');
       row(`  of which the python kernel, at ${n}`, 'MiB', mem[n].kernelPss, peerPss, 'same', '-');
+      row(`  of which the fork server's share, at ${n}`, 'MiB', mem[n].server, 0, '-', '-');
+      row(`PSS per sandbox at ${n}, --kernel-fork-server off (each sandbox's own kernel)`, 'MiB', memOwn[n].pss,
+        peerPss, 'same', '-');
       row(`cgroup charge per sandbox at ${n} (memory.usage_in_bytes)`, 'MiB', mem[n].usage, peerMem.Rss / MiB,
         'plain ipykernel_launcher on the host (RSS)', '-');
+      row(`cgroup charge per sandbox at ${n}, --kernel-fork-server off`, 'MiB', memOwn[n].usage, peerMem.Rss / MiB,
+        'same', '-');
     }
   } finally {
     await Promise.all(killList.map((s) => s.kill().catch(() => {})));

@@ -320,7 +320,7 @@ struct orch_kernel_request {
     const struct runtime_join *join; /* from the runtime's join_handle (fds stay the caller's) */
 };
 /* Asks for a Python kernel in the sandbox; blocks until its process is in the sandbox
- * (interpd --adopt-kernel then finds it in req->dir), at most 10 s. -EAGAIN while it is not
+ * (interpd, given INTERPD_ADOPT_KERNEL, finds it in req->dir), at most 10 s. -EAGAIN while it is not
  * ready. Returns 0 or -errno with err filled. Thread-safe. */
 int orch_forkserver_spawn(struct orch_forkserver *fs, const struct orch_kernel_request *req,
                           struct error_record *err);

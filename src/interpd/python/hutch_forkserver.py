@@ -5,7 +5,7 @@ out of the garbage collector's reach (gc.freeze: collections then never write to
 and forks one child per sandbox. The C side moves the child into the sandbox (cgroup,
 namespaces, identity, seccomp) and then calls run_kernel(), which resets what the fork server's
 process state says about the host and starts an ipykernel kernel on ipc:// sockets in a private
-directory. interpd adopts that kernel (interpd --adopt-kernel, src/interpd/kernel.c).
+directory. interpd adopts that kernel (INTERPD_ADOPT_KERNEL, kernel_adopt in src/interpd/kernel.c).
 
 Nothing here may keep a file open in the fork server: every child inherits its fds.
 """
@@ -16,6 +16,10 @@ import json
 import os
 import sys
 import time
+
+# The modules imported before the fork (for a look from inside a kernel at what it imported
+# since).
+PRELOADED = frozenset()
 
 # What a code-interpreter kernel imports on its own at startup.
 _KERNEL_MODULES = (
@@ -28,18 +32,25 @@ _KERNEL_MODULES = (
 
 
 def preload(modules):
-    """Imports the kernel's modules, then `modules` (comma-separated), then freezes the heap."""
+    """Imports the kernel's modules, then `modules` (comma-separated), then freezes the heap.
+
+    No collection runs in the fork server (gc.disable first, as the gc module's documentation
+    advises for fork servers): objects it freed would leave holes in its memory pages, which
+    the children's own allocations would fill, copying those pages one by one."""
+    gc.disable()
     # ipykernel sets the inline backend before the user's code imports matplotlib; matplotlib
     # reads it when imported, so it must be set before the fork server imports it.
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     for name in _KERNEL_MODULES + tuple(m.strip() for m in modules.split(",") if m.strip()):
         importlib.import_module(name)
-    gc.collect()
+    global PRELOADED
+    PRELOADED = frozenset(sys.modules)
     gc.freeze()
 
 
 def _reset_process_state(env):
     """What the fork server's process knows that belongs to the host or to every child alike."""
+    gc.enable()
     os.environ.clear()
     os.environ.update(env)
     # The time zone was read from the fork server's /etc/localtime.
