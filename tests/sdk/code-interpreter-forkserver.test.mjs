@@ -96,6 +96,13 @@ test('the kernel comes from the fork server and is confined like the sandbox own
     // No host file is reachable through the kernel process: its executable is a sealed memfd
     // copy, its fds are its own (sockets, pipes, /dev/null, files it opened in the sandbox).
     assert.match(k.exe, /^\/memfd:kernel-forkserver/);
+    // ... sealed: not writable, not even by the sandbox's root (runc's CVE-2019-5736).
+    const write = await sbx.runCode(String.raw`import os, subprocess
+def sudo(code):
+    return subprocess.run(['sudo', '-n', '/usr/bin/python3', '-c', code], capture_output=True, text=True)
+print(sudo('pass').returncode, sudo(f'open("/proc/{os.getpid()}/exe", "r+b").write(b"x")').returncode)`);
+    assert.equal(write.error, undefined, JSON.stringify(write.error));
+    assert.equal(write.logs.stdout.join('').trim(), '0 1', "root in the sandbox, yet the kernel's executable is not writable");
     for (const f of k.fds)
       assert.match(f, /^(socket:|pipe:|anon_inode:|\/dev\/null$|\/home\/user\/|\/tmp\/\.hutch-kernel-)/, `fd to ${f}`);
     // State is kept, and the kernel works like any: pandas, charts.
