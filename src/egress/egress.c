@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ifaddrs.h>
 #include <linux/netfilter_ipv4.h>
 #include <netdb.h>
@@ -30,9 +31,10 @@
 
 #define PIN_MAX_ADDRS 8
 #define RESOLVE_MAX_ADDRS 16
-#define RELAY_BUF (16u * 1024)
+#define RELAY_BUF (64u * 1024) /* the default pipe capacity */
 #define CONN_STACK (256u * 1024)
 #define FORGET_WAIT_MS 5000
+#define HOST_MAX_ADDRS 256
 
 struct pin {
     char name[254];
@@ -42,10 +44,12 @@ struct pin {
 
 struct sbx;
 
+/* One direction of the relay: from -> pipe -> to, by splice (no copy through user space); at
+ * most a pipe's capacity (RELAY_BUF) is in flight. */
 struct half {
     int from, to;
-    char buf[RELAY_BUF];
-    size_t len, off;
+    int pipe[2];
+    size_t len; /* bytes in the pipe */
     bool eof, shut;
 };
 
@@ -80,6 +84,12 @@ struct egress {
     uint32_t pool_net, pool_mask; /* host order */
     struct pin *pins;
     size_t n_pins;
+    /* The host's own addresses, read again at most once a second (getifaddrs is a netlink
+     * dump: most of a proxied connection's set-up cost otherwise). */
+    pthread_mutex_t host_lock;
+    usec_t host_at;
+    struct sockaddr_storage host[HOST_MAX_ADDRS];
+    size_t n_host;
 };
 
 static void strv_free(char **v)
@@ -185,40 +195,78 @@ static bool same_addr(const struct sockaddr *a, const struct sockaddr *b)
                   sizeof(struct in6_addr)) == 0;
 }
 
+/* Copies the host's addresses into out; -errno when they cannot be read (then nothing may be
+ * connected to: the check would be blind). */
+static int host_addresses(struct egress *e, struct sockaddr_storage *out, size_t *ret_n)
+{
+    pthread_mutex_lock(&e->host_lock);
+    usec_t now = now_usec(CLOCK_MONOTONIC);
+    int r = 0;
+    if (e->host_at == 0 || now - e->host_at > USEC_PER_SEC) {
+        struct ifaddrs *ifs = NULL;
+        if (getifaddrs(&ifs) < 0) {
+            r = -errno;
+        } else {
+            size_t n = 0;
+            for (struct ifaddrs *i = ifs; i && n < HOST_MAX_ADDRS; i = i->ifa_next)
+                if (i->ifa_addr &&
+                    (i->ifa_addr->sa_family == AF_INET || i->ifa_addr->sa_family == AF_INET6)) {
+                    memset(&e->host[n], 0, sizeof(e->host[n]));
+                    memcpy(&e->host[n], i->ifa_addr,
+                           i->ifa_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                             : sizeof(struct sockaddr_in6));
+                    n++;
+                }
+            freeifaddrs(ifs);
+            e->n_host = n;
+            e->host_at = now;
+        }
+    }
+    if (r == 0) {
+        memcpy(out, e->host, e->n_host * sizeof(e->host[0]));
+        *ret_n = e->n_host;
+    }
+    pthread_mutex_unlock(&e->host_lock);
+    return r;
+}
+
 /* Never a destination: the always-blocked ranges, the sandbox pool, the host's own addresses. */
-static bool destination_blocked(const struct egress *e, const struct sockaddr *sa, struct ifaddrs *host)
+static bool destination_blocked(const struct egress *e, const struct sockaddr *sa,
+                                const struct sockaddr_storage *host, size_t n_host)
 {
     if (net_addr_blocked(sa))
         return true;
     if (sa->sa_family == AF_INET &&
         (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) & e->pool_mask) == e->pool_net)
         return true;
-    for (struct ifaddrs *i = host; i; i = i->ifa_next)
-        if (i->ifa_addr && same_addr(i->ifa_addr, sa))
+    for (size_t i = 0; i < n_host; i++)
+        if (same_addr((const struct sockaddr *)&host[i], sa))
             return true;
     return false;
 }
 
 /* The addresses name resolves to that may be connected to: pins, else getaddrinfo. */
-static size_t resolve(const struct egress *e, const char *name, struct sockaddr_storage *out, size_t max)
+static size_t resolve(struct egress *e, const char *name, struct sockaddr_storage *out, size_t max)
 {
-    size_t n = 0;
-    struct ifaddrs *host = NULL;
-    if (getifaddrs(&host) < 0)
-        return 0; /* without the host's addresses nothing can be checked */
+    size_t n = 0, n_host = 0;
+    struct sockaddr_storage *host = xmalloc(HOST_MAX_ADDRS * sizeof(*host));
+    if (host_addresses(e, host, &n_host) < 0) {
+        free(host);
+        return 0;
+    }
     for (size_t i = 0; i < e->n_pins; i++)
         if (streq(e->pins[i].name, name)) {
             for (size_t k = 0; k < e->pins[i].n && n < max; k++)
-                if (!destination_blocked(e, (const struct sockaddr *)&e->pins[i].addrs[k], host))
+                if (!destination_blocked(e, (const struct sockaddr *)&e->pins[i].addrs[k], host, n_host))
                     out[n++] = e->pins[i].addrs[k];
-            freeifaddrs(host);
+            free(host);
             return n;
         }
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
     if (getaddrinfo(name, NULL, &hints, &res) == 0) {
         for (struct addrinfo *a = res; a && n < max; a = a->ai_next) {
             if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) || a->ai_addrlen > sizeof(out[0]) ||
-                destination_blocked(e, a->ai_addr, host))
+                destination_blocked(e, a->ai_addr, host, n_host))
                 continue;
             memset(&out[n], 0, sizeof(out[n]));
             memcpy(&out[n], a->ai_addr, a->ai_addrlen);
@@ -226,7 +274,7 @@ static size_t resolve(const struct egress *e, const char *name, struct sockaddr_
         }
         freeaddrinfo(res);
     }
-    freeifaddrs(host);
+    free(host);
     return n;
 }
 
@@ -332,28 +380,36 @@ static int connect_upstream(struct conn *c, const struct sockaddr_storage *sa)
     return -ETIMEDOUT;
 }
 
-/* Moves what is buffered and what can be read, without blocking; false on an error. */
-static bool pump(struct half *h, short rev_from, short rev_to)
+/* Moves bytes one way until that would block, at most 64 rounds so that one busy direction
+ * does not starve the other (the sockets and the pipe are non-blocking); false on an error.
+ * Writing right after a read saves a poll per pipeful. */
+static bool pump(struct half *h)
 {
-    if (h->len == 0 && !h->eof && (rev_from & (POLLIN | POLLHUP | POLLERR))) {
-        ssize_t n = recv(h->from, h->buf, sizeof(h->buf), 0);
-        if (n > 0) {
-            h->len = (size_t)n;
-            h->off = 0;
-        } else if (n == 0) {
-            h->eof = true;
-        } else if (errno != EAGAIN && errno != EINTR) {
-            return false;
+    for (int round = 0; round < 64; round++) {
+        bool progress = false;
+        if (h->len < RELAY_BUF && !h->eof) {
+            ssize_t n = splice(h->from, NULL, h->pipe[1], NULL, RELAY_BUF - h->len,
+                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (n > 0) {
+                h->len += (size_t)n;
+                progress = true;
+            } else if (n == 0) {
+                h->eof = true;
+            } else if (errno != EAGAIN && errno != EINTR) {
+                return false;
+            }
         }
-    }
-    if (h->len > 0 && (rev_to & (POLLOUT | POLLERR))) {
-        ssize_t w = send(h->to, h->buf + h->off, h->len, MSG_NOSIGNAL);
-        if (w > 0) {
-            h->off += (size_t)w;
-            h->len -= (size_t)w;
-        } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
-            return false;
+        if (h->len > 0) {
+            ssize_t w = splice(h->pipe[0], NULL, h->to, NULL, h->len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (w > 0) {
+                h->len -= (size_t)w;
+                progress = true;
+            } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+                return false;
+            }
         }
+        if (!progress)
+            break;
     }
     if (h->eof && h->len == 0 && !h->shut) {
         shutdown(h->to, SHUT_WR);
@@ -368,12 +424,16 @@ static void relay(struct conn *c)
     struct half *up = &c->up, *down = &c->down;
     up->from = down->to = client;
     up->to = down->from = upstream;
+    if (pipe2(up->pipe, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(down->pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+        return;
     for (;;) {
         if (up->shut && down->shut)
             return;
         struct pollfd p[2] = {
-            { client, (short)((!up->eof && up->len == 0 ? POLLIN : 0) | (down->len ? POLLOUT : 0)), 0 },
-            { upstream, (short)((!down->eof && down->len == 0 ? POLLIN : 0) | (up->len ? POLLOUT : 0)), 0 },
+            { client, (short)((!up->eof && up->len < RELAY_BUF ? POLLIN : 0) | (down->len ? POLLOUT : 0)),
+              0 },
+            { upstream, (short)((!down->eof && down->len < RELAY_BUF ? POLLIN : 0) | (up->len ? POLLOUT : 0)),
+              0 },
         };
         if (poll(p, 2, -1) < 0) {
             if (errno == EINTR)
@@ -385,7 +445,7 @@ static void relay(struct conn *c)
             if ((p[i].revents & (POLLERR | POLLNVAL)) ||
                 ((p[i].revents & POLLHUP) && !(p[i].events & POLLIN) && !(p[i].revents & POLLIN)))
                 return;
-        if (!pump(up, p[0].revents, p[1].revents) || !pump(down, p[1].revents, p[0].revents))
+        if (!pump(up) || !pump(down))
             return;
     }
 }
@@ -463,17 +523,23 @@ static void *conn_main(void *arg)
     close(c->client);
     if (c->upstream >= 0)
         close(c->upstream);
+    for (int i = 0; i < 2; i++) {
+        safe_close(c->up.pipe[i]);
+        safe_close(c->down.pipe[i]);
+    }
     free(c);
     return NULL;
 }
 
-static void accept_one(struct egress *e)
+/* Returns false when out of fds or memory: the caller backs off instead of spinning on a
+ * listener that stays readable. */
+static bool accept_one(struct egress *e)
 {
     struct sockaddr_in peer;
     socklen_t pl = sizeof(peer);
     int fd = accept4(e->listen_fd, (struct sockaddr *)&peer, &pl, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0)
-        return;
+        return errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM;
     pthread_mutex_lock(&e->lock);
     struct sbx *sb = NULL;
     if (peer.sin_family == AF_INET)
@@ -483,7 +549,7 @@ static void accept_one(struct egress *e)
     if (!sb || sb->conns >= e->max_per || e->total >= EGRESS_MAX_CONNS_TOTAL) {
         pthread_mutex_unlock(&e->lock);
         close(fd);
-        return;
+        return true;
     }
     struct conn *c = xmalloc(sizeof(*c));
     c->prev = NULL;
@@ -492,8 +558,8 @@ static void accept_one(struct egress *e)
     c->sb = sb;
     c->client = fd;
     c->upstream = -1;
-    c->up = (struct half){ 0 };
-    c->down = (struct half){ 0 };
+    c->up = (struct half){ .pipe = { -1, -1 } };
+    c->down = (struct half){ .pipe = { -1, -1 } };
     if (sb->list)
         sb->list->prev = c;
     sb->list = c;
@@ -518,6 +584,7 @@ static void accept_one(struct egress *e)
         close(fd);
     }
     pthread_mutex_unlock(&e->lock);
+    return r == 0;
 }
 
 static void *accept_main(void *arg)
@@ -529,8 +596,10 @@ static void *accept_main(void *arg)
             return NULL;
         if (p[1].revents)
             return NULL;
-        if (p[0].revents & POLLIN)
-            accept_one(e);
+        if ((p[0].revents & POLLIN) && !accept_one(e)) {
+            struct pollfd stop = { e->stop_fd, POLLIN, 0 };
+            poll(&stop, 1, 100);
+        }
     }
 }
 
@@ -541,6 +610,7 @@ int egress_new(const struct egress_config *cfg, struct egress **ret, struct erro
     struct egress *e = xcalloc(1, sizeof(*e));
     e->listen_fd = e->stop_fd = -1;
     pthread_mutex_init(&e->lock, NULL);
+    pthread_mutex_init(&e->host_lock, NULL);
     pthread_cond_init(&e->cond, NULL);
     e->max_per = cfg->max_conns_per_sandbox ? cfg->max_conns_per_sandbox : EGRESS_DEFAULT_MAX_CONNS;
     int r = 0;
@@ -718,6 +788,7 @@ void egress_free(struct egress *e)
     safe_close(e->listen_fd);
     safe_close(e->stop_fd);
     pthread_mutex_destroy(&e->lock);
+    pthread_mutex_destroy(&e->host_lock);
     pthread_cond_destroy(&e->cond);
     free(e->pins);
     free(e);

@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,10 +32,21 @@ const ruleset = () => execFileSync('nft', ['list', 'table', 'inet', 'hutch']).to
 // HTTP on :80 and TLS (self-signed, any SNI) on :443 of both addresses; each answer names the
 // address that served it and the Host it got; every connection is written to `hits`.
 const SERVER = `
-import http.server, socketserver, ssl, sys, threading
+import hashlib, http.server, socketserver, ssl, sys, threading
 d = sys.argv[1]
+BIG = bytes(range(256)) * (32 << 10)
 class H(http.server.BaseHTTPRequestHandler):
+    def reply(self, body):
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers['Content-Length']))
+        self.reply(hashlib.sha256(data).hexdigest().encode())
     def do_GET(self):
+        if self.path == '/big':
+            return self.reply(BIG)
         me = self.connection.getsockname()[0]
         with open(d + '/hits', 'a') as f:
             f.write('%s %s %s\\n' % (me, self.server.tag, self.headers.get('Host')))
@@ -115,6 +127,16 @@ test('allowOut domains with everything else denied: HTTP by Host, TLS by SNI, wi
     assert.match(await curl(sbx, `http://allowed.test/ --resolve allowed.test:80:${EVIL}`), /^allowed-http from 192\.0\.3\.10 host=allowed\.test\s+rc=0$/);
     assert.match(await curl(sbx, `-k https://allowed.test/ --resolve allowed.test:443:${EVIL}`), /^allowed-tls from 192\.0\.3\.10 host=allowed\.test\s+rc=0$/);
     assert.match(await curl(sbx, `-k https://allowed.test/ --resolve allowed.test:443:${GOOD}`), /^allowed-tls /);
+    // Bytes pass intact both ways (8 MiB each).
+    const pattern = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    const big = crypto.createHash('sha256').update(Buffer.concat(Array(32 << 10).fill(pattern))).digest('hex');
+    assert.equal(await curl(sbx, `-k https://allowed.test/big --resolve allowed.test:443:${EVIL} | sha256sum | cut -c1-64`), `${big}\n rc=0`);
+    const up = await sbx.commands.run(
+      `head -c 8M /dev/urandom > /tmp/up && sha256sum /tmp/up | cut -c1-64 && ` +
+        `curl -sS -k --max-time 20 --data-binary @/tmp/up --resolve allowed.test:443:${EVIL} https://allowed.test/up`,
+    );
+    const [sent, got] = up.stdout.split('\n');
+    assert.equal(got, sent, 'upload hash');
     // Python's own TLS and HTTP stacks, names from the sandbox's /etc/hosts.
     await sbx.commands.run(`echo '${GOOD} allowed.test api.wild.test wild.test evil.test' | sudo tee -a /etc/hosts >/dev/null`);
     const py = await sbx.commands.run(
