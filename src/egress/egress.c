@@ -311,10 +311,14 @@ static void http_refuse(int fd, unsigned status, const char *reason, const char 
      * unread data resets the connection, and the client would lose the answer. */
     shutdown(fd, SHUT_WR);
     char sink[4096];
-    for (int i = 0; i < 16; i++) {
+    size_t drained = 0;
+    usec_t end = now_usec(CLOCK_MONOTONIC) + USEC_PER_SEC;
+    while (drained < 64 * 1024 && now_usec(CLOCK_MONOTONIC) < end) {
         struct pollfd p = { fd, POLLIN, 0 };
-        if (poll(&p, 1, 100) <= 0 || recv(fd, sink, sizeof(sink), 0) <= 0)
+        ssize_t got;
+        if (poll(&p, 1, 100) <= 0 || (got = recv(fd, sink, sizeof(sink), 0)) <= 0)
             break;
+        drained += (size_t)got;
     }
 }
 
@@ -322,10 +326,14 @@ static void http_refuse(int fd, unsigned status, const char *reason, const char 
 static int read_head(int fd, unsigned char *buf, size_t *len, bool *tls, char *name, size_t size)
 {
     usec_t end = now_usec(CLOCK_MONOTONIC) + (usec_t)EGRESS_FIRST_BYTES_TIMEOUT_MS * 1000;
-    for (;;) {
+    /* Each read parses everything so far again: a peer sending a byte at a time would make that
+     * quadratic, so the head must come in at most EGRESS_HEAD_MAX_READS pieces. */
+    for (unsigned reads = 0;; reads++) {
         int r = egress_sniff(buf, *len, tls, name, size);
         if (r != 0)
             return r;
+        if (reads == EGRESS_HEAD_MAX_READS)
+            return -E2BIG;
         usec_t now = now_usec(CLOCK_MONOTONIC);
         if (now >= end)
             return -ETIMEDOUT;

@@ -22,6 +22,7 @@
 #include "common/error.h"
 
 #define EGRESS_HEAD_MAX (16u * 1024)        /* request head or ClientHello bytes read to find the name */
+#define EGRESS_HEAD_MAX_READS 64            /* ... in at most this many pieces */
 #define EGRESS_FIRST_BYTES_TIMEOUT_MS 10000 /* from accept to the whole head */
 #define EGRESS_CONNECT_TIMEOUT_MS 10000     /* to the upstream */
 #define EGRESS_DEFAULT_MAX_CONNS 64         /* per sandbox, at once */

@@ -221,9 +221,19 @@ print(s.recv(100).split(b' ')[1].decode())
 s = socket.create_connection(('${EVIL}', 80), timeout=15)
 t = time.time(); s.sendall(b'GET / HTTP/1.1\\r\\n')
 print(s.recv(100), round(time.time() - t) >= 9)
+s = socket.create_connection(('${EVIL}', 80), timeout=15)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.sendall(b'GET / HTTP/1.1\\r\\nHost: allowed.test\\r\\nX: ')
+try:
+    for _ in range(100):
+        s.send(b'a')
+        time.sleep(0.005)
+except OSError:
+    pass
+print(s.recv(100).split(b' ')[1].decode())
 "`,
     );
-    assert.equal(bounded.stdout, "403\nb'' True\n");
+    assert.equal(bounded.stdout, "403\nb'' True\n403\n");
     assert.match(await curl(sbx, `http://allowed.test/ --resolve allowed.test:80:${EVIL}`), /^allowed-http /);
   } finally {
     await sbx.kill();
