@@ -177,14 +177,16 @@ static void table_remove_locked(struct proc *p)
         }
 }
 
-/* Drops finished processes beyond RETAIN_MAX or older than RETAIN_USEC. */
+/* Drops finished processes beyond RETAIN_MAX or older than RETAIN_USEC, once reaped: the end
+ * event may come from a zombie's status before the main thread reaps it (pump_main), and the
+ * reaper must still find its child in the table then. */
 static void prune_locked(void)
 {
     usec_t now = now_usec(CLOCK_MONOTONIC);
     size_t kept = 0;
     for (struct proc **pp = &table; *pp;) {
         struct proc *p = *pp;
-        if (p->finished && (kept >= RETAIN_MAX || now - p->finished_at > RETAIN_USEC)) {
+        if (p->finished && p->exited && (kept >= RETAIN_MAX || now - p->finished_at > RETAIN_USEC)) {
             *pp = p->next;
             p->next = NULL;
             proc_unref_locked(p);
@@ -464,6 +466,30 @@ static json_t *data_event(const char *stream, const void *data, size_t len)
 
 /* ---- the pump ---- */
 
+/* The exit status of p's child when it is a zombie already, read without reaping it (WNOWAIT:
+ * the main thread still reaps every child). So the end event need not wait for the main
+ * thread's turn on a busy CPU as well as the pump's. Under the table lock, as the reaper
+ * reaps under it: while p->exited is false the pid is still this child's. */
+static bool zombie_status_locked(const struct proc *p, int *ret_wstatus)
+{
+    siginfo_t si = { 0 };
+    if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid != p->pid)
+        return false;
+    switch (si.si_code) {
+    case CLD_EXITED:
+        *ret_wstatus = (si.si_status & 0xff) << 8;
+        return true;
+    case CLD_KILLED:
+        *ret_wstatus = si.si_status & 0x7f;
+        return true;
+    case CLD_DUMPED:
+        *ret_wstatus = (si.si_status & 0x7f) | 0x80;
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void *pump_main(void *arg)
 {
     struct proc *p = arg;
@@ -516,15 +542,19 @@ static void *pump_main(void *arg)
     }
 
     lock_table();
-    while (!p->exited) {
+    int wstatus = p->wstatus;
+    bool have_status = p->exited || zombie_status_locked(p, &wstatus);
+    while (!have_status) {
         if (p->deadline != USEC_INFINITY && !p->killed_at_deadline &&
             now_usec(CLOCK_MONOTONIC) >= p->deadline) {
             kill(-p->pid, SIGKILL);
             p->killed_at_deadline = true;
         }
         cond_wait_until(&table_cond, p->killed_at_deadline ? USEC_INFINITY : p->deadline);
+        wstatus = p->wstatus;
+        have_status = p->exited;
     }
-    p->end_event = envd_process_end_event(p->wstatus);
+    p->end_event = envd_process_end_event(wstatus);
     p->finished = true;
     p->finished_at = now_usec(CLOCK_MONOTONIC);
     json_t *end = json_incref(p->end_event);

@@ -35,9 +35,10 @@
 #define CONNECTION_TIMEOUT_S 600
 /* Each connection's MHD memory pool: headers, then the read buffer (half the pool, so uploads
  * arrive 64 KiB per recv()). MHD zeroes the whole pool after every request of a keep-alive
- * connection (MHD_pool_reset), so all of it is resident for as long as the connection lives
- * and the memset is paid per request: a 1 MiB pool halved envd's CPU time per uploaded byte but
- * added 0.9 MiB of RSS per open connection. */
+ * connection (MHD_pool_reset), so all of it is resident for as long as the connection lives.
+ * A bigger pool does not make uploads faster once they are written in 1 MiB pieces
+ * (fs/upload.c: 1.84 GB/s at 128 KiB, 1.79 GB/s at 1 MiB) but costs its size per open
+ * connection. */
 #define CONNECTION_MEMORY_LIMIT (128u << 10)
 
 static const char unauthorized_msg[] =

@@ -40,8 +40,8 @@
 #define INFLATE_CHUNK (64u * 1024)
 /* Body pieces arrive at most MHD's read buffer (64 KiB) at a time. Each write() costs a pass
  * through the page cache's dirty throttling and a timestamp update (a journal transaction on
- * ext4), so pieces are gathered into this much before they are written: a 256 MiB upload to
- * ext4 took 0.7 GB/s in 64 KiB writes and 1 GB/s in 1 MiB ones. */
+ * ext4), so pieces are gathered into this much before they are written: a 256 MiB upload with
+ * curl to ext4 on loopback went from 1.08 to 1.84 GB/s (median of 7). */
 #define WRITE_BUFFER (1u << 20)
 /* Body bytes a refused upload reads and drops before closing the connection instead. */
 #define UPLOAD_MAX_DISCARD (8u << 20)
