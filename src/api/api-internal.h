@@ -5,6 +5,8 @@
 #include "gateway/gateway.h"
 
 struct gw *api_server_gateway(struct api_server *s);
+/* The egress proxy (NULL when the server runs without an orchestrator). */
+struct egress *api_server_egress(struct api_server *s);
 const char *api_server_state_dir(const struct api_server *s);
 /* The server's own store connection (also used for key checks): hold it briefly. */
 struct store *api_store_lock(struct api_server *s);

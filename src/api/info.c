@@ -82,6 +82,23 @@ enum MHD_Result api_metrics(struct api_request *req)
     counter(&b, "hutch_gateway_refused_total", "Requests for envd's internal routes (403).", g.refused);
     counter(&b, "hutch_gateway_unreachable_total",
             "Requests whose sandbox or port could not be reached (502).", g.unreachable);
+    struct egress *eg = api_server_egress(req->server);
+    if (eg) {
+        struct egress_metrics em;
+        egress_get_metrics(eg, &em);
+        buf_printf(&b,
+                   "# HELP hutch_egress_connections Sandbox connections open through the egress proxy.\n"
+                   "# TYPE hutch_egress_connections gauge\nhutch_egress_connections %llu\n",
+                   (unsigned long long)em.active);
+        counter(&b, "hutch_egress_proxied_total", "Connections the egress proxy passed to an allowed name.",
+                em.proxied);
+        counter(&b, "hutch_egress_refused_total",
+                "Connections the egress proxy closed: no name, a name not allowed, or not HTTP/TLS.",
+                em.refused);
+        counter(&b, "hutch_egress_unreachable_total",
+                "Allowed names the egress proxy could not resolve to a usable address or connect to.",
+                em.unreachable);
+    }
     size_t len = b.len;
     return respond(req->conn, "text/plain; version=0.0.4; charset=utf-8", buf_steal(&b), len,
                    MHD_RESPMEM_MUST_FREE);

@@ -465,6 +465,11 @@ struct gw *api_server_gateway(struct api_server *s)
     return s->gateway;
 }
 
+struct egress *api_server_egress(struct api_server *s)
+{
+    return s->egress;
+}
+
 const char *api_server_state_dir(const struct api_server *s)
 {
     return s->state_dir;

@@ -81,7 +81,8 @@ struct egress {
     pthread_cond_t cond;
     struct sbx *sandboxes;
     unsigned total, max_per;
-    uint32_t pool_net, pool_mask; /* host order */
+    uint64_t proxied, refused, unreachable; /* under lock */
+    uint32_t pool_net, pool_mask;           /* host order */
     struct pin *pins;
     size_t n_pins;
     /* The host's own addresses, read again at most once a second (getifaddrs is a netlink
@@ -458,7 +459,9 @@ static void relay(struct conn *c)
     }
 }
 
-static void serve_conn(struct conn *c)
+enum outcome { PROXIED, REFUSED, UNREACHABLE };
+
+static enum outcome serve_conn(struct conn *c)
 {
     struct sockaddr_in orig, local;
     socklen_t l = sizeof(orig), ll = sizeof(local);
@@ -467,7 +470,7 @@ static void serve_conn(struct conn *c)
     if (getsockopt(c->client, SOL_IP, SO_ORIGINAL_DST, &orig, &l) < 0 || orig.sin_family != AF_INET ||
         getsockname(c->client, (struct sockaddr *)&local, &ll) < 0 ||
         (orig.sin_addr.s_addr == local.sin_addr.s_addr && orig.sin_port == local.sin_port))
-        return;
+        return REFUSED;
     unsigned char *head = c->head;
     size_t len = 0;
     bool tls = false;
@@ -476,7 +479,7 @@ static void serve_conn(struct conn *c)
     if (r < 0) {
         if (!tls && (r == -ENOENT || r == -E2BIG))
             http_refuse(c->client, 403, "Forbidden", "hutch: no allowed host name in this request\n");
-        return;
+        return REFUSED;
     }
     if (!name_allowed(c, name)) {
         if (!tls) {
@@ -484,14 +487,14 @@ static void serve_conn(struct conn *c)
             snprintf(msg, sizeof(msg), "hutch: %s is not in this sandbox's network.allowOut\n", name);
             http_refuse(c->client, 403, "Forbidden", msg);
         }
-        return;
+        return REFUSED;
     }
     struct sockaddr_storage addrs[RESOLVE_MAX_ADDRS];
     size_t n = resolve(c->e, name, addrs, RESOLVE_MAX_ADDRS);
     if (n == 0) {
         if (!tls)
             http_refuse(c->client, 502, "Bad Gateway", "hutch: the name resolves to no reachable address\n");
-        return;
+        return UNREACHABLE;
     }
     /* The sandbox's own choice of address only as a preference among the name's own. */
     struct sockaddr_storage *pick = &addrs[0];
@@ -505,18 +508,25 @@ static void serve_conn(struct conn *c)
     if (connect_upstream(c, pick) < 0) {
         if (!tls)
             http_refuse(c->client, 502, "Bad Gateway", "hutch: could not connect to the upstream\n");
-        return;
+        return UNREACHABLE;
     }
     send_all_nb(c->upstream, (const char *)head, len, EGRESS_CONNECT_TIMEOUT_MS);
     relay(c);
+    return PROXIED;
 }
 
 static void *conn_main(void *arg)
 {
     struct conn *c = arg;
-    serve_conn(c);
+    enum outcome o = serve_conn(c);
     struct egress *e = c->e;
     pthread_mutex_lock(&e->lock);
+    if (o == PROXIED)
+        e->proxied++;
+    else if (o == REFUSED)
+        e->refused++;
+    else
+        e->unreachable++;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -764,12 +774,11 @@ void egress_sandbox_forget(struct egress *e, const char *id)
     pthread_mutex_unlock(&e->lock);
 }
 
-unsigned egress_active(struct egress *e)
+void egress_get_metrics(struct egress *e, struct egress_metrics *ret)
 {
     pthread_mutex_lock(&e->lock);
-    unsigned n = e->total;
+    *ret = (struct egress_metrics){ e->total, e->proxied, e->refused, e->unreachable };
     pthread_mutex_unlock(&e->lock);
-    return n;
 }
 
 void egress_free(struct egress *e)

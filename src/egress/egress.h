@@ -53,8 +53,14 @@ int egress_sandbox_set(struct egress *e, const char *id, uint32_t sandbox_ip, co
 /* Removes the sandbox and shuts its connections down; returns once none is left, or after a
  * few seconds when one is still inside the resolver (it then ends by itself). */
 void egress_sandbox_forget(struct egress *e, const char *id);
-/* Connections being proxied now, in all (tests, metrics). */
-unsigned egress_active(struct egress *e);
+struct egress_metrics {
+    uint64_t active;      /* connections open now */
+    uint64_t proxied;     /* connected to an allowed name's address */
+    uint64_t refused;     /* closed: no name, a name not allowed, bytes that are neither, too slow */
+    uint64_t unreachable; /* an allowed name without a usable address, or its connect failed */
+};
+/* A snapshot of the counters since egress_new(). */
+void egress_get_metrics(struct egress *e, struct egress_metrics *ret);
 /* Stops the listener, forgets every sandbox, waits for every connection to end, frees e.
  * Accepts NULL. */
 void egress_free(struct egress *e);

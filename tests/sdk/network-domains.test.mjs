@@ -114,6 +114,14 @@ after(async () => {
   for (const id of created) assert.ok(!rules.includes(`_${id}`), `nftables objects of ${id} left behind`);
 });
 
+const metrics = async () =>
+  Object.fromEntries(
+    (await (await fetch(`${hutch.url}/metrics`)).text())
+      .split('\n')
+      .filter((l) => l.startsWith('hutch_egress_'))
+      .map((l) => [l.split(' ')[0], Number(l.split(' ')[1])]),
+  );
+
 // curl inside the sandbox; the name's address inside is whatever --resolve says (the sandbox's
 // own choice, which the proxy must not trust).
 const curl = async (sbx, args) =>
@@ -161,6 +169,9 @@ test('allowOut domains with everything else denied: HTTP by Host, TLS by SNI, wi
     await sbx.kill();
   }
   assert.ok(!/px_[a-z0-9]+ \{[^}]*redirect/.test(ruleset()), 'the redirect went with the sandbox');
+  const m = await metrics();
+  assert.ok(m.hutch_egress_proxied_total >= 7 && m.hutch_egress_refused_total >= 5, JSON.stringify(m));
+  assert.equal(m.hutch_egress_connections, 0);
 });
 
 test('attack: a spoofed SNI or Host reaches only the allowed name\'s own address, never the one dialled', async () => {
@@ -283,8 +294,10 @@ time.sleep(600)
     await new Promise((r) => setTimeout(r, 50));
   assert.equal(upstream(), 5);
   assert.equal(clients(), 5);
+  assert.equal((await metrics()).hutch_egress_connections, 5);
   await sbx.kill();
   for (let i = 0; i < 100 && upstream() + clients() > 0; i++) await new Promise((r) => setTimeout(r, 50));
   assert.equal(upstream(), 0, 'upstream connections closed');
   assert.equal(clients(), 0, 'sandbox-side connections closed');
+  assert.equal((await metrics()).hutch_egress_connections, 0);
 });
