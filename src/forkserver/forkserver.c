@@ -61,9 +61,9 @@ int forkserver_confine(const struct forkserver_config *cfg, struct error_record 
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL);
-    /* Dies with hutch serve (the socket's EOF says the same, later). Non-dumpable: host root
-     * without capabilities still must not be ptraced or have its memory read. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* Ends with hutch serve through its socket's EOF (PR_SET_PDEATHSIG would follow the thread
+     * that started it, any request thread). Non-dumpable: host root without capabilities still
+     * must not be ptraced or have its memory read. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     /* A kernel's process outlives the child that forked it into the sandbox: it becomes ours
      * to reap (its parent is outside the sandbox, as for exec()'s processes), not the host

@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "common/strutil.h"
 #include "forkserver/forkserver.h"
@@ -77,10 +78,14 @@ int main(int argc, char **argv)
     }
     struct error_record err;
     error_clear(&err);
+    int rc = 0;
     if (forkserver_confine(&cfg, &err) < 0 || forkserver_python_init(&cfg, &err) < 0 ||
         forkserver_serve(&cfg, &err) < 0) {
         fprintf(stderr, "kernel-forkserver: %s\n", err.msg);
-        return 1;
+        rc = 1;
     }
-    return 0;
+    /* Nothing to flush or finalize: Python's finalization would only walk the imported heap
+     * (and a sanitized build's exit handlers the whole address space). */
+    fflush(stderr);
+    _exit(rc);
 }

@@ -31,7 +31,7 @@
 
 #include "common/banned.h"
 
-#define READY_TIMEOUT_MS (120 * 1000)
+#define READY_TIMEOUT_MS (60 * 1000)
 #define REPLY_TIMEOUT_MS (10 * 1000)
 #define REPLY_MAX 512
 
@@ -42,6 +42,7 @@ struct orch_forkserver {
     pthread_t waiter;
     bool waiter_started;
     pthread_mutex_t lock;
+    pthread_cond_t changed; /* ready or failed set */
     bool ready, failed;
 };
 
@@ -86,6 +87,7 @@ static void *wait_ready(void *arg)
         fs->ready = true;
     else
         fs->failed = true;
+    pthread_cond_broadcast(&fs->changed);
     pthread_mutex_unlock(&fs->lock);
     if (n == 5 && memcmp(buf, "ready", 5) == 0)
         log_info("kernel fork server ready (pid %d)", (int)fs->pid);
@@ -133,6 +135,11 @@ int orch_forkserver_start(const char *binary, const char *bundle_dir, const char
     fs->pid = pid;
     fs->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     pthread_mutex_init(&fs->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&fs->changed, &ca);
+    pthread_condattr_destroy(&ca);
     int r = pthread_create(&fs->waiter, NULL, wait_ready, fs);
     if (r != 0) {
         orch_forkserver_stop(fs);
@@ -193,11 +200,15 @@ static int read_reply(int fd, struct error_record *err)
 int orch_forkserver_spawn(struct orch_forkserver *fs, const struct orch_kernel_request *req,
                           struct error_record *err)
 {
+    /* The first requests after the start wait for the imports (the waiter thread gives up
+     * after READY_TIMEOUT_MS and says so). */
     pthread_mutex_lock(&fs->lock);
+    while (!fs->ready && !fs->failed)
+        pthread_cond_wait(&fs->changed, &fs->lock);
     bool ready = fs->ready;
     pthread_mutex_unlock(&fs->lock);
     if (!ready)
-        return error_set(err, EAGAIN, "the kernel fork server is not ready");
+        return error_set(err, EAGAIN, "the kernel fork server did not start");
     json_t *env = json_array();
     for (size_t i = 0; req->env[i]; i++)
         json_array_append_new(env, json_string(req->env[i]));
@@ -247,5 +258,6 @@ void orch_forkserver_stop(struct orch_forkserver *fs)
     if (fs->pidfd >= 0)
         close(fs->pidfd);
     pthread_mutex_destroy(&fs->lock);
+    pthread_cond_destroy(&fs->changed);
     free(fs);
 }

@@ -277,8 +277,9 @@ struct orch {
     size_t n_spawns;
 
     bool has_code_interpreter; /* the builtin code-interpreter-v1 is registered */
-    /* The kernel fork server (forkserver.c), or NULL. */
+    /* The kernel fork server (forkserver.c), started on first use; under lock. */
     struct orch_forkserver *forkserver;
+    bool forkserver_failed;
 
     /* The metrics sampler (metrics.c). */
     pthread_t metrics_thread;
@@ -304,7 +305,8 @@ struct orch {
 struct orch_forkserver;
 /* Starts it from a sealed memfd copy of binary, with bundle_dir (the envd bundle) as its
  * /opt/hutch and preload (comma-separated modules) imported. Returns at once: it says ready
- * later, in the background. */
+ * later, in the background. Any thread may start it: it ends when its socket's other end
+ * closes (this process's exit included), not with the starting thread. */
 int orch_forkserver_start(const char *binary, const char *bundle_dir, const char *preload,
                           struct orch_forkserver **ret, struct error_record *err);
 /* Closes its socket (it exits), waits up to 2 s, kills and reaps it. Accepts NULL. */
@@ -320,7 +322,8 @@ struct orch_kernel_request {
     const struct runtime_join *join; /* from the runtime's join_handle (fds stay the caller's) */
 };
 /* Asks for a Python kernel in the sandbox; blocks until its process is in the sandbox
- * (interpd, given INTERPD_ADOPT_KERNEL, finds it in req->dir), at most 10 s. -EAGAIN while it is not
- * ready. Returns 0 or -errno with err filled. Thread-safe. */
+ * (interpd, given INTERPD_ADOPT_KERNEL, finds it in req->dir): first until the fork server is
+ * ready (at most 60 s after its start), then at most 10 s. Returns 0 or -errno with err filled
+ * (-EAGAIN: it never got ready). Thread-safe. */
 int orch_forkserver_spawn(struct orch_forkserver *fs, const struct orch_kernel_request *req,
                           struct error_record *err);
