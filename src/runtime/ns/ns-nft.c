@@ -159,7 +159,7 @@ static int base_ruleset(struct buf *b, const char *pool)
         "add rule inet hutch forward oifname \"hv*\" drop\n"
         "add rule inet hutch prerouting iifname \"hv*\" iifname vmap @egress\n"
         /* Only what a px_<id> chain redirected: the egress proxy's connections. */
-        "add rule inet hutch input iifname \"hv*\" meta l4proto tcp ct status dnat accept\n"
+        "add rule inet hutch input iifname \"hv*\" meta nfproto ipv4 meta l4proto tcp ct status dnat accept\n"
         "add rule inet hutch input iifname \"hv*\" drop\n"
         "add rule inet hutch postrouting ip saddr %s oifname != \"hv*\" masquerade\n",
         pool);
@@ -246,10 +246,12 @@ static int append_rules(struct buf *b, const char *n, const char *ip, bool domai
  * or everything without internet access), never what the allow set lets through directly. */
 static int append_redirect(struct buf *b, const char *n, const char *ip, uint16_t port, bool deny_internet)
 {
+    /* IPv4 only: sandboxes have no IPv6 beyond link-local, and nothing of theirs is redirected. */
     int r = buf_printf(b,
+                       "add rule inet hutch px_%s meta nfproto != ipv4 return\n"
                        "add rule inet hutch px_%s ip saddr != %s return\n"
                        "add rule inet hutch px_%s ip daddr @a4_%s return\n",
-                       n, ip, n, n);
+                       n, n, ip, n, n);
     if (deny_internet)
         return r | buf_printf(b, "add rule inet hutch px_%s tcp dport { " EGRESS_PORTS " } redirect to :%u\n",
                               n, (unsigned)port);
