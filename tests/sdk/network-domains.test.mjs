@@ -100,6 +100,11 @@ before(async () => {
     '--egress-resolve', `api.wild.test:${GOOD}`,
     '--egress-resolve', `wild.test:${GOOD}`,
     '--egress-resolve', `evil.test:${EVIL}`,
+    // Names an operator (or a DNS answer) points inside: never connected to.
+    '--egress-resolve', 'loopback.test:127.0.0.1',
+    '--egress-resolve', 'metadata.test:169.254.169.254',
+    '--egress-resolve', 'private.test:10.1.2.3',
+    '--egress-resolve', 'host.test:192.0.3.1',
   ]);
 });
 
@@ -246,6 +251,19 @@ print(s.recv(100).split(b' ')[1].decode())
     );
     assert.equal(bounded.stdout, "403\nb'' True\n403\n");
     assert.match(await curl(sbx, `http://allowed.test/ --resolve allowed.test:80:${EVIL}`), /^allowed-http /);
+  } finally {
+    await sbx.kill();
+  }
+});
+
+test('attack: allowed names that resolve to private, metadata, loopback or host addresses reach nothing', async () => {
+  const names = ['loopback.test', 'metadata.test', 'private.test', 'host.test'];
+  const sbx = await create({ network: { allowOut: names, denyOut: ['0.0.0.0/0'] } });
+  try {
+    for (const name of names)
+      assert.match(await curl(sbx, `http://${name}/ --resolve ${name}:80:${EVIL} -o /dev/null -w %{http_code}`), /^502 rc=0$/, name);
+    assert.match(await curl(sbx, `-k https://host.test/ --resolve host.test:443:${EVIL}`), /rc=(35|56|52)/);
+    assert.ok((await metrics()).hutch_egress_unreachable_total >= 5);
   } finally {
     await sbx.kill();
   }
