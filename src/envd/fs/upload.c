@@ -11,10 +11,10 @@
  * regular file; a dangling or other symlink is replaced, never written through. X-Metadata-*
  * headers become the file's complete user.e2b.* set.
  *
- * Nothing is buffered beyond one body piece: the decompressed size is not capped here, the
- * disk (or the sandbox's disk limit) is the bound, and running out of it answers 507 with the
- * temporary file removed. Errors after the body started are answered once the body ends,
- * since MHD cannot respond in the middle of one. */
+ * Nothing is buffered beyond one body piece and WRITE_BUFFER bytes of the file being written:
+ * the decompressed size is not capped here, the disk (or the sandbox's disk limit) is the
+ * bound, and running out of it answers 507 with the temporary file removed. Errors after the
+ * body started are answered once the body ends, since MHD cannot respond in the middle of one. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
