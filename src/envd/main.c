@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <link.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,11 @@ int main(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     ensure_stdio();
+    /* glibc gives each new thread a malloc arena of its own (up to 8 per CPU), and an arena
+     * keeps what it once held: after a burst of concurrent requests envd stayed 1.6 MiB larger
+     * than with two arenas, which its short, small allocations do not contend for. Before any
+     * thread exists. */
+    mallopt(M_ARENA_MAX, 2);
     log_setup_from_env("envd");
 
     _cleanup_free_ char *listen = xasprintf("0.0.0.0:%d", ENVD_DEFAULT_PORT);
