@@ -158,7 +158,7 @@ int main(int argc, char **argv)
 
     char self[sizeof(((struct envd_user *)NULL)->name)];
     if (!user) {
-        if (envd_passwd_name_of("/etc/passwd", (unsigned)geteuid(), self, sizeof(self)) < 0) {
+        if (envd_passwd_user_name("/etc/passwd", (unsigned)geteuid(), self, sizeof(self)) < 0) {
             log_error("cannot find the name of uid %u; pass --default-user", (unsigned)geteuid());
             return 1;
         }

@@ -1,6 +1,7 @@
 /* envd's user database (passwd.c): /etc/passwd and /etc/group read directly, not through NSS,
  * as E2B's envd does. Both functions block on file reads, allocate at most one line's buffer
- * (1 MiB at most; longer lines are skipped) and keep no state: safe from any request thread. */
+ * (1 MiB at most; longer lines are skipped; glibc's parser of the files format) and keep no state: safe from
+ * any request thread. */
 #pragma once
 
 #include <stddef.h>
@@ -13,6 +14,7 @@
  * the passwd file cannot be read (a group file that cannot be read leaves the primary group). */
 int envd_passwd_lookup(const char *passwd, const char *group, const char *name, struct envd_user *ret);
 
-/* Copies the name of id, the first entry with it in a passwd or a group file, into out (size
- * bytes). Returns 0, -ENOENT, -ENAMETOOLONG or -errno. */
-int envd_passwd_name_of(const char *file, unsigned id, char *out, size_t size);
+/* Copies the name of the first entry with uid in a passwd file (gid in a group file) into out
+ * (size bytes). Returns 0, -ENOENT, -ENAMETOOLONG or -errno. */
+int envd_passwd_user_name(const char *passwd, unsigned uid, char *out, size_t size);
+int envd_passwd_group_name(const char *group, unsigned gid, char *out, size_t size);

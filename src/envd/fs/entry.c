@@ -153,7 +153,8 @@ json_t *fs_entry_json(const struct fs_entry_facts *f)
 static void lookup_name(bool user, unsigned id, char *out, size_t size)
 {
     /* Go's envd falls back to the number when the id has no name. */
-    if (envd_passwd_name_of(user ? "/etc/passwd" : "/etc/group", id, out, size) < 0)
+    if ((user ? envd_passwd_user_name("/etc/passwd", id, out, size)
+              : envd_passwd_group_name("/etc/group", id, out, size)) < 0)
         snprintf(out, size, "%u", id);
 }
 

@@ -171,15 +171,15 @@ TEST(passwd_files_parsing)
     ASSERT_EQ(envd_passwd_lookup("/nonexistent/passwd", group, "root", &u), -ENOENT);
 
     char name[64];
-    ASSERT_OK(envd_passwd_name_of(passwd, 2000, name, sizeof(name)));
+    ASSERT_OK(envd_passwd_user_name(passwd, 2000, name, sizeof(name)));
     ASSERT_STREQ(name, "user");
-    ASSERT_OK(envd_passwd_name_of(passwd, 1000, name, sizeof(name)));
+    ASSERT_OK(envd_passwd_user_name(passwd, 1000, name, sizeof(name)));
     ASSERT_STREQ(name, "user");
-    ASSERT_OK(envd_passwd_name_of(group, 200, name, sizeof(name)));
+    ASSERT_OK(envd_passwd_group_name(group, 200, name, sizeof(name)));
     ASSERT_STREQ(name, "dev");
-    ASSERT_EQ(envd_passwd_name_of(group, 999, name, sizeof(name)), -ENOENT);
+    ASSERT_EQ(envd_passwd_group_name(group, 999, name, sizeof(name)), -ENOENT);
     char small[3];
-    ASSERT_EQ(envd_passwd_name_of(passwd, 0, small, sizeof(small)), -ENAMETOOLONG);
+    ASSERT_EQ(envd_passwd_user_name(passwd, 0, small, sizeof(small)), -ENAMETOOLONG);
     unlink(passwd);
     unlink(group);
     rmdir(dir);
