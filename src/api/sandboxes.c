@@ -102,10 +102,37 @@ static int string_list(const json_t *a, const char *what, bool names, const char
     return 0;
 }
 
-/* `network` of NewSandboxV2: allowOut (addresses, CIDRs, domain names) and denyOut (addresses,
- * CIDRs) are enforced; what hutch cannot do (an upstream egress proxy, per-host rules, TLS
- * ports other than 443) is refused rather than ignored. */
-static int parse_network(const json_t *n, const char **allow, const char **deny, struct error_record *err)
+/* network.httpsPorts: TCP ports (besides 443) where allowOut's names are checked by TLS SNI.
+ * Fills a 0-terminated list. */
+static int https_ports(const json_t *a, uint16_t *out, struct error_record *err)
+{
+    if (!a || json_is_null(a))
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) > RUNTIME_HTTPS_PORTS_MAX)
+        return error_set(err, EINVAL, "network.httpsPorts must be an array of at most %d ports",
+                         RUNTIME_HTTPS_PORTS_MAX);
+    size_t i;
+    json_t *v;
+    json_array_foreach (a, i, v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65535)
+            return error_set(err, EINVAL, "network.httpsPorts[%zu] must be a port from 1 to 65535", i);
+        out[i] = (uint16_t)json_integer_value(v);
+        if (out[i] == 80)
+            return error_set(err, EINVAL,
+                             "network.httpsPorts: port 80 is HTTP's (checked by Host), not a TLS port");
+        for (size_t k = 0; k < i; k++)
+            if (out[k] == out[i])
+                return error_set(err, EINVAL, "network.httpsPorts: port %u is listed twice",
+                                 (unsigned)out[i]);
+    }
+    return 0;
+}
+
+/* `network` of NewSandboxV2: allowOut (addresses, CIDRs, domain names), denyOut (addresses,
+ * CIDRs) and httpsPorts (TLS ports for allowOut's names) are enforced; what hutch cannot do (an
+ * upstream egress proxy, per-host rules) is refused rather than ignored. */
+static int parse_network(const json_t *n, const char **allow, const char **deny, uint16_t *https,
+                         struct error_record *err)
 {
     if (!n || json_is_null(n))
         return 0;
@@ -114,13 +141,11 @@ static int parse_network(const json_t *n, const char **allow, const char **deny,
     json_t *proxy = json_object_get(n, "egressProxy"), *rules = json_object_get(n, "rules");
     if ((proxy && !json_is_null(proxy)) || (rules && !json_is_null(rules) && json_object_size(rules) > 0))
         return error_set(err, EOPNOTSUPP, "network.egressProxy and network.rules are not supported");
-    json_t *https = json_object_get(n, "httpsPorts");
-    if (https && !json_is_null(https) && (!json_is_array(https) || json_array_size(https) > 0))
-        return error_set(err, EOPNOTSUPP,
-                         "network.httpsPorts is not supported: domain rules apply to ports 80 and 443");
     int r = string_list(json_object_get(n, "allowOut"), "allowOut", true, allow, err);
     if (r >= 0)
         r = string_list(json_object_get(n, "denyOut"), "denyOut", false, deny, err);
+    if (r >= 0)
+        r = https_ports(json_object_get(n, "httpsPorts"), https, err);
     return r;
 }
 
@@ -168,12 +193,14 @@ static enum MHD_Result create(struct api_request *req, uint32_t default_timeout)
     if (r < 0)
         return api_queue_failure(req, r, &err);
     const char *allow[MAX_CIDRS + 1] = { 0 }, *deny[MAX_CIDRS + 1] = { 0 };
+    uint16_t https[RUNTIME_HTTPS_PORTS_MAX + 1] = { 0 };
     if (r >= 0)
-        r = parse_network(json_object_get(body, "network"), allow, deny, &err);
+        r = parse_network(json_object_get(body, "network"), allow, deny, https, &err);
     if (r < 0)
         return api_queue_failure(req, r, &err);
     c.allow_out = allow;
     c.deny_out = deny;
+    c.https_ports = https;
     c.metadata = json_object_get(body, "metadata");
     c.env_vars = json_object_get(body, "envVars");
     if (json_is_null(c.metadata))
@@ -579,13 +606,16 @@ enum MHD_Result api_sandbox_network(struct api_request *req)
     struct error_record err = { 0 };
     bool allow_internet = true;
     const char *allow[MAX_CIDRS + 1] = { 0 }, *deny[MAX_CIDRS + 1] = { 0 };
+    uint16_t https[RUNTIME_HTTPS_PORTS_MAX + 1] = { 0 };
     /* The body is the whole new config: what it leaves out is the default (internet access
-     * on, no lists). */
+     * on, no lists), except httpsPorts, kept unless the body has it (E2B's SDKs send no
+     * httpsPorts here: an update would otherwise always drop them). */
     int r = get_bool(body, "allow_internet_access", true, &allow_internet, &err);
     if (r >= 0)
-        r = parse_network(body, allow, deny, &err);
+        r = parse_network(body, allow, deny, https, &err);
     if (r >= 0)
-        r = orch_sandbox_set_network(req->server_orch, req->params[0], allow_internet, allow, deny, &err);
+        r = orch_sandbox_set_network(req->server_orch, req->params[0], allow_internet, allow, deny,
+                                     json_object_get(body, "httpsPorts") ? https : NULL, &err);
     if (r < 0)
         return api_queue_failure(req, r, &err);
     return http_queue_empty(req->conn, MHD_HTTP_NO_CONTENT);

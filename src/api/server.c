@@ -380,9 +380,9 @@ static void forget_in_gateway(void *userdata, const char *id)
 }
 
 static int egress_set(void *userdata, const char *id, uint32_t sandbox_ip, const char *const *domains,
-                      struct error_record *err)
+                      const uint16_t *tls_ports, struct error_record *err)
 {
-    return egress_sandbox_set(userdata, id, sandbox_ip, domains, err);
+    return egress_sandbox_set(userdata, id, sandbox_ip, domains, tls_ports, err);
 }
 
 static void egress_forget(void *userdata, const char *id)

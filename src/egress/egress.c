@@ -67,6 +67,7 @@ struct sbx {
     char id[64];
     uint32_t ip;
     char **domains;
+    uint16_t tls_ports[EGRESS_MAX_TLS_PORTS + 1]; /* 0-terminated */
     unsigned conns, refs;
     bool gone;
     struct conn *list;
@@ -173,6 +174,21 @@ static bool is_gone(struct conn *c)
     bool gone = c->sb->gone;
     pthread_mutex_unlock(&c->e->lock);
     return gone;
+}
+
+/* What a redirected connection to port may be: 1 HTTP or TLS (80, 443), 2 TLS only (one of the
+ * sandbox's TLS ports), 0 nothing (a port it no longer has). */
+static int port_kind(struct conn *c, uint16_t port)
+{
+    if (port == 80 || port == 443)
+        return 1;
+    int kind = 0;
+    pthread_mutex_lock(&c->e->lock);
+    for (size_t i = 0; !c->sb->gone && c->sb->tls_ports[i] && !kind; i++)
+        if (c->sb->tls_ports[i] == port)
+            kind = 2;
+    pthread_mutex_unlock(&c->e->lock);
+    return kind;
 }
 
 static bool name_allowed(struct conn *c, const char *name)
@@ -323,13 +339,17 @@ static void http_refuse(int fd, unsigned status, const char *reason, const char 
     }
 }
 
-/* Reads until the name is known; returns egress_sniff's result, or -ETIMEDOUT/-EIO. */
-static int read_head(int fd, unsigned char *buf, size_t *len, bool *tls, char *name, size_t size)
+/* Reads until the name is known; returns egress_sniff's result, or -ETIMEDOUT/-EIO. With
+ * tls_only, bytes that do not start a TLS handshake record are -EPROTO before any parsing. */
+static int read_head(int fd, unsigned char *buf, size_t *len, bool tls_only, bool *tls, char *name,
+                     size_t size)
 {
     usec_t end = now_usec(CLOCK_MONOTONIC) + (usec_t)EGRESS_FIRST_BYTES_TIMEOUT_MS * 1000;
     /* Each read parses everything so far again: a peer sending a byte at a time would make that
      * quadratic, so the head must come in at most EGRESS_HEAD_MAX_READS pieces. */
     for (unsigned reads = 0;; reads++) {
+        if (tls_only && *len > 0 && buf[0] != EGRESS_TLS_HANDSHAKE_RECORD)
+            return -EPROTO;
         int r = egress_sniff(buf, *len, tls, name, size);
         if (r != 0)
             return r;
@@ -471,13 +491,16 @@ static enum outcome serve_conn(struct conn *c)
         getsockname(c->client, (struct sockaddr *)&local, &ll) < 0 ||
         (orig.sin_addr.s_addr == local.sin_addr.s_addr && orig.sin_port == local.sin_port))
         return REFUSED;
+    int kind = port_kind(c, ntohs(orig.sin_port));
+    if (kind == 0)
+        return REFUSED;
     unsigned char *head = c->head;
     size_t len = 0;
     bool tls = false;
     char name[256];
-    int r = read_head(c->client, head, &len, &tls, name, sizeof(name));
+    int r = read_head(c->client, head, &len, kind == 2, &tls, name, sizeof(name));
     if (r < 0) {
-        if (!tls && (r == -ENOENT || r == -E2BIG))
+        if (!tls && kind == 1 && (r == -ENOENT || r == -E2BIG))
             http_refuse(c->client, 403, "Forbidden", "hutch: no allowed host name in this request\n");
         return REFUSED;
     }
@@ -713,8 +736,17 @@ static struct sbx *find_id(struct egress *e, const char *id)
 }
 
 int egress_sandbox_set(struct egress *e, const char *id, uint32_t sandbox_ip, const char *const *domains,
-                       struct error_record *err)
+                       const uint16_t *tls_ports, struct error_record *err)
 {
+    uint16_t ports[EGRESS_MAX_TLS_PORTS + 1] = { 0 };
+    size_t k = 0;
+    for (; tls_ports && tls_ports[k]; k++) {
+        if (k == EGRESS_MAX_TLS_PORTS)
+            return error_set(err, EINVAL, "more than %d TLS ports", EGRESS_MAX_TLS_PORTS);
+        if (tls_ports[k] == 80)
+            return error_set(err, EINVAL, "port 80 cannot be a TLS port");
+        ports[k] = tls_ports[k];
+    }
     size_t n = 0;
     while (domains && domains[n]) {
         if (!net_domain_pattern_valid(domains[n]))
@@ -747,6 +779,7 @@ int egress_sandbox_set(struct egress *e, const char *id, uint32_t sandbox_ip, co
         sb->ip = sandbox_ip;
         strv_free(sb->domains);
         sb->domains = TAKE_PTR(copy);
+        memcpy(sb->tls_ports, ports, sizeof(ports));
     }
     pthread_mutex_unlock(&e->lock);
     strv_free(copy);

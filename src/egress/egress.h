@@ -1,13 +1,15 @@
 /* The egress proxy of `hutch serve`: E2B's domain names in network.allowOut.
  *
- * A sandbox whose allow list names domains has its TCP to ports 80 and 443 that its address
- * policy would drop redirected by nftables to this proxy's listener on the host. For each
- * connection the proxy takes the sandbox from the peer address and the original destination
- * from conntrack (SO_ORIGINAL_DST), reads the first bytes (an HTTP request head: its Host; a TLS
- * ClientHello: its SNI), matches the name against the sandbox's list, resolves the name itself
- * and connects to that resolution (the original destination when it is among the addresses),
- * never to an address the sandbox chose and never to an always-blocked one (net_addr_blocked(),
- * the network pool, the host's own addresses). Then it relays bytes both ways.
+ * A sandbox whose allow list names domains has its TCP to ports 80 and 443 (and its TLS ports,
+ * E2B's network.httpsPorts) that its address policy would drop redirected by nftables to this
+ * proxy's listener on the host. For each connection the proxy takes the sandbox from the peer
+ * address and the original destination from conntrack (SO_ORIGINAL_DST), reads the first bytes
+ * (an HTTP request head: its Host; a TLS ClientHello: its SNI; on a TLS port other than 443
+ * only a ClientHello), matches the name against the sandbox's list, resolves the name itself
+ * and connects to that resolution on the original port (the original destination when it is
+ * among the addresses), never to an address the sandbox chose and never to an always-blocked
+ * one (net_addr_blocked(), the network pool, the host's own addresses). Then it relays bytes
+ * both ways.
  *
  * Invariants: everything a sandbox controls is bounded (head size, time to the first bytes,
  * connections per sandbox and in all); a connection that does not match is closed (HTTP gets a
@@ -28,6 +30,8 @@
 #define EGRESS_DEFAULT_MAX_CONNS 64         /* per sandbox, at once */
 #define EGRESS_MAX_CONNS_TOTAL 4096
 #define EGRESS_MAX_RESOLVE 64
+#define EGRESS_MAX_TLS_PORTS 16          /* per sandbox, besides 443 */
+#define EGRESS_TLS_HANDSHAKE_RECORD 0x16 /* the first byte of a ClientHello */
 
 struct egress_config {
     uint16_t port;                  /* listener port on every host address; 0 = any free one */
@@ -45,11 +49,14 @@ int egress_new(const struct egress_config *cfg, struct egress **ret, struct erro
 /* The port actually bound. */
 uint16_t egress_port(const struct egress *e);
 /* Sets the domain patterns (net_domain_pattern_valid()) of the sandbox at sandbox_ip (network
- * order), replacing what it had; NULL or empty removes the sandbox like forget. Existing
- * connections stay (they were allowed when made). Returns 0, -EINVAL for a bad pattern,
- * -EEXIST when another sandbox holds that address. Blocks only on a mutex. */
+ * order) and its TLS ports besides 443 (0-terminated, NULL = none: redirected connections to
+ * those ports must start with a ClientHello; to any other port than 80, 443 and these they are
+ * closed), replacing what it had; NULL or empty domains removes the sandbox like forget.
+ * Existing connections stay (they were allowed when made). Returns 0, -EINVAL for a bad
+ * pattern or port list (port 80, more than EGRESS_MAX_TLS_PORTS), -EEXIST when another sandbox
+ * holds that address. Blocks only on a mutex. */
 int egress_sandbox_set(struct egress *e, const char *id, uint32_t sandbox_ip, const char *const *domains,
-                       struct error_record *err);
+                       const uint16_t *tls_ports, struct error_record *err);
 /* Removes the sandbox and shuts its connections down; returns once none is left, or after a
  * few seconds when one is still inside the resolver (it then ends by itself). */
 void egress_sandbox_forget(struct egress *e, const char *id);

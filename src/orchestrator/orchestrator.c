@@ -463,6 +463,7 @@ static int start_sandbox(struct orch *o, struct sandbox *s, struct error_record 
         .net = s->online ? RUNTIME_NET_ONLINE : RUNTIME_NET_OFFLINE,
         .allow_out = (const char *const *)allow_out,
         .deny_out = (const char *const *)deny_out,
+        .https_ports = s->https_ports,
         .deny_internet = s->deny_internet,
         .argv = argv,
         .env = env,
@@ -515,6 +516,23 @@ static void set_template_names(struct sandbox *s, const struct orch_template *t)
         *colon = '\0';
 }
 
+static void set_https_ports(struct sandbox *s, const uint16_t *ports)
+{
+    memset(s->https_ports, 0, sizeof(s->https_ports));
+    for (size_t i = 0; ports && ports[i] && i < RUNTIME_HTTPS_PORTS_MAX; i++)
+        s->https_ports[i] = ports[i];
+}
+
+static json_t *https_ports_json(const struct sandbox *s)
+{
+    if (!s->https_ports[0])
+        return NULL;
+    json_t *a = json_array();
+    for (size_t i = 0; s->https_ports[i]; i++)
+        json_array_append_new(a, json_integer(s->https_ports[i]));
+    return a;
+}
+
 /* Fills s's settings for req from template t (taking a copy of it). */
 static void sandbox_settings(struct orch *o, struct sandbox *s, const struct orch_template *t,
                              const struct orch_create *req)
@@ -547,6 +565,7 @@ static void sandbox_settings(struct orch *o, struct sandbox *s, const struct orc
         else
             s->allow_out = a;
     }
+    set_https_ports(s, req->https_ports);
 }
 
 static struct sandbox *sandbox_new(void)
@@ -633,10 +652,10 @@ static char *restore_json(const struct sandbox *s)
                            t->template_id, "buildID", t->build_id, "user", t->user, "uid", (json_int_t)t->uid,
                            "gid", (json_int_t)t->gid, "home", t->home, "workdir", t->workdir, "env", t->env,
                            "startCmd", t->start_cmd, "readyCmd", t->ready_cmd);
-    json_t *j = json_pack("{s:o, s:O?, s:b, s:b, s:O?, s:O?, s:i, s:b}", "template", tj, "envVars",
+    json_t *j = json_pack("{s:o, s:O?, s:b, s:b, s:O?, s:O?, s:o?, s:i, s:b}", "template", tj, "envVars",
                           s->env_vars, "online", s->online, "denyInternet", s->deny_internet, "allowOut",
-                          s->allow_out, "denyOut", s->deny_out, "timeout", (json_int_t)s->timeout_s,
-                          "autoPauseMemory", !s->pause_filesystem_on_timeout);
+                          s->allow_out, "denyOut", s->deny_out, "httpsPorts", https_ports_json(s), "timeout",
+                          (json_int_t)s->timeout_s, "autoPauseMemory", !s->pause_filesystem_on_timeout);
     if (!j)
         abort();
     char *out = json_dump_compact(j, NULL);
@@ -1250,15 +1269,20 @@ int orch_sandbox_logs(struct orch *o, const char *id, int64_t since_ms, size_t l
 
 int orch_sandbox_set_network(struct orch *o, const char *id, bool allow_internet_access,
                              const char *const *allow_out, const char *const *deny_out,
-                             struct error_record *err)
+                             const uint16_t *https_ports, struct error_record *err)
 {
     struct sandbox *s = sandbox_get(o, id);
     if (!s)
         return error_set(err, ENOENT, "sandbox %s not found", id);
     pthread_mutex_lock(&s->op_lock);
+    uint16_t kept[RUNTIME_HTTPS_PORTS_MAX + 1];
+    if (!https_ports) {
+        memcpy(kept, s->https_ports, sizeof(kept));
+        https_ports = kept;
+    }
     int r = s->online || !s->rt ? 0 : error_set(err, EOPNOTSUPP, "sandbox %s was created offline", id);
     if (r >= 0 && s->rt)
-        r = o->cfg.runtime->set_egress(s->rt, allow_out, deny_out, !allow_internet_access, err);
+        r = o->cfg.runtime->set_egress(s->rt, allow_out, deny_out, https_ports, !allow_internet_access, err);
     if (r >= 0) {
         /* Kept for a start from disk after a pause. */
         json_t *lists[2] = { NULL, NULL };
@@ -1274,7 +1298,13 @@ int orch_sandbox_set_network(struct orch *o, const char *id, bool allow_internet
         json_decref(s->deny_out);
         s->allow_out = lists[0];
         s->deny_out = lists[1];
+        set_https_ports(s, https_ports);
         s->deny_internet = !allow_internet_access;
+        /* And for a start after a restart of the server. */
+        _cleanup_free_ char *restore = restore_json(s);
+        pthread_mutex_lock(&o->store_lock);
+        r = store_sandbox_set_restore(o->store, id, restore, err);
+        pthread_mutex_unlock(&o->store_lock);
     }
     pthread_mutex_unlock(&s->op_lock);
     sandbox_put(o, s);
@@ -1372,6 +1402,11 @@ static int adopt_paused(struct orch *o, const struct store_sandbox *rec, struct 
     json_t *a = json_object_get(restore, "allowOut"), *d = json_object_get(restore, "denyOut");
     s->allow_out = json_is_array(a) ? json_incref(a) : NULL;
     s->deny_out = json_is_array(d) ? json_incref(d) : NULL;
+    json_t *hp = json_object_get(restore, "httpsPorts"), *p;
+    size_t i;
+    json_array_foreach (hp, i, p)
+        if (i < RUNTIME_HTTPS_PORTS_MAX && json_integer_value(p) > 0 && json_integer_value(p) <= UINT16_MAX)
+            s->https_ports[i] = (uint16_t)json_integer_value(p);
     s->timeout_s = (uint32_t)json_integer_value(json_object_get(restore, "timeout"));
     s->pause_filesystem_on_timeout = json_is_false(json_object_get(restore, "autoPauseMemory"));
     json_decref(restore);

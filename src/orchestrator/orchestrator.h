@@ -90,6 +90,9 @@ struct orch_create {
     bool auto_resume;             /* a paused sandbox resumes when traffic reaches it */
     const char *const *allow_out; /* CIDRs or addresses, NULL-terminated; NULL = none */
     const char *const *deny_out;
+    /* network.httpsPorts: TLS ports besides 443 for allow_out's domain names (0-terminated,
+     * at most RUNTIME_HTTPS_PORTS_MAX; NULL = none). Kept even without names. */
+    const uint16_t *https_ports;
     bool auto_pause;
     /* E2B's autoPauseMemory:false: the timeout pause keeps the filesystem only (the
      * "filesystem" mode of a pause with memory:false). */
@@ -159,10 +162,11 @@ int orch_sandbox_logs(struct orch *o, const char *id, int64_t since_ms, size_t l
                       void *userdata, struct error_record *err);
 
 /* Replaces the egress policy of a running or paused sandbox (e2b-compat: PUT
- * /sandboxes/{id}/network). -EOPNOTSUPP for a sandbox created offline. */
+ * /sandboxes/{id}/network). https_ports as in orch_create, but NULL keeps the sandbox's (an
+ * empty list clears them). -EOPNOTSUPP for a sandbox created offline. */
 int orch_sandbox_set_network(struct orch *o, const char *id, bool allow_internet_access,
                              const char *const *allow_out, const char *const *deny_out,
-                             struct error_record *err);
+                             const uint16_t *https_ports, struct error_record *err);
 
 /* For the gateway (gw_connect_cb): a new TCP socket in the sandbox's network namespace. */
 int orch_sandbox_socket(void *orch, const char *id, uint16_t port, struct error_record *err);

@@ -106,7 +106,8 @@ bool orch_pool_compatible(const struct orch *o, const struct orch_template *t, c
     if (t->limits.disk_mb)
         d.disk_mb = t->limits.disk_mb;
     return o->cfg.warm_pool_enabled && req->allow_internet_access && !(req->allow_out && req->allow_out[0]) &&
-           !(req->deny_out && req->deny_out[0]) && same_or_default(req->limits.cpu_count, d.cpu_count) &&
+           !(req->deny_out && req->deny_out[0]) && !(req->https_ports && req->https_ports[0]) &&
+           same_or_default(req->limits.cpu_count, d.cpu_count) &&
            same_or_default(req->limits.memory_mb, d.memory_mb) &&
            same_or_default(req->limits.disk_mb, d.disk_mb);
 }

@@ -118,6 +118,8 @@ int orch_sandbox_fork(struct orch *o, const char *id, unsigned count, uint32_t t
     json_t *env_vars = s->env_vars ? json_deep_copy(s->env_vars) : NULL;
     bool internet = !s->deny_internet;
     struct orch_limits limits = s->limits;
+    uint16_t https_ports[RUNTIME_HTTPS_PORTS_MAX + 1];
+    memcpy(https_ports, s->https_ports, sizeof(https_ports));
     char **allow = NULL, **deny = NULL;
     for (int k = 0; k < 2; k++) {
         const json_t *a = k ? s->deny_out : s->allow_out;
@@ -141,6 +143,7 @@ int orch_sandbox_fork(struct orch *o, const char *id, unsigned count, uint32_t t
             .allow_internet_access = internet,
             .allow_out = (const char *const *)allow,
             .deny_out = (const char *const *)deny,
+            .https_ports = https_ports,
             .limits = limits,
         };
         json_t *sbx = NULL;

@@ -45,6 +45,8 @@ enum runtime_net_mode {
     RUNTIME_NET_ONLINE,  /* a veth to the host, NAT, egress filtered by the lists below */
 };
 
+#define RUNTIME_HTTPS_PORTS_MAX 16
+
 struct runtime_spec {
     const char *id; /* [a-z0-9-], 1..48 characters, unique on the host */
     unsigned slot;  /* selects the sandbox's host uid/gid range (base + 65536 * slot) and its
@@ -57,9 +59,14 @@ struct runtime_spec {
      * blocked; then allow_out (CIDRs) is accepted, deny_out (CIDRs) dropped, and the rest is
      * accepted unless deny_internet (E2B's allow_internet_access: false). NULL = empty.
      * allow_out may also hold domain names (net_domain_pattern_valid()) when the config has
-     * an egress proxy: TCP to ports 80 and 443 that the rules above would drop then goes to it. */
+     * an egress proxy: TCP to ports 80, 443 and https_ports that the rules above would drop
+     * then goes to it. */
     const char *const *allow_out;
     const char *const *deny_out;
+    /* E2B's network.httpsPorts: further TCP ports (0-terminated, at most RUNTIME_HTTPS_PORTS_MAX,
+     * no duplicates, never 80; 443 is implied) that go to the egress proxy like 443, where only
+     * a TLS ClientHello is accepted. No effect without domain names in allow_out. NULL = none. */
+    const uint16_t *https_ports;
     bool deny_internet;
     const char *hostname;    /* NULL = id */
     const char *const *argv; /* the sandbox's first process (envd in production); argv[0] is a
@@ -103,13 +110,15 @@ struct runtime_stats {
 
 /* The egress proxy that domain names in allow_out need (hutch serve's, src/egress/): a TCP
  * listener on every host address. set is called with the sandbox's domains (NULL when none)
- * before nftables redirects anything to port, forget when the sandbox is destroyed; both block
- * briefly and are called from the thread that creates, reconfigures or destroys the sandbox. */
+ * and its https_ports other than 443 (0-terminated, NULL when none: on those only TLS is
+ * accepted) before nftables redirects anything to port, forget when the sandbox is destroyed;
+ * both block briefly and are called from the thread that creates, reconfigures or destroys
+ * the sandbox. */
 struct runtime_egress {
     uint16_t port;
     void *userdata;
     int (*set)(void *userdata, const char *id, uint32_t sandbox_ip, const char *const *domains,
-               struct error_record *err);
+               const uint16_t *tls_ports, struct error_record *err);
     void (*forget)(void *userdata, const char *id);
 };
 
@@ -142,10 +151,11 @@ struct runtime_ops {
      * namespace, for callers that connect themselves (libcurl in the gateway). */
     int (*socket)(struct runtime_sandbox *sb, struct error_record *err);
     /* Replaces the egress policy of an online sandbox (the same rules as at create: allow_out,
-     * deny_out, deny_internet; private, link-local, metadata and host addresses stay blocked),
-     * atomically. -EOPNOTSUPP for an offline sandbox; -EINVAL (err filled) for a bad CIDR. */
+     * deny_out, https_ports, deny_internet; private, link-local, metadata and host addresses
+     * stay blocked), atomically. -EOPNOTSUPP for an offline sandbox; -EINVAL (err filled) for a
+     * bad CIDR or port list. */
     int (*set_egress)(struct runtime_sandbox *sb, const char *const *allow_out, const char *const *deny_out,
-                      bool deny_internet, struct error_record *err);
+                      const uint16_t *https_ports, bool deny_internet, struct error_record *err);
     /* Starts a process inside the running sandbox; returns a pidfd (O_CLOEXEC) for it. The
      * process is a child of the caller: reap it with waitid(P_PIDFD, ...). */
     int (*exec)(struct runtime_sandbox *sb, const struct runtime_exec *ex, struct error_record *err);

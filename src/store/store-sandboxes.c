@@ -161,6 +161,12 @@ int store_sandbox_set_end(struct store *s, const char *id, int64_t end_at_ms, st
     return change_one(s, "UPDATE sandboxes SET end_at = ?2 WHERE id = ?1", id, NULL, end_at_ms, err);
 }
 
+int store_sandbox_set_restore(struct store *s, const char *id, const char *restore_json,
+                              struct error_record *err)
+{
+    return change_one(s, "UPDATE sandboxes SET restore = ?2 WHERE id = ?1", id, restore_json, 0, err);
+}
+
 int store_sandbox_set_paused(struct store *s, const char *id, const char *mode, const char *layers_json,
                              struct error_record *err)
 {

@@ -109,6 +109,9 @@ int store_sandbox_get(struct store *s, const char *id, struct store_sandbox *ret
 int store_sandbox_set_state(struct store *s, const char *id, enum store_sandbox_state state,
                             struct error_record *err);
 int store_sandbox_set_end(struct store *s, const char *id, int64_t end_at_ms, struct error_record *err);
+/* Replaces the restore record (after a change of the settings it holds, such as the network). */
+int store_sandbox_set_restore(struct store *s, const char *id, const char *restore_json,
+                              struct error_record *err);
 /* Records a pause: state paused, its mode, and (when not NULL) its new lower layers. */
 int store_sandbox_set_paused(struct store *s, const char *id, const char *mode, const char *layers_json,
                              struct error_record *err);

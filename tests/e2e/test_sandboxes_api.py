@@ -383,6 +383,9 @@ def test_warm_pool_hands_out_started_sandboxes_with_their_own_tokens(bindir, tmp
         status, _, sb = call(srv, "POST", "/v2/sandboxes", body={"templateID": "base", "allow_internet_access": False})
         assert status == 201
         assert metric(srv, "hutch_warm_pool_hits_total") == hits
+        status, _, sb = call(srv, "POST", "/v2/sandboxes", body={"templateID": "base", "network": {"httpsPorts": [8443]}})
+        assert status == 201
+        assert metric(srv, "hutch_warm_pool_hits_total") == hits
     finally:
         assert srv.stop() == 0, srv.log()
     assert processes_in_cgroups_of(tmp_path / "state") == []
@@ -432,7 +435,81 @@ def test_teams_refuses_access_tokens_and_bad_keys(server):
     assert status == 401 and err["message"] == "invalid API key"
 
 
-def test_network_https_ports_are_refused_not_ignored(server):
-    status, _, err = call(server, "POST", "/v2/sandboxes",
-                          body={"templateID": "base", "network": {"allowOut": ["example.com"], "httpsPorts": [8443]}})
-    assert status == 501 and "httpsPorts" in err["message"], err
+HTTPS_BASE = {"allowOut": ["example.com"], "denyOut": ["0.0.0.0/0"]}
+
+
+@pytest.mark.parametrize("ports, needle", [
+    ([80], "port 80"),
+    ([8443, 80], "port 80"),
+    ([0], "httpsPorts[0]"),
+    ([65536], "httpsPorts[0]"),
+    ([-443], "httpsPorts[0]"),
+    ([8443, "9443"], "httpsPorts[1]"),
+    ([8443.0], "httpsPorts[0]"),
+    ([8443, 9443, 8443], "listed twice"),
+    (list(range(8000, 8017)), "at most 16"),
+    ("8443", "array"),
+    ({"port": 8443}, "array"),
+])
+def test_network_https_ports_are_validated(server, ports, needle):
+    for path in ("/v2/sandboxes", "/sandboxes"):
+        status, _, err = call(server, "POST", path,
+                              body={"templateID": "base", "network": {**HTTPS_BASE, "httpsPorts": ports}})
+        assert status == 400 and needle in err["message"], (path, err)
+
+
+def redirected_ports(sid):
+    """The TCP ports the sandbox's px_ chain sends to the egress proxy (empty: no redirect)."""
+    out = subprocess.run(["nft", "list", "chain", "inet", "hutch", "px_" + sid.replace("-", "_")],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if "redirect to" in line:
+            ports = line.split("dport")[1].split("redirect")[0].strip()
+            return sorted(int(p) for p in ports.strip("{} ").split(",")) if "{" in ports else [int(ports)]
+    return []
+
+
+def test_network_https_ports_at_create_update_pause_and_restart(bindir, tmp_path, free_port):
+    srv = HutchServer(bindir, tmp_path / "state", free_port).start()
+    srv.key = srv.create_key()
+    try:
+        # Without names httpsPorts is accepted and has no effect; 443 in the list is harmless.
+        status, _, sb = call(srv, "POST", "/sandboxes",
+                             body={"templateID": "base", "network": {"httpsPorts": [8443, 443]}})
+        assert status == 201, sb
+        assert redirected_ports(sb["sandboxID"]) == []
+        call(srv, "DELETE", f"/sandboxes/{sb['sandboxID']}")
+        status, _, sb = call(srv, "POST", "/v2/sandboxes",
+                             body={"templateID": "base", "network": {**HTTPS_BASE, "httpsPorts": [8443, 443, 3000]}})
+        assert status == 201, sb
+        sid = sb["sandboxID"]
+        assert redirected_ports(sid) == [80, 443, 3000, 8443]
+        status, _, err = call(srv, "PUT", f"/sandboxes/{sid}/network", body={**HTTPS_BASE, "httpsPorts": [80]})
+        assert status == 400 and "port 80" in err["message"], err
+        assert redirected_ports(sid) == [80, 443, 3000, 8443]
+        # A body without httpsPorts keeps them (E2B's SDKs send none on update); one with them replaces.
+        assert call(srv, "PUT", f"/sandboxes/{sid}/network", body=HTTPS_BASE)[0] == 204
+        assert redirected_ports(sid) == [80, 443, 3000, 8443]
+        assert call(srv, "PUT", f"/sandboxes/{sid}/network", body={**HTTPS_BASE, "httpsPorts": [9443]})[0] == 204
+        assert redirected_ports(sid) == [80, 443, 9443]
+        # Without names nothing is redirected, and the ports are kept for when names come back.
+        assert call(srv, "PUT", f"/sandboxes/{sid}/network", body={"denyOut": ["0.0.0.0/0"]})[0] == 204
+        assert redirected_ports(sid) == []
+        assert call(srv, "PUT", f"/sandboxes/{sid}/network", body=HTTPS_BASE)[0] == 204
+        assert redirected_ports(sid) == [80, 443, 9443]
+        # Kept by a pause to the filesystem across a restart of the server.
+        assert call(srv, "POST", f"/sandboxes/{sid}/pause", body={"memory": False})[0] == 204
+        assert redirected_ports(sid) == []
+        assert srv.stop() == 0, srv.log()
+        srv.start()
+        status, _, body = call(srv, "POST", f"/sandboxes/{sid}/resume", body={"timeout": 60})
+        assert status == 201, body
+        assert redirected_ports(sid) == [80, 443, 9443]
+        assert call(srv, "PUT", f"/sandboxes/{sid}/network", body={**HTTPS_BASE, "httpsPorts": None})[0] == 204
+        assert redirected_ports(sid) == [80, 443]
+        call(srv, "DELETE", f"/sandboxes/{sid}")
+        assert redirected_ports(sid) == []
+    finally:
+        assert srv.stop() == 0, srv.log()
+    assert processes_in_cgroups_of(tmp_path / "state") == []
+    assert instance_leftovers(tmp_path / "state") == []

@@ -104,6 +104,8 @@ TEST(plan_rejects_bad_specs)
     REJECT(EINVAL, s.net = (enum runtime_net_mode)7);
     REJECT(EINVAL, s.net = RUNTIME_NET_ONLINE; s.allow_out = (const char *const[]){ "10.0.0.0/33", NULL });
     REJECT(EINVAL, s.net = RUNTIME_NET_ONLINE; s.deny_out = (const char *const[]){ "1.2.3.4/8 drop", NULL });
+    REJECT(EINVAL, s.net = RUNTIME_NET_ONLINE; s.https_ports = (const uint16_t[]){ 8443, 80, 0 });
+    REJECT(EINVAL, s.net = RUNTIME_NET_ONLINE; s.https_ports = (const uint16_t[]){ 8443, 9443, 8443, 0 });
 #undef REJECT
     rmdir("/tmp/hutch-plan-test/root");
     rmdir("/tmp/hutch-plan-test");
@@ -130,6 +132,27 @@ TEST(cidrs_are_normalised)
         if (ns_net_cidrs((const char *const[]){ bad[i], NULL }, &v, &err) != -EINVAL)
             tap_fail(__FILE__, __LINE__, "accepted \"%s\"", bad[i]);
     }
+}
+
+TEST(https_ports_are_checked_and_443_left_out)
+{
+    uint16_t out[RUNTIME_HTTPS_PORTS_MAX + 1];
+    struct error_record err;
+    ASSERT_OK(ns_plan_https_ports((const uint16_t[]){ 8443, 443, 3000, 0 }, out, &err));
+    ASSERT_EQ(out[0], 8443);
+    ASSERT_EQ(out[1], 3000);
+    ASSERT_EQ(out[2], 0);
+    ASSERT_OK(ns_plan_https_ports(NULL, out, &err));
+    ASSERT_EQ(out[0], 0);
+    uint16_t many[RUNTIME_HTTPS_PORTS_MAX + 2] = { 0 };
+    for (size_t i = 0; i < RUNTIME_HTTPS_PORTS_MAX; i++)
+        many[i] = (uint16_t)(1000 + i);
+    ASSERT_OK(ns_plan_https_ports(many, out, &err));
+    ASSERT_EQ(out[RUNTIME_HTTPS_PORTS_MAX - 1], 1000 + RUNTIME_HTTPS_PORTS_MAX - 1);
+    many[RUNTIME_HTTPS_PORTS_MAX] = 2000;
+    ASSERT_EQ(ns_plan_https_ports(many, out, &err), -EINVAL);
+    ASSERT_EQ(ns_plan_https_ports((const uint16_t[]){ 80, 0 }, out, &err), -EINVAL);
+    ASSERT_EQ(ns_plan_https_ports((const uint16_t[]){ 1, 1, 0 }, out, &err), -EINVAL);
 }
 
 TEST(network_pool_slots)

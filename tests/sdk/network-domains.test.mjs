@@ -29,8 +29,8 @@ const sh = (cmd) => execFileSync('sh', ['-c', cmd], { stdio: ['ignore', 'pipe', 
 const hits = () => fs.readFileSync(path.join(dir, 'hits'), 'utf8');
 const ruleset = () => execFileSync('nft', ['list', 'table', 'inet', 'hutch']).toString();
 
-// HTTP on :80 and TLS (self-signed, any SNI) on :443 of both addresses; each answer names the
-// address that served it and the Host it got; every connection is written to `hits`.
+// HTTP on :80 and :8080, TLS (self-signed, any SNI) on :443 and :8443 of both addresses; each
+// answer names the address that served it and the Host it got; every request is written to `hits`.
 const SERVER = `
 import hashlib, http.server, socketserver, ssl, sys, threading
 d = sys.argv[1]
@@ -64,10 +64,10 @@ class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(d + '/cert.pem', d + '/key.pem')
 for ip in ('${GOOD}', '${EVIL}'):
-    for port, tag in ((80, 'http'), (443, 'tls')):
+    for port, tag in ((80, 'http'), (443, 'tls'), (8080, 'http8080'), (8443, 'tls8443')):
         s = S((ip, port), H)
         s.tag = tag
-        if tag == 'tls':
+        if tag.startswith('tls'):
             s.socket = ctx.wrap_socket(s.socket, server_side=True)
         threading.Thread(target=s.serve_forever, daemon=True).start()
 print('ready', flush=True)
@@ -318,4 +318,63 @@ time.sleep(600)
   assert.equal(upstream(), 0, 'upstream connections closed');
   assert.equal(clients(), 0, 'sandbox-side connections closed');
   assert.equal((await metrics()).hutch_egress_connections, 0);
+});
+
+const putNetwork = (id, body) =>
+  fetch(`${hutch.url}/sandboxes/${id}/network`, {
+    method: 'PUT',
+    headers: { 'X-API-Key': hutch.apiKey, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+
+test('httpsPorts: TLS by SNI on another port, a ClientHello only; kept by updateNetwork and across a pause', async () => {
+  const tls8443 = (sbx, name = 'allowed.test') => curl(sbx, `-k https://${name}:8443/ --resolve ${name}:8443:${EVIL}`);
+  // Without httpsPorts, 8443 is a port like any other: CIDR rules only.
+  const plain = await create({ network: { allowOut: ['allowed.test'], denyOut: ['0.0.0.0/0'] } });
+  try {
+    assert.match(await tls8443(plain), /rc=(7|28)/);
+  } finally {
+    await plain.kill();
+  }
+  const sbx = await create({
+    timeoutMs: 120_000,
+    network: { allowOut: ['allowed.test'], denyOut: ['0.0.0.0/0'], httpsPorts: [8443, 8080, 443] },
+  });
+  try {
+    const before = hits();
+    // The proxy connects to the name's own address, on the port the sandbox dialled.
+    assert.match(await tls8443(sbx), /^allowed-tls8443 from 192\.0\.3\.10 host=allowed\.test:8443\s+rc=0$/);
+    assert.match(await curl(sbx, `-k https://allowed.test/ --resolve allowed.test:443:${EVIL}`), /^allowed-tls from 192\.0\.3\.10/);
+    assert.match(await curl(sbx, `http://allowed.test/ --resolve allowed.test:80:${EVIL}`), /^allowed-http from 192\.0\.3\.10/);
+    // A name not in the list is closed, on an allowed address too.
+    assert.match(await tls8443(sbx, 'evil.test'), /rc=(35|56|52)/);
+    assert.match(await curl(sbx, `-k https://evil.test:8443/ --resolve evil.test:8443:${GOOD}`), /rc=(35|56|52)/);
+    // Plain HTTP on a TLS port is closed unanswered, allowed Host and an HTTP server there or not.
+    assert.match(await curl(sbx, `http://allowed.test:8080/ --resolve allowed.test:8080:${GOOD}`), /rc=(52|56)/);
+    assert.match(await curl(sbx, `http://allowed.test:8443/ --resolve allowed.test:8443:${GOOD}`), /rc=(52|56)/);
+    // Ports in neither list stay dropped.
+    assert.match(await curl(sbx, `-k https://allowed.test:9443/ --resolve allowed.test:9443:${GOOD}`), /rc=(7|28)/);
+    const seen = hits().slice(before.length);
+    assert.equal(seen.split('\n').filter((l) => l.startsWith(EVIL) || l.includes('http8080')).length, 0, seen);
+    assert.match(ruleset(), /dport \{[^}]*8443[^}]*\} redirect to :\d+/);
+
+    // The SDK's updateNetwork sends no httpsPorts: they stay.
+    await sbx.updateNetwork({ allowOut: ['allowed.test'], denyOut: ['0.0.0.0/0'] });
+    assert.match(await tls8443(sbx), /^allowed-tls8443 from 192\.0\.3\.10/);
+    // A filesystem pause starts it again from its stored settings.
+    assert.equal(await sbx.pause({ keepMemory: false }), true);
+    await sbx.connect();
+    assert.match(await tls8443(sbx), /^allowed-tls8443 from 192\.0\.3\.10/);
+    assert.match(await tls8443(sbx, 'evil.test'), /rc=(35|56|52)/);
+    // A body with httpsPorts replaces them; 80 is no TLS port.
+    let res = await putNetwork(sbx.sandboxId, { allowOut: ['allowed.test'], denyOut: ['0.0.0.0/0'], httpsPorts: [80] });
+    assert.equal(res.status, 400, await res.text());
+    res = await putNetwork(sbx.sandboxId, { allowOut: ['allowed.test'], denyOut: ['0.0.0.0/0'], httpsPorts: [] });
+    assert.equal(res.status, 204, await res.text());
+    assert.match(await tls8443(sbx), /rc=(7|28)/);
+    assert.match(await curl(sbx, `-k https://allowed.test/ --resolve allowed.test:443:${EVIL}`), /^allowed-tls from 192\.0\.3\.10/);
+    assert.ok(!/dport \{[^}]*8443/.test(ruleset()));
+  } finally {
+    await sbx.kill();
+  }
 });

@@ -724,12 +724,13 @@ static int sandbox_connect(struct runtime_sandbox *sb, uint16_t port, struct err
 }
 
 static int sandbox_set_egress(struct runtime_sandbox *sb, const char *const *allow_out,
-                              const char *const *deny_out, bool deny_internet, struct error_record *err)
+                              const char *const *deny_out, const uint16_t *https_ports, bool deny_internet,
+                              struct error_record *err)
 {
     if (sb->plan->net != RUNTIME_NET_ONLINE)
         return error_set(err, EOPNOTSUPP, "sandbox %s is offline: it has no network to configure",
                          sb->plan->id);
-    return ns_net_sandbox_policy(sb->plan, allow_out, deny_out, deny_internet, err);
+    return ns_net_sandbox_policy(sb->plan, allow_out, deny_out, https_ports, deny_internet, err);
 }
 
 static int sandbox_socket(struct runtime_sandbox *sb, struct error_record *err)

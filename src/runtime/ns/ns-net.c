@@ -363,7 +363,7 @@ int ns_net_sandbox_add(const struct ns_plan *plan, int netns_fd, bool *ret_veth_
     /* The proxy knows the sandbox's names before anything is redirected to it. */
     if (plan->domains && plan->egress &&
         (r = plan->egress->set(plan->egress->userdata, plan->id, plan->sandbox_ip,
-                               (const char *const *)plan->domains, err)) < 0)
+                               (const char *const *)plan->domains, plan->https_ports, err)) < 0)
         goto out;
     r = ns_nft_sandbox_add(plan, err);
 out:
@@ -378,28 +378,32 @@ void ns_net_egress_forget(const struct ns_plan *plan)
 }
 
 int ns_net_sandbox_policy(struct ns_plan *plan, const char *const *allow_out, const char *const *deny_out,
-                          bool deny_internet, struct error_record *err)
+                          const uint16_t *https_ports, bool deny_internet, struct error_record *err)
 {
     char **allow = NULL, **names = NULL, **deny = NULL;
+    uint16_t ports[RUNTIME_HTTPS_PORTS_MAX + 1];
     int r = ns_net_allow_list(plan->egress, allow_out, &allow, &names, err);
     if (r >= 0)
         r = ns_net_cidrs(deny_out, &deny, err);
+    if (r >= 0)
+        r = ns_plan_https_ports(https_ports, ports, err);
     bool told = false;
     if (r >= 0 && plan->egress && (names || plan->domains)) {
         r = plan->egress->set(plan->egress->userdata, plan->id, plan->sandbox_ip, (const char *const *)names,
-                              err);
+                              ports, err);
         told = r >= 0;
     }
     if (r >= 0)
-        r = ns_nft_sandbox_policy(plan, allow, names != NULL, deny, deny_internet, err);
+        r = ns_nft_sandbox_policy(plan, allow, names != NULL, deny, ports, deny_internet, err);
     if (r >= 0) {
         char **old = plan->domains;
         plan->domains = names;
         names = old;
+        memcpy(plan->https_ports, ports, sizeof(ports));
     } else if (told) {
         /* nftables kept the old policy: so does the proxy. */
         plan->egress->set(plan->egress->userdata, plan->id, plan->sandbox_ip,
-                          (const char *const *)plan->domains, NULL);
+                          (const char *const *)plan->domains, plan->https_ports, NULL);
     }
     ns_strv_free(allow);
     ns_strv_free(names);

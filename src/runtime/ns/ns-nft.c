@@ -11,8 +11,9 @@
  *                base template's resolvers accept] -> allow set accept -> deny set drop ->
  *                accept, or drop when internet access is denied
  *   px_<id>:     empty, or with domain names in the allow list: from the sandbox's address, not
- *                to the allow set, TCP to ports 80/443 that sb_<id> would drop -> redirect to
- *                the egress proxy's port (the address of the veth's host end)
+ *                to the allow set, TCP to ports 80/443 (and the sandbox's https ports) that
+ *                sb_<id> would drop -> redirect to the egress proxy's port (the address of the
+ *                veth's host end)
  *
  * libnftables is loaded with dlopen (its ABI is stable and only the runtime library is
  * installed here, not its headers); commands are built only from validated, re-formatted
@@ -242,10 +243,15 @@ static int append_rules(struct buf *b, const char *n, const char *ip, bool domai
                           n, n, n, n, n, n, n, n, n, deny_internet ? "drop" : "accept");
 }
 
-/* The redirect to the egress proxy: only TCP to 80/443 that sb_<n> would drop (the deny set,
- * or everything without internet access), never what the allow set lets through directly. */
-static int append_redirect(struct buf *b, const char *n, const char *ip, uint16_t port, bool deny_internet)
+/* The redirect to the egress proxy: only TCP to 80/443 (and https_ports, 0-terminated, 443 and
+ * 80 already left out by the plan) that sb_<n> would drop (the deny set, or everything without
+ * internet access), never what the allow set lets through directly. */
+static int append_redirect(struct buf *b, const char *n, const char *ip, uint16_t port,
+                           const uint16_t *https_ports, bool deny_internet)
 {
+    char ports[16 + RUNTIME_HTTPS_PORTS_MAX * 8] = EGRESS_PORTS;
+    for (size_t i = 0; https_ports && https_ports[i] && i < RUNTIME_HTTPS_PORTS_MAX; i++)
+        snprintf(ports + strlen(ports), sizeof(ports) - strlen(ports), ", %u", (unsigned)https_ports[i]);
     /* IPv4 only: sandboxes have no IPv6 beyond link-local, and nothing of theirs is redirected. */
     int r = buf_printf(b,
                        "add rule inet hutch px_%s meta nfproto != ipv4 return\n"
@@ -253,12 +259,10 @@ static int append_redirect(struct buf *b, const char *n, const char *ip, uint16_
                        "add rule inet hutch px_%s ip daddr @a4_%s return\n",
                        n, n, ip, n, n);
     if (deny_internet)
-        return r | buf_printf(b, "add rule inet hutch px_%s tcp dport { " EGRESS_PORTS " } redirect to :%u\n",
-                              n, (unsigned)port);
-    return r | buf_printf(b,
-                          "add rule inet hutch px_%s ip daddr @d4_%s tcp dport { " EGRESS_PORTS
-                          " } redirect to :%u\n",
-                          n, n, (unsigned)port);
+        return r | buf_printf(b, "add rule inet hutch px_%s tcp dport { %s } redirect to :%u\n", n, ports,
+                              (unsigned)port);
+    return r | buf_printf(b, "add rule inet hutch px_%s ip daddr @d4_%s tcp dport { %s } redirect to :%u\n",
+                          n, n, ports, (unsigned)port);
 }
 
 static int append_lists(struct buf *b, const char *n, char **allow, char **deny)
@@ -277,7 +281,7 @@ static int append_lists(struct buf *b, const char *n, char **allow, char **deny)
 }
 
 int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, bool domains, char **deny,
-                          bool deny_internet, struct error_record *err)
+                          const uint16_t *https_ports, bool deny_internet, struct error_record *err)
 {
     char n[NS_ID_MAX + 1], ip[INET_ADDRSTRLEN];
     nft_name(plan->id, n, sizeof(n));
@@ -295,7 +299,7 @@ int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, bool domains
     w |= append_rules(&b, n, ip, domains && plan->egress, deny_internet);
     w |= buf_printf(&b, "flush chain inet hutch px_%s\n", n);
     if (domains && plan->egress)
-        w |= append_redirect(&b, n, ip, plan->egress->port, deny_internet);
+        w |= append_redirect(&b, n, ip, plan->egress->port, https_ports, deny_internet);
     pthread_mutex_lock(&nft_lock);
     int r = w < 0 ? error_set(err, ENOBUFS, "nftables batch too large") : nft_run(b.data, NULL, err);
     pthread_mutex_unlock(&nft_lock);
@@ -326,7 +330,7 @@ int ns_nft_sandbox_add(const struct ns_plan *plan, struct error_record *err)
     w |= append_rules(&b, n, ip, domains, plan->deny_internet);
     w |= buf_printf(&b, "add chain inet hutch px_%s\n", n);
     if (domains)
-        w |= append_redirect(&b, n, ip, plan->egress->port, plan->deny_internet);
+        w |= append_redirect(&b, n, ip, plan->egress->port, plan->https_ports, plan->deny_internet);
     w |= buf_printf(&b, "add element inet hutch egress { \"%s\" : jump px_%s }\n", plan->veth, n);
     w |= buf_printf(&b, "add element inet hutch sandboxes { \"%s\" : jump sb_%s }\n", plan->veth, n);
     if (w < 0) {

@@ -67,6 +67,27 @@ int ns_plan_strv(const char *const *in, bool need_one, size_t max, char ***ret)
     return 0;
 }
 
+int ns_plan_https_ports(const uint16_t *in, uint16_t ret[RUNTIME_HTTPS_PORTS_MAX + 1],
+                        struct error_record *err)
+{
+    uint16_t out[RUNTIME_HTTPS_PORTS_MAX + 1] = { 0 };
+    size_t n = 0, k = 0;
+    for (; in && in[n]; n++) {
+        if (n == RUNTIME_HTTPS_PORTS_MAX)
+            return error_set(err, EINVAL, "more than %d https ports", RUNTIME_HTTPS_PORTS_MAX);
+        /* Port 80 is HTTP's: the proxy reads a Host there, and a TLS-only rule would break it. */
+        if (in[n] == 80)
+            return error_set(err, EINVAL, "port 80 cannot be an https port");
+        for (size_t i = 0; i < n; i++)
+            if (in[i] == in[n])
+                return error_set(err, EINVAL, "https port %u listed twice", (unsigned)in[n]);
+        if (in[n] != 443)
+            out[k++] = in[n];
+    }
+    memcpy(ret, out, sizeof(out));
+    return 0;
+}
+
 /* An absolute path without empty, "." or ".." components and without a trailing slash. */
 static int normalise_target(const char *in, char **ret)
 {
@@ -212,7 +233,8 @@ int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spe
         plan->egress = cfg ? cfg->egress : NULL;
         if ((rn = ns_net_allow_list(plan->egress, spec->allow_out, &plan->allow_out, &plan->domains, err)) <
                 0 ||
-            (rn = ns_net_cidrs(spec->deny_out, &plan->deny_out, err)) < 0)
+            (rn = ns_net_cidrs(spec->deny_out, &plan->deny_out, err)) < 0 ||
+            (rn = ns_plan_https_ports(spec->https_ports, plan->https_ports, err)) < 0)
             return rn;
         plan->deny_internet = spec->deny_internet;
     }

@@ -55,6 +55,8 @@ struct ns_plan {
     char net_pool[32];            /* normalised pool CIDR */
     char **allow_out, **deny_out; /* validated, normalised CIDRs */
     char **domains;               /* allow_out's domain names (NULL: none) */
+    /* https_ports without 443, 0-terminated: redirected to the proxy like 443 (with domains) */
+    uint16_t https_ports[RUNTIME_HTTPS_PORTS_MAX + 1];
     /* The config's egress proxy for those names; NULL: none. */
     const struct runtime_egress *egress;
     bool deny_internet;
@@ -67,6 +69,10 @@ int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spe
 void ns_plan_free(struct ns_plan *plan);
 int ns_config_run_dir(const struct runtime_config *cfg, char *out, size_t size);
 uid_t ns_config_uid_base(const struct runtime_config *cfg);
+/* Validates a spec's https_ports (at most RUNTIME_HTTPS_PORTS_MAX, no duplicates, not 80) and
+ * copies it without 443 into ret (0-terminated). -EINVAL with err filled. */
+int ns_plan_https_ports(const uint16_t *in, uint16_t ret[RUNTIME_HTTPS_PORTS_MAX + 1],
+                        struct error_record *err);
 /* Validates argv/env/cwd and copies them (exec() shares it). */
 int ns_plan_strv(const char *const *in, bool need_one, size_t max, char ***ret);
 void ns_strv_free(char **v);
@@ -98,7 +104,7 @@ int ns_net_allow_list(const struct runtime_egress *egress, const char *const *in
 /* parent: replaces an online sandbox's egress policy (the proxy's names first, then nftables,
  * in one transaction); plan->domains follows. */
 int ns_net_sandbox_policy(struct ns_plan *plan, const char *const *allow_out, const char *const *deny_out,
-                          bool deny_internet, struct error_record *err);
+                          const uint16_t *https_ports, bool deny_internet, struct error_record *err);
 /* parent: tells the egress proxy, if any, that the sandbox is gone. */
 void ns_net_egress_forget(const struct ns_plan *plan);
 /* parent, plan time: the slot's /30 out of the pool, checked against the host's addresses. */
@@ -122,11 +128,12 @@ int ns_nft_sandbox_del(const char *id);
 /* The chain name (the sandbox id, '-' as '_') that the map sends veth's traffic to: 1 and the
  * name in ret_name when there is one, 0 when not, or -errno. */
 int ns_nft_veth_owner(const char *veth, char *ret_name, size_t size);
-/* Replaces an online sandbox's egress policy (lists already validated by ns_net_cidrs); with
- * domains, TCP to ports 80 and 443 that the policy would drop is redirected to the egress
- * proxy's port and DNS to the base template's resolvers is allowed. */
+/* Replaces an online sandbox's egress policy (lists already validated by ns_net_cidrs, ports
+ * by ns_plan_https_ports); with domains, TCP to ports 80, 443 and https_ports that the policy
+ * would drop is redirected to the egress proxy's port and DNS to the base template's resolvers
+ * is allowed. */
 int ns_nft_sandbox_policy(const struct ns_plan *plan, char **allow, bool domains, char **deny,
-                          bool deny_internet, struct error_record *err);
+                          const uint16_t *https_ports, bool deny_internet, struct error_record *err);
 
 /* The writable tmpfs's inodes: one per 4 KiB of disk, at least 4096 (an inode bomb ends in
  * ENOSPC too). */
