@@ -109,6 +109,7 @@ print(sudo('pass').returncode, sudo(f'open("/proc/{os.getpid()}/exe", "r+b").wri
     const chart = await sbx.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()');
     assert.equal(chart.error, undefined, JSON.stringify(chart.error));
     assert.equal(chart.results[0].chart?.type, 'line');
+    assert.equal(typeof chart.results[0].png, 'string', 'the figure as a PNG too (inline backend set up in the forked kernel)');
     const df = await sbx.runCode('import pandas as pd\npd.DataFrame({"a": [1, 2]})');
     assert.ok(df.results[0].data, 'a DataFrame result');
   } finally {

@@ -981,10 +981,20 @@ def _ensure_inline_backend(ip):
     try:
         if "matplotlib.pyplot" not in sys.modules:
             mpl.use(INLINE_BACKEND)
-        elif mpl.get_backend() != INLINE_BACKEND:
+        elif mpl.get_backend() != INLINE_BACKEND or not _inline_configured(ip):
+            # The second case: pyplot and the backend were imported before this shell existed
+            # (a kernel forked from hutch's kernel fork server), so the backend's import-time
+            # hook found no shell to configure.
             ip.run_line_magic("matplotlib", "inline")
     except Exception:
         _record_error()
+
+
+def _inline_configured(ip):
+    """Whether the inline backend's figure formatters are installed in this shell."""
+    mfig = sys.modules.get("matplotlib.figure")
+    png = ip.display_formatter.formatters.get("image/png")
+    return mfig is not None and png is not None and mfig.Figure in png.type_printers
 
 
 def register(ip=None):
