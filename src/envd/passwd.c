@@ -38,40 +38,41 @@ static bool skip_line(FILE *f)
     return c != EOF;
 }
 
-/* fgetpwent_r/fgetgrent_r with a buffer grown up to LINE_MAX_BYTES (they rewind to the line's
- * start when it does not fit). Returns 1 with *ret set, 0 at the end, or -errno. */
+/* After fgetpwent_r/fgetgrent_r said ERANGE (they rewind to the line's start): a bigger buffer,
+ * up to LINE_MAX_BYTES, or past the line. false at the end of the file. */
+static bool grow_or_skip(FILE *f, char **buf, size_t *cap)
+{
+    if (*cap >= LINE_MAX_BYTES)
+        return skip_line(f);
+    *cap *= 2;
+    *buf = xrealloc(*buf, *cap);
+    return true;
+}
+
+/* What fgetpwent_r/fgetgrent_r's result e means: 1 an entry, 0 the end, -errno. */
+static int entry_result(FILE *f, int e, bool got)
+{
+    if (e == 0 && got)
+        return 1;
+    return e == 0 || e == ENOENT ? (ferror(f) ? -EIO : 0) : -e;
+}
+
 static int next_passwd(FILE *f, char **buf, size_t *cap, struct passwd *pw, struct passwd **ret)
 {
-    for (;;) {
-        int e = fgetpwent_r(f, pw, *buf, *cap, ret);
-        if (e == 0 && *ret)
-            return 1;
-        if (e != ERANGE)
-            return e == 0 || e == ENOENT ? (ferror(f) ? -EIO : 0) : -e;
-        if (*cap < LINE_MAX_BYTES) {
-            *cap *= 2;
-            *buf = xrealloc(*buf, *cap);
-        } else if (!skip_line(f)) {
+    int e;
+    while ((e = fgetpwent_r(f, pw, *buf, *cap, ret)) == ERANGE)
+        if (!grow_or_skip(f, buf, cap))
             return 0;
-        }
-    }
+    return entry_result(f, e, *ret != NULL);
 }
 
 static int next_group(FILE *f, char **buf, size_t *cap, struct group *gr, struct group **ret)
 {
-    for (;;) {
-        int e = fgetgrent_r(f, gr, *buf, *cap, ret);
-        if (e == 0 && *ret)
-            return 1;
-        if (e != ERANGE)
-            return e == 0 || e == ENOENT ? (ferror(f) ? -EIO : 0) : -e;
-        if (*cap < LINE_MAX_BYTES) {
-            *cap *= 2;
-            *buf = xrealloc(*buf, *cap);
-        } else if (!skip_line(f)) {
+    int e;
+    while ((e = fgetgrent_r(f, gr, *buf, *cap, ret)) == ERANGE)
+        if (!grow_or_skip(f, buf, cap))
             return 0;
-        }
-    }
+    return entry_result(f, e, *ret != NULL);
 }
 
 int envd_passwd_lookup(const char *passwd, const char *group, const char *name, struct envd_user *ret)

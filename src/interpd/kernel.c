@@ -566,6 +566,18 @@ static int handshake(struct kernel *k, usec_t timeout, struct error_record *err)
     return 0;
 }
 
+/* The last steps of kernel_start() and kernel_adopt(): the three sockets, then the handshake. */
+static int connect_and_handshake(void *zctx, struct kernel *k, const struct endpoints *ep, usec_t timeout,
+                                 struct error_record *err)
+{
+    k->shell = socket_connect(zctx, ZMQ_DEALER, ep, 0);
+    k->iopub = socket_connect(zctx, ZMQ_SUB, ep, 1);
+    k->control = socket_connect(zctx, ZMQ_DEALER, ep, 3);
+    if (!k->shell || !k->iopub || !k->control)
+        return error_set_errno(err, errno, "cannot create the zmq sockets");
+    return handshake(k, timeout, err);
+}
+
 /* One field of an adopted kernel's connection file. */
 static int conn_port(const json_t *c, const char *name, int *ret)
 {
@@ -649,14 +661,7 @@ int kernel_adopt(void *zctx, const char *dir, const struct kernel_opts *opts, st
         r = error_set(err, ESRCH, "the kernel process %d is not running as this user", (int)k->pid);
         goto fail;
     }
-    k->shell = socket_connect(zctx, ZMQ_DEALER, &ep, 0);
-    k->iopub = socket_connect(zctx, ZMQ_SUB, &ep, 1);
-    k->control = socket_connect(zctx, ZMQ_DEALER, &ep, 3);
-    if (!k->shell || !k->iopub || !k->control) {
-        r = error_set_errno(err, errno, "cannot create the zmq sockets");
-        goto fail;
-    }
-    r = handshake(k, opts->start_timeout, err);
+    r = connect_and_handshake(zctx, k, &ep, opts->start_timeout, err);
     if (r < 0)
         goto fail;
     free(ep.ip);
@@ -709,14 +714,7 @@ int kernel_start(void *zctx, const struct kernelspec *ks, const struct kernel_op
      * polls waitid() and kernel_next() notices a death within its timeout slice. */
     k->pidfd = (int)syscall(SYS_pidfd_open, k->pid, 0);
 
-    k->shell = socket_connect(zctx, ZMQ_DEALER, &ep, 0);
-    k->iopub = socket_connect(zctx, ZMQ_SUB, &ep, 1);
-    k->control = socket_connect(zctx, ZMQ_DEALER, &ep, 3);
-    if (!k->shell || !k->iopub || !k->control) {
-        r = error_set_errno(err, errno, "cannot create the zmq sockets");
-        goto fail;
-    }
-    r = handshake(k, opts->start_timeout, err);
+    r = connect_and_handshake(zctx, k, &ep, opts->start_timeout, err);
     if (r < 0)
         goto fail;
     free(ep.ip);
