@@ -10,6 +10,7 @@
 #include "api/api.h"
 #include "common/http-util.h"
 #include "common/json-util.h"
+#include "common/macro.h"
 #include "common/net-util.h"
 #include "common/strutil.h"
 #include "common/time-util.h"
@@ -149,6 +150,85 @@ static int parse_network(const json_t *n, const char **allow, const char **deny,
     return r;
 }
 
+/* network.maskRequestHost as E2B takes it: a host name or address, optionally with ":port";
+ * `${PORT}` (the port the request is for) may stand anywhere. ASCII only, no spaces or control
+ * characters (it becomes a header line). */
+static bool mask_host_valid(const char *mask)
+{
+    static const char placeholder[] = "${PORT}";
+    char s[ORCH_MASK_HOST_MAX + 1];
+    size_t n = 0;
+    for (const char *p = mask; *p;) {
+        if (strncmp(p, placeholder, sizeof(placeholder) - 1) == 0) {
+            s[n++] = '1';
+            p += sizeof(placeholder) - 1;
+        } else {
+            s[n++] = *p++;
+        }
+    }
+    s[n] = '\0';
+    char *host = s, *port = NULL;
+    if (s[0] == '[') { /* [IPv6]:port */
+        char *end = strchr(s, ']');
+        if (!end || end == s + 1)
+            return false;
+        *end = '\0';
+        host = s + 1;
+        if (end[1] == ':')
+            port = end + 2;
+        else if (end[1])
+            return false;
+        for (const char *p = host; *p; p++)
+            if (!strchr("0123456789abcdefABCDEF:.", *p))
+                return false;
+    } else {
+        char *colon = strchr(s, ':');
+        if (colon) {
+            *colon = '\0';
+            port = colon + 1;
+        }
+        if (!*host || strlen(host) > 253)
+            return false;
+        for (const char *p = host; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                  *p == '-' || *p == '.' || *p == '_'))
+                return false;
+    }
+    if (port) {
+        uint64_t v;
+        if (!*port || strlen(port) > 5 || strspn(port, "0123456789") != strlen(port) ||
+            parse_uint64(port, &v) < 0 || v == 0 || v > 65535)
+            return false;
+    }
+    return true;
+}
+
+/* The ingress half of `network` (create only: E2B's network update has neither):
+ * allowPublicTraffic (default true) and maskRequestHost. */
+static int parse_ingress(const json_t *n, struct orch_create *c, struct error_record *err)
+{
+    if (!json_is_object(n))
+        return 0;
+    bool public_traffic = true;
+    int r = get_bool(n, "allowPublicTraffic", true, &public_traffic, err);
+    if (r < 0)
+        return error_set(err, EINVAL, "network.allowPublicTraffic must be a boolean");
+    c->require_traffic_token = !public_traffic;
+    json_t *m = json_object_get(n, "maskRequestHost");
+    if (!m || json_is_null(m))
+        return 0;
+    if (!json_is_string(m) || json_string_length(m) == 0 || json_string_length(m) > ORCH_MASK_HOST_MAX)
+        return error_set(err, EINVAL, "network.maskRequestHost must be a string of 1 to %d bytes",
+                         ORCH_MASK_HOST_MAX);
+    if (strlen(json_string_value(m)) != json_string_length(m) || !mask_host_valid(json_string_value(m)))
+        return error_set(err, EINVAL,
+                         "mask request host is not valid: %s (a host name or address, optionally with "
+                         ":port, in ASCII; ${PORT} stands for the port)",
+                         json_string_value(m));
+    c->mask_request_host = json_string_value(m);
+    return 0;
+}
+
 static enum MHD_Result create(struct api_request *req, uint32_t default_timeout)
 {
     enum MHD_Result ret;
@@ -196,6 +276,8 @@ static enum MHD_Result create(struct api_request *req, uint32_t default_timeout)
     uint16_t https[RUNTIME_HTTPS_PORTS_MAX + 1] = { 0 };
     if (r >= 0)
         r = parse_network(json_object_get(body, "network"), allow, deny, https, &err);
+    if (r >= 0)
+        r = parse_ingress(json_object_get(body, "network"), &c, &err);
     if (r < 0)
         return api_queue_failure(req, r, &err);
     c.allow_out = allow;
@@ -341,6 +423,23 @@ enum MHD_Result api_sandbox_pause(struct api_request *req)
 
 /* ---- get and list ---- */
 
+/* SandboxDetail's `network` (SandboxNetworkConfig), from the sandbox's restore record. */
+static json_t *detail_network(const struct store_sandbox *sb)
+{
+    json_auto_t *restore = json_loads(sb->restore_json ? sb->restore_json : "{}", 0, NULL);
+    json_t *n = json_pack("{s:b}", "allowPublicTraffic",
+                          !json_is_string(json_object_get(restore, "trafficAccessToken")));
+    static const char *const keys[] = { "allowOut", "denyOut", "httpsPorts", "maskRequestHost" };
+    for (size_t i = 0; n && i < ARRAY_SIZE(keys); i++) {
+        json_t *v = json_object_get(restore, keys[i]);
+        if (v && !json_is_null(v))
+            json_object_set(n, keys[i], v);
+    }
+    if (!n)
+        abort();
+    return n;
+}
+
 static json_t *listed_json(const struct store_sandbox *sb, bool detail)
 {
     char started[32], end[32];
@@ -365,6 +464,7 @@ static json_t *listed_json(const struct store_sandbox *sb, bool detail)
         json_object_set_new(j, "lifecycle",
                             json_pack("{s:s, s:b}", "onTimeout", sb->pause_on_timeout ? "pause" : "kill",
                                       "autoResume", sb->auto_resume));
+        json_object_set_new(j, "network", detail_network(sb));
     }
     return j;
 }

@@ -379,6 +379,14 @@ static void forget_in_gateway(void *userdata, const char *id)
     gw_forget_sandbox(s->gateway, id);
 }
 
+static int sandbox_ingress(void *userdata, const char *id, struct gw_ingress *ret)
+{
+    _Static_assert(GW_TRAFFIC_TOKEN_MAX == ORCH_TRAFFIC_TOKEN_MAX && GW_MASK_HOST_MAX == ORCH_MASK_HOST_MAX,
+                   "the gateway holds what the orchestrator keeps");
+    return orch_sandbox_ingress(userdata, id, ret->traffic_token, sizeof(ret->traffic_token), ret->mask_host,
+                                sizeof(ret->mask_host));
+}
+
 static int egress_set(void *userdata, const char *id, uint32_t sandbox_ip, const char *const *domains,
                       const uint16_t *tls_ports, struct error_record *err)
 {
@@ -437,6 +445,7 @@ int api_server_start(const struct api_config *cfg, struct api_server **ret, stru
         if (r < 0)
             goto fail;
         gw_set_connect(s->gateway, orch_sandbox_socket, s->orch);
+        gw_set_ingress(s->gateway, sandbox_ingress, s->orch);
     }
     r = bind_listen(cfg->listen ? cfg->listen : API_DEFAULT_LISTEN, &s->listen_fd, &s->port, err);
     if (r < 0)

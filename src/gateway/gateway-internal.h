@@ -12,6 +12,12 @@ enum MHD_Result gw_queue_502(struct gw *gw, struct MHD_Connection *conn, const s
  * -ENOENT: no such sandbox; -ECONNREFUSED: nothing listens. */
 int gw_open_upstream(struct gw *gw, const struct gw_target *t, struct error_record *err);
 
-/* upgrade.c: the whole exchange for a request with an Upgrade header. */
+/* True for request headers that end at the gateway: the routing headers and the traffic access
+ * token. */
+bool gw_header_is_own(const char *name);
+
+/* upgrade.c: the whole exchange for a request with an Upgrade header. host: the Host to send
+ * instead of the client's (network.maskRequestHost, the client's then going as
+ * X-Forwarded-Host), or NULL. */
 enum MHD_Result gw_upgrade(struct gw *gw, const struct gw_target *t, struct MHD_Connection *conn,
-                           const char *raw_uri, const char *method);
+                           const char *raw_uri, const char *method, const char *host);

@@ -9,8 +9,11 @@
  * per-sandbox host name, so a connection can never be reused for another sandbox).
  *
  * Invariants: envd's internal routes (/init and the pause machinery) are never reachable
- * through the gateway; hop-by-hop headers and the routing headers are not forwarded; an unknown
- * sandbox or a closed port answers 502 `{"sandboxId","message","code":502}` (e2b-compat 1.4). */
+ * through the gateway; hop-by-hop headers, the routing headers and the traffic access token
+ * header are not forwarded; an unknown sandbox or a closed port answers 502
+ * `{"sandboxId","message","code":502}` (e2b-compat 1.4). A sandbox with a traffic access token
+ * (network.allowPublicTraffic false) answers 403 on every port but envd's to a request without
+ * `E2B-Traffic-Access-Token: <token>`, before anything reaches it (or resumes it). */
 #pragma once
 
 #include <microhttpd.h>
@@ -34,6 +37,20 @@
  * connection itself. */
 typedef int (*gw_connect_cb)(void *userdata, const char *sandbox_id, uint16_t port, struct error_record *err);
 
+#define GW_TRAFFIC_TOKEN_HEADER "e2b-traffic-access-token"
+#define GW_TRAFFIC_TOKEN_MAX 64
+#define GW_MASK_HOST_MAX 255
+
+/* What the gateway enforces on a sandbox's traffic to ports other than envd's. */
+struct gw_ingress {
+    char traffic_token[GW_TRAFFIC_TOKEN_MAX + 1]; /* "": public */
+    char mask_host[GW_MASK_HOST_MAX + 1];         /* "": the client's Host; `${PORT}` = the port */
+};
+
+/* Fills ret for the sandbox; -ENOENT when it does not exist. Called on request threads,
+ * concurrently; must not wait for the sandbox (it runs before a paused one is resumed). */
+typedef int (*gw_ingress_cb)(void *userdata, const char *sandbox_id, struct gw_ingress *ret);
+
 struct gw_config {
     gw_connect_cb connect;
     void *userdata;
@@ -45,6 +62,8 @@ struct gw;
 int gw_new(const struct gw_config *cfg, struct gw **ret);
 /* Sets the connector after creation (before the first request). */
 void gw_set_connect(struct gw *gw, gw_connect_cb connect, void *userdata);
+/* Sets the ingress lookup (before the first request); without one every sandbox is public. */
+void gw_set_ingress(struct gw *gw, gw_ingress_cb ingress, void *userdata);
 void gw_free(struct gw *gw);
 
 enum gw_route_result {
@@ -78,7 +97,7 @@ void gw_request_completed(void *req_cls);
 struct gw_metrics {
     uint64_t requests;    /* routed requests */
     uint64_t bad_routes;  /* 400: half routed or malformed */
-    uint64_t refused;     /* 403: internal routes */
+    uint64_t refused;     /* 403: internal routes, missing or wrong traffic access token */
     uint64_t unreachable; /* 502: sandbox gone, port closed, upstream failed */
 };
 void gw_get_metrics(struct gw *gw, struct gw_metrics *ret);
@@ -87,6 +106,10 @@ void gw_count_bad_route(struct gw *gw);
 
 /* Drops the pooled upstream connections of a sandbox (call when it stops running). */
 void gw_forget_sandbox(struct gw *gw, const char *sandbox_id);
+
+/* The Host to forward for a request to port under mask (gw_ingress.mask_host): every `${PORT}`
+ * replaced by the port. Returns a new string. Pure: exposed for tests. */
+char *gw_mask_host(const char *mask, uint16_t port);
 
 /* True for envd paths that only the control plane may call (/init, /freeze, ...). */
 bool gw_path_is_internal(uint16_t port, const char *path);

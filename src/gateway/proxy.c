@@ -22,6 +22,7 @@
 
 #include "common/buf.h"
 #include "common/cleanup.h"
+#include "common/crypto.h"
 #include "common/http-util.h"
 #include "common/json-util.h"
 #include "common/macro.h"
@@ -49,6 +50,8 @@ struct pool_entry {
 
 struct gw {
     struct gw_config cfg;
+    gw_ingress_cb ingress;
+    void *ingress_userdata;
     _Atomic uint64_t requests, bad_routes, refused, unreachable;
     pthread_mutex_t lock;
     struct pool_entry pool[POOL_MAX_IDLE];
@@ -63,6 +66,7 @@ struct gw_request {
     CURLM *multi;
     struct curl_slist *headers;
     struct curl_slist *resolve;
+    char *host; /* network.maskRequestHost for this port, or NULL */
     int connect_r;
     struct error_record connect_err;
 
@@ -102,6 +106,12 @@ void gw_set_connect(struct gw *gw, gw_connect_cb connect, void *userdata)
 {
     gw->cfg.connect = connect;
     gw->cfg.userdata = userdata;
+}
+
+void gw_set_ingress(struct gw *gw, gw_ingress_cb ingress, void *userdata)
+{
+    gw->ingress = ingress;
+    gw->ingress_userdata = userdata;
 }
 
 void gw_get_metrics(struct gw *gw, struct gw_metrics *ret)
@@ -304,11 +314,15 @@ static enum MHD_Result add_request_header(void *cls, enum MHD_ValueKind kind, co
                                           const char *value)
 {
     struct gw_request *r = cls;
-    /* Framing headers are curl's to write for the upstream leg; routing headers end here. */
+    /* Framing headers are curl's to write for the upstream leg; the gateway's own end here. */
     if (hop_by_hop(name) || strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Expect") == 0 ||
-        strcasecmp(name, "E2b-Sandbox-Id") == 0 || strcasecmp(name, "E2b-Sandbox-Port") == 0)
+        gw_header_is_own(name))
         return MHD_YES;
-    _cleanup_free_ char *line = xasprintf("%s: %s", name, value ? value : "");
+    /* A masked Host: the sandbox sees the mask, and the client's Host as X-Forwarded-Host. */
+    bool host = r->host && strcasecmp(name, "Host") == 0;
+    if (r->host && strcasecmp(name, "X-Forwarded-Host") == 0)
+        return MHD_YES;
+    _cleanup_free_ char *line = xasprintf("%s: %s", host ? "X-Forwarded-Host" : name, value ? value : "");
     r->headers = curl_slist_append(r->headers, line);
     return MHD_YES;
 }
@@ -349,7 +363,11 @@ static void setup_easy(struct gw_request *r, struct MHD_Connection *conn, const 
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 
     MHD_get_connection_values(conn, MHD_HEADER_KIND, add_request_header, r);
-    /* No "Expect: 100-continue" round trip for uploads; keep the client's Host. */
+    if (r->host) {
+        _cleanup_free_ char *line = xasprintf("Host: %s", r->host);
+        r->headers = curl_slist_append(r->headers, line);
+    }
+    /* No "Expect: 100-continue" round trip for uploads; the client's Host (or the mask) stays. */
     r->headers = curl_slist_append(r->headers, "Expect:");
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
 
@@ -385,6 +403,26 @@ enum MHD_Result gw_queue_502(struct gw *gw, struct MHD_Connection *conn, const s
                                                    : detail;
     json_t *body = json_pack("{s:s, s:s, s:i}", "sandboxId", t->sandbox_id, "message", why, "code", 502);
     enum MHD_Result ret = http_queue_json(conn, MHD_HTTP_BAD_GATEWAY, body);
+    json_decref(body);
+    return ret;
+}
+
+/* The 403 of a sandbox secured with a traffic access token (E2B's wording). */
+static enum MHD_Result queue_token_403(struct gw *gw, struct MHD_Connection *conn, const struct gw_target *t,
+                                       bool missing)
+{
+    gw->refused++;
+    char msg[160];
+    if (missing)
+        snprintf(msg, sizeof(msg),
+                 "Sandbox is secured with traffic access token. Token header '%s' is missing",
+                 GW_TRAFFIC_TOKEN_HEADER);
+    else
+        snprintf(msg, sizeof(msg),
+                 "Sandbox is secured with traffic access token. Provided token in header '%s' is invalid",
+                 GW_TRAFFIC_TOKEN_HEADER);
+    json_t *body = json_pack("{s:s, s:s, s:i}", "sandboxId", t->sandbox_id, "message", msg, "code", 403);
+    enum MHD_Result ret = http_queue_json(conn, MHD_HTTP_FORBIDDEN, body);
     json_decref(body);
     return ret;
 }
@@ -497,10 +535,26 @@ enum MHD_Result gw_handle(struct gw *gw, const struct gw_target *target, struct 
             gw->refused++;
             return http_queue_error(conn, MHD_HTTP_FORBIDDEN, "%s is internal to the sandbox", path);
         }
+        /* envd checks its own X-Access-Token; every other port is the gateway's to guard. */
+        struct gw_ingress in = { 0 };
+        if (target->port != GW_ENVD_PORT && gw->ingress) {
+            int ir = gw->ingress(gw->ingress_userdata, target->sandbox_id, &in);
+            if (ir < 0)
+                return gw_queue_502(gw, conn, target, ir, "cannot look the sandbox up");
+            if (in.traffic_token[0]) {
+                const char *tok = http_header(conn, GW_TRAFFIC_TOKEN_HEADER);
+                if (!tok || !*tok)
+                    return queue_token_403(gw, conn, target, true);
+                if (!memeq_consttime(tok, strlen(tok), in.traffic_token, strlen(in.traffic_token)))
+                    return queue_token_403(gw, conn, target, false);
+            }
+        }
+        _cleanup_free_ char *host = in.mask_host[0] ? gw_mask_host(in.mask_host, target->port) : NULL;
         if (http_header(conn, MHD_HTTP_HEADER_UPGRADE))
-            return gw_upgrade(gw, target, conn, raw_uri, method);
+            return gw_upgrade(gw, target, conn, raw_uri, method, host);
         r = xcalloc(1, sizeof(*r));
         r->gw = gw;
+        r->host = TAKE_PTR(host);
         r->target = *target;
         snprintf(r->key, sizeof(r->key), "%s:%u", target->sandbox_id, (unsigned)target->port);
         buf_init(&r->up, UPLOAD_BUFFER);
@@ -559,6 +613,7 @@ void gw_request_completed(void *req_cls)
         curl_multi_cleanup(r->multi);
     curl_slist_free_all(r->headers);
     curl_slist_free_all(r->resolve);
+    free(r->host);
     buf_release(&r->up);
     buf_release(&r->down);
     free(r);

@@ -1,11 +1,13 @@
 /* See gateway.h: deciding whether a request is sandbox traffic, and which of envd's paths only
  * the control plane may use. Pure functions. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/macro.h"
 #include "common/strutil.h"
-#include "gateway/gateway.h"
+#include "common/xalloc.h"
+#include "gateway/gateway-internal.h"
 #include "common/banned.h"
 
 static bool valid_sandbox_id(const char *s, size_t len)
@@ -94,4 +96,34 @@ bool gw_path_is_internal(uint16_t port, const char *path)
         if (strlen(internal[i]) == n && strncasecmp(path, internal[i], n) == 0)
             return true;
     return false;
+}
+
+char *gw_mask_host(const char *mask, uint16_t port)
+{
+    static const char placeholder[] = "${PORT}";
+    char num[8];
+    snprintf(num, sizeof(num), "%u", (unsigned)port);
+    size_t n = 0;
+    for (const char *p = mask; (p = strstr(p, placeholder)); p += sizeof(placeholder) - 1)
+        n++;
+    char *out = xmalloc(strlen(mask) + n * strlen(num) + 1), *o = out;
+    for (const char *p = mask;;) {
+        const char *hit = strstr(p, placeholder);
+        size_t k = hit ? (size_t)(hit - p) : strlen(p);
+        memcpy(o, p, k);
+        o += k;
+        if (!hit)
+            break;
+        memcpy(o, num, strlen(num));
+        o += strlen(num);
+        p = hit + sizeof(placeholder) - 1;
+    }
+    *o = '\0';
+    return out;
+}
+
+bool gw_header_is_own(const char *name)
+{
+    return strcasecmp(name, "E2b-Sandbox-Id") == 0 || strcasecmp(name, "E2b-Sandbox-Port") == 0 ||
+           strcasecmp(name, GW_TRAFFIC_TOKEN_HEADER) == 0;
 }

@@ -103,12 +103,18 @@ static void answer_release(struct answer *a)
     buf_release(&a->body);
 }
 
+struct head {
+    struct buf buf;
+    const char *host; /* the masked Host, or NULL */
+};
+
 static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *name, const char *value)
 {
-    struct buf *b = cls;
-    if (strcasecmp(name, "E2b-Sandbox-Id") == 0 || strcasecmp(name, "E2b-Sandbox-Port") == 0)
+    struct head *h = cls;
+    if (gw_header_is_own(name) || (h->host && strcasecmp(name, "X-Forwarded-Host") == 0))
         return MHD_YES;
-    buf_printf(b, "%s: %s\r\n", name, value ? value : "");
+    bool host = h->host && strcasecmp(name, "Host") == 0;
+    buf_printf(&h->buf, "%s: %s\r\n", host ? "X-Forwarded-Host" : name, value ? value : "");
     return MHD_YES;
 }
 
@@ -175,21 +181,23 @@ static bool hop(const char *name)
 }
 
 enum MHD_Result gw_upgrade(struct gw *gw, const struct gw_target *t, struct MHD_Connection *conn,
-                           const char *raw_uri, const char *method)
+                           const char *raw_uri, const char *method, const char *host)
 {
     struct error_record err = { 0 };
     _cleanup_close_ int fd = gw_open_upstream(gw, t, &err);
     if (fd < 0)
         return gw_queue_502(gw, conn, t, fd, err.msg);
 
-    struct buf head;
-    buf_init(&head, HEAD_MAX);
-    buf_printf(&head, "%s %s HTTP/1.1\r\n", method, raw_uri);
+    struct head head = { .host = host };
+    buf_init(&head.buf, HEAD_MAX);
+    buf_printf(&head.buf, "%s %s HTTP/1.1\r\n", method, raw_uri);
+    if (host)
+        buf_printf(&head.buf, "Host: %s\r\n", host);
     MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header, &head);
-    int r = buf_append_str(&head, "\r\n");
+    int r = buf_append_str(&head.buf, "\r\n");
     if (r >= 0)
-        r = write_all(fd, head.data, head.len);
-    buf_release(&head);
+        r = write_all(fd, head.buf.data, head.buf.len);
+    buf_release(&head.buf);
     if (r < 0)
         return gw_queue_502(gw, conn, t, 0, "could not send the upgrade request");
 

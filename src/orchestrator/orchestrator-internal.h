@@ -226,6 +226,9 @@ struct sandbox {
     bool saved;                   /* a pause wrote a layer for it (collected when it goes) */
     /* network.httpsPorts, 0-terminated */
     uint16_t https_ports[RUNTIME_HTTPS_PORTS_MAX + 1];
+    /* Ingress, fixed at create: the traffic access token ("" = public) and maskRequestHost. */
+    char traffic_token[ORCH_TRAFFIC_TOKEN_MAX + 1];
+    char mask_host[ORCH_MASK_HOST_MAX + 1];
     char pool_ref[STORE_TEMPLATE_ID_MAX + 1 + STORE_TAG_MAX + 1]; /* while pooled: the pool's */
     uint64_t pool_memory;             /* while pooled: its memory use when it joined */
     struct orch_envd_conn *pool_conn; /* while pooled: kept open for the hand-over's /init */

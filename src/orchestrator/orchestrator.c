@@ -169,9 +169,10 @@ void orch_sandbox_unref(struct orch *o, struct sandbox *s)
 
 static json_t *sandbox_json(const struct sandbox *s)
 {
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:n}", "sandboxID", s->id, "templateID",
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:s?}", "sandboxID", s->id, "templateID",
                           s->template_id, "alias", s->alias, "clientID", ORCH_CLIENT_ID, "envdVersion",
-                          ENVD_VERSION, "envdAccessToken", s->token, "domain");
+                          ENVD_VERSION, "envdAccessToken", s->token, "domain", "trafficAccessToken",
+                          s->traffic_token[0] ? s->traffic_token : NULL);
     if (!j)
         abort();
     return j;
@@ -652,9 +653,11 @@ static char *restore_json(const struct sandbox *s)
                            t->template_id, "buildID", t->build_id, "user", t->user, "uid", (json_int_t)t->uid,
                            "gid", (json_int_t)t->gid, "home", t->home, "workdir", t->workdir, "env", t->env,
                            "startCmd", t->start_cmd, "readyCmd", t->ready_cmd);
-    json_t *j = json_pack("{s:o, s:O?, s:b, s:b, s:O?, s:O?, s:o?, s:i, s:b}", "template", tj, "envVars",
-                          s->env_vars, "online", s->online, "denyInternet", s->deny_internet, "allowOut",
-                          s->allow_out, "denyOut", s->deny_out, "httpsPorts", https_ports_json(s), "timeout",
+    json_t *j = json_pack("{s:o, s:O?, s:b, s:b, s:O?, s:O?, s:o?, s:s?, s:s?, s:i, s:b}", "template", tj,
+                          "envVars", s->env_vars, "online", s->online, "denyInternet", s->deny_internet,
+                          "allowOut", s->allow_out, "denyOut", s->deny_out, "httpsPorts", https_ports_json(s),
+                          "trafficAccessToken", s->traffic_token[0] ? s->traffic_token : NULL,
+                          "maskRequestHost", s->mask_host[0] ? s->mask_host : NULL, "timeout",
                           (json_int_t)s->timeout_s, "autoPauseMemory", !s->pause_filesystem_on_timeout);
     if (!j)
         abort();
@@ -709,6 +712,11 @@ int orch_sandbox_create(struct orch *o, const struct orch_create *req, json_t **
             return r;
         }
     }
+    /* Ingress settings only concern the gateway: a pooled sandbox takes them as well. */
+    if (req->require_traffic_token && random_hex(s->traffic_token, 32) < 0)
+        abort();
+    if (req->mask_request_host)
+        str_copy(s->mask_host, sizeof(s->mask_host), req->mask_request_host);
     s->pause_on_timeout = req->auto_pause;
     s->pause_filesystem_on_timeout = req->auto_pause_filesystem;
     s->auto_resume = req->auto_resume;
@@ -1311,6 +1319,18 @@ int orch_sandbox_set_network(struct orch *o, const char *id, bool allow_internet
     return r;
 }
 
+int orch_sandbox_ingress(struct orch *o, const char *id, char *ret_token, size_t token_size,
+                         char *ret_mask_host, size_t mask_size)
+{
+    struct sandbox *s = sandbox_get(o, id);
+    if (!s)
+        return -ENOENT;
+    str_copy(ret_token, token_size, s->traffic_token);
+    str_copy(ret_mask_host, mask_size, s->mask_host);
+    sandbox_put(o, s);
+    return 0;
+}
+
 int orch_sandbox_socket(void *userdata, const char *id, uint16_t port, struct error_record *err)
 {
     struct orch *o = userdata;
@@ -1407,6 +1427,10 @@ static int adopt_paused(struct orch *o, const struct store_sandbox *rec, struct 
     json_array_foreach (hp, i, p)
         if (i < RUNTIME_HTTPS_PORTS_MAX && json_integer_value(p) > 0 && json_integer_value(p) <= UINT16_MAX)
             s->https_ports[i] = (uint16_t)json_integer_value(p);
+    const char *tat = json_string_value(json_object_get(restore, "trafficAccessToken"));
+    const char *mask = json_string_value(json_object_get(restore, "maskRequestHost"));
+    str_copy(s->traffic_token, sizeof(s->traffic_token), tat ? tat : "");
+    str_copy(s->mask_host, sizeof(s->mask_host), mask ? mask : "");
     s->timeout_s = (uint32_t)json_integer_value(json_object_get(restore, "timeout"));
     s->pause_filesystem_on_timeout = json_is_false(json_object_get(restore, "autoPauseMemory"));
     json_decref(restore);

@@ -78,6 +78,9 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
 /* Kills every running sandbox and frees everything (NULL accepted). */
 void orch_free(struct orch *o);
 
+#define ORCH_MASK_HOST_MAX 255
+#define ORCH_TRAFFIC_TOKEN_MAX 64
+
 struct orch_create {
     const char *template_id;
     uint32_t timeout_s;     /* 0: the default */
@@ -93,6 +96,12 @@ struct orch_create {
     /* network.httpsPorts: TLS ports besides 443 for allow_out's domain names (0-terminated,
      * at most RUNTIME_HTTPS_PORTS_MAX; NULL = none). Kept even without names. */
     const uint16_t *https_ports;
+    /* Ingress (e2b-compat 2, network.allowPublicTraffic false): the sandbox gets a random
+     * traffic access token that the gateway requires on its ports other than envd's. */
+    bool require_traffic_token;
+    /* network.maskRequestHost: the Host the gateway forwards to those ports (`${PORT}` stands
+     * for the port), at most ORCH_MASK_HOST_MAX bytes; NULL: the client's. Validated by the API. */
+    const char *mask_request_host;
     bool auto_pause;
     /* E2B's autoPauseMemory:false: the timeout pause keeps the filesystem only (the
      * "filesystem" mode of a pause with memory:false). */
@@ -167,6 +176,14 @@ int orch_sandbox_logs(struct orch *o, const char *id, int64_t since_ms, size_t l
 int orch_sandbox_set_network(struct orch *o, const char *id, bool allow_internet_access,
                              const char *const *allow_out, const char *const *deny_out,
                              const uint16_t *https_ports, struct error_record *err);
+
+/* For the gateway: what it enforces on the sandbox's inbound traffic, copied into the caller's
+ * buffers: the traffic access token ("" when public traffic is allowed; token_size at least
+ * ORCH_TRAFFIC_TOKEN_MAX + 1) and network.maskRequestHost ("" when none; mask_size at least
+ * ORCH_MASK_HOST_MAX + 1). Both are fixed at create, so this never waits for the sandbox's
+ * operations (a paused sandbox answers too). -ENOENT when unknown. */
+int orch_sandbox_ingress(struct orch *o, const char *id, char *ret_token, size_t token_size,
+                         char *ret_mask_host, size_t mask_size);
 
 /* For the gateway (gw_connect_cb): a new TCP socket in the sandbox's network namespace. */
 int orch_sandbox_socket(void *orch, const char *id, uint16_t port, struct error_record *err);

@@ -120,6 +120,9 @@ int orch_sandbox_fork(struct orch *o, const char *id, unsigned count, uint32_t t
     struct orch_limits limits = s->limits;
     uint16_t https_ports[RUNTIME_HTTPS_PORTS_MAX + 1];
     memcpy(https_ports, s->https_ports, sizeof(https_ports));
+    bool require_token = s->traffic_token[0] != '\0';
+    char mask_host[ORCH_MASK_HOST_MAX + 1];
+    str_copy(mask_host, sizeof(mask_host), s->mask_host);
     char **allow = NULL, **deny = NULL;
     for (int k = 0; k < 2; k++) {
         const json_t *a = k ? s->deny_out : s->allow_out;
@@ -144,6 +147,8 @@ int orch_sandbox_fork(struct orch *o, const char *id, unsigned count, uint32_t t
             .allow_out = (const char *const *)allow,
             .deny_out = (const char *const *)deny,
             .https_ports = https_ports,
+            .require_traffic_token = require_token,
+            .mask_request_host = mask_host[0] ? mask_host : NULL,
             .limits = limits,
         };
         json_t *sbx = NULL;

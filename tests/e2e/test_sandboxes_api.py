@@ -513,3 +513,81 @@ def test_network_https_ports_at_create_update_pause_and_restart(bindir, tmp_path
         assert srv.stop() == 0, srv.log()
     assert processes_in_cgroups_of(tmp_path / "state") == []
     assert instance_leftovers(tmp_path / "state") == []
+
+
+@pytest.mark.parametrize("network, needle", [
+    ({"allowPublicTraffic": "no"}, "allowPublicTraffic must be a boolean"),
+    ({"allowPublicTraffic": 0}, "allowPublicTraffic must be a boolean"),
+    ({"maskRequestHost": 5}, "maskRequestHost must be a string"),
+    ({"maskRequestHost": ""}, "maskRequestHost must be a string"),
+    ({"maskRequestHost": "x" * 256}, "maskRequestHost must be a string"),
+    ({"maskRequestHost": ["example.com"]}, "maskRequestHost must be a string"),
+    ({"maskRequestHost": "a b"}, "mask request host is not valid"),
+    ({"maskRequestHost": "example.com\r\nX-Evil: 1"}, "mask request host is not valid"),
+    ({"maskRequestHost": "http://example.com"}, "mask request host is not valid"),
+    ({"maskRequestHost": "example.com/path"}, "mask request host is not valid"),
+    ({"maskRequestHost": "example.com:99999"}, "mask request host is not valid"),
+    ({"maskRequestHost": "example.com:"}, "mask request host is not valid"),
+    ({"maskRequestHost": "example.com:8a"}, "mask request host is not valid"),
+    ({"maskRequestHost": "bücher.example"}, "mask request host is not valid"),
+    ({"maskRequestHost": "[::1"}, "mask request host is not valid"),
+    ({"maskRequestHost": ":8080"}, "mask request host is not valid"),
+])
+def test_network_ingress_is_validated(server, network, needle):
+    for path in ("/v2/sandboxes", "/sandboxes"):
+        status, _, err = call(server, "POST", path, body={"templateID": "base", "network": network})
+        assert status == 400 and needle in err["message"], (path, err)
+
+
+def test_network_ingress_token_and_mask_kept_across_pause_and_restart(bindir, tmp_path, free_port):
+    srv = HutchServer(bindir, tmp_path / "state", free_port).start()
+    srv.key = srv.create_key()
+    try:
+        # Accepted forms of maskRequestHost; a default sandbox has trafficAccessToken null.
+        for mask in ("example.com", "[::1]:8080", "${PORT}.example.test", "localhost:${PORT}"):
+            status, _, sb = call(srv, "POST", "/v2/sandboxes",
+                                 body={"templateID": "base", "network": {"maskRequestHost": mask}})
+            assert status == 201, (mask, sb)
+            assert sb["trafficAccessToken"] is None
+            info = call(srv, "GET", f"/sandboxes/{sb['sandboxID']}")[2]
+            assert info["network"] == {"allowPublicTraffic": True, "maskRequestHost": mask}
+            call(srv, "DELETE", f"/sandboxes/{sb['sandboxID']}")
+
+        status, _, sb = call(srv, "POST", "/v2/sandboxes", body={
+            "templateID": "base",
+            "network": {"allowPublicTraffic": False, "maskRequestHost": "app.test:${PORT}", "denyOut": ["10.1.0.0/16"]}})
+        assert status == 201, sb
+        sid, token = sb["sandboxID"], sb["trafficAccessToken"]
+        assert len(token) == 64 and token != sb["envdAccessToken"]
+        want = {"allowPublicTraffic": False, "maskRequestHost": "app.test:${PORT}", "denyOut": ["10.1.0.0/16"]}
+        assert call(srv, "GET", f"/sandboxes/{sid}")[2]["network"] == want
+        # A network update keeps them.
+        assert call(srv, "PUT", f"/sandboxes/{sid}/network", body={"denyOut": ["10.2.0.0/16"]})[0] == 204
+        want["denyOut"] = ["10.2.0.0/16"]
+        assert call(srv, "GET", f"/sandboxes/{sid}")[2]["network"] == want
+
+        def user_port(headers):
+            status, _, data = srv.request("GET", "/", headers={"E2b-Sandbox-Id": sid, "E2b-Sandbox-Port": "8000",
+                                                               **headers})
+            return status, json.loads(data) if data else None
+
+        status, body = user_port({})
+        assert status == 403 and "is missing" in body["message"] and body["sandboxId"] == sid, body
+        status, body = user_port({"E2B-Traffic-Access-Token": token.upper()})
+        assert status == 403 and "is invalid" in body["message"], body
+        assert user_port({"e2b-traffic-access-token": token})[0] == 502  # nothing listens on 8000
+        # Paused to the filesystem, then the server restarts: the token and the mask come back.
+        assert call(srv, "POST", f"/sandboxes/{sid}/pause", body={"memory": False})[0] == 204
+        assert srv.stop() == 0, srv.log()
+        srv.start()
+        assert call(srv, "GET", f"/sandboxes/{sid}")[2]["network"] == want
+        assert user_port({})[0] == 403
+        status, _, body = call(srv, "POST", f"/sandboxes/{sid}/connect", body={"timeout": 60})
+        assert status == 201 and body["trafficAccessToken"] == token, body
+        assert user_port({})[0] == 403
+        assert user_port({"E2B-Traffic-Access-Token": token})[0] == 502
+        call(srv, "DELETE", f"/sandboxes/{sid}")
+    finally:
+        assert srv.stop() == 0, srv.log()
+    assert processes_in_cgroups_of(tmp_path / "state") == []
+    assert instance_leftovers(tmp_path / "state") == []

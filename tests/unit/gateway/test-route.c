@@ -1,3 +1,5 @@
+#include <stdlib.h>
+
 #include "gateway/gateway.h"
 #include "tap.h"
 
@@ -65,4 +67,20 @@ TEST(internal_paths_only_on_envd_port)
     ASSERT_FALSE(gw_path_is_internal(49983, "/files"));
     ASSERT_FALSE(gw_path_is_internal(49983, "/process.Process/Start"));
     ASSERT_FALSE(gw_path_is_internal(8080, "/init"));
+}
+
+TEST(mask_host_replaces_every_port_placeholder)
+{
+    char *h = gw_mask_host("example.test:${PORT}", 8000);
+    ASSERT_STREQ(h, "example.test:8000");
+    free(h);
+    h = gw_mask_host("${PORT}.a.test:${PORT}", 3);
+    ASSERT_STREQ(h, "3.a.test:3");
+    free(h);
+    h = gw_mask_host("plain.test", 65535);
+    ASSERT_STREQ(h, "plain.test");
+    free(h);
+    h = gw_mask_host("${PORT", 80);
+    ASSERT_STREQ(h, "${PORT");
+    free(h);
 }
