@@ -2,7 +2,9 @@
  * one cgroup named after its id under "<the caller's own cgroup>/<parent>" (parent defaults to
  * "hutch"), so that hutch nests inside whatever the host gave it. v1 (this machine): memory,
  * cpu, cpuacct, pids, freezer, devices hierarchies, one directory each. v2 (modern hosts): one
- * directory, controllers enabled in the parent's subtree_control, CLONE_INTO_CGROUP, cgroup.kill.
+ * directory, controllers enabled in the parent's subtree_control, CLONE_INTO_CGROUP, cgroup.kill;
+ * a caller whose own cgroup holds processes (a systemd service with Delegate=yes) moves them into
+ * the leaf NS_CGROUP_V2_LEAF first (v2_enable_own).
  *
  * attach() is also called in exec()'s forked helper: it only opens and writes. */
 #include <ctype.h>
@@ -423,14 +425,26 @@ static int v2_mount(char *out, size_t size)
     return -ENOENT;
 }
 
+/* The caller's own v2 cgroup ("" for the root), the one hutch nests in: once v2_enable_own() has moved
+ * the caller into <own>/NS_CGROUP_V2_LEAF, still <own>. */
+static void v2_own(char *out, size_t size)
+{
+    if (own_cgroup(NULL, out, size) < 0) {
+        out[0] = '\0';
+        return;
+    }
+    char *slash = strrchr(out, '/');
+    if (slash && streq(slash + 1, NS_CGROUP_V2_LEAF))
+        *slash = '\0';
+}
+
 static int v2_base(const char *parent, char *out, size_t size, char *own_out, size_t own_size)
 {
     char mnt[64], own[256];
     int r = v2_mount(mnt, sizeof(mnt));
     if (r < 0)
         return r;
-    if (own_cgroup(NULL, own, sizeof(own)) < 0)
-        own[0] = '\0';
+    v2_own(own, sizeof(own));
     if (own_out && snprintf(own_out, own_size, "%s%s", mnt, own) >= (int)own_size)
         return -ENAMETOOLONG;
     if (snprintf(out, size, "%s%s/%s", mnt, own, parent) >= (int)size)
@@ -459,6 +473,62 @@ static int v2_list(const char *parent, void (*cb)(const char *, void *), void *u
     return list_dir(base, cb, userdata);
 }
 
+static const char *const v2_controllers[] = { "+memory", "+pids", "+cpu" };
+
+/* Enables the limit controllers for dir's children, one at a time: a host may delegate some and
+ * not others (one write of all three fails as a whole, ENOENT), and a limit whose controller is
+ * missing fails later, as EOPNOTSUPP, only when it is asked for. Returns -EBUSY when dir holds
+ * processes (v2's "no internal processes" rule; the root is exempt), else 0. */
+static int v2_enable_controllers(const char *dir)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(v2_controllers); i++)
+        if (write_file(dir, "cgroup.subtree_control", v2_controllers[i]) == -EBUSY)
+            return -EBUSY;
+    return 0;
+}
+
+/* The caller's own cgroup enables the controllers for the sandboxes below it. A supervisor that
+ * gives hutch a cgroup of its own (systemd Delegate=yes, a container's cgroup namespace) starts
+ * hutch's process in that very cgroup, where the kernel refuses to enable controllers (EBUSY):
+ * every process of it then moves into the leaf <own>/NS_CGROUP_V2_LEAF, as systemd asks of
+ * delegated services, and the controllers are enabled. Paths stay those of <own> (v2_own()). */
+static int v2_enable_own(const char *own)
+{
+    int r = v2_enable_controllers(own);
+    if (r != -EBUSY)
+        return r;
+    char leaf[320];
+    if (snprintf(leaf, sizeof(leaf), "%s/" NS_CGROUP_V2_LEAF, own) >= (int)sizeof(leaf))
+        return -ENAMETOOLONG;
+    int m = mkdir_p1(leaf);
+    if (m < 0)
+        return m;
+    /* A few rounds: a process may fork while the list is read. */
+    for (int round = 0; round < 8 && r == -EBUSY; round++) {
+        char buf[65536];
+        int n = read_file(own, "cgroup.procs", buf, sizeof(buf));
+        if (n < 0)
+            return n;
+        for (char *p = buf; *p;) {
+            size_t k = strcspn(p, "\n");
+            char c = p[k];
+            p[k] = '\0';
+            int pid;
+            /* A process that exited meanwhile: ESRCH. */
+            if (k > 0 && parse_int(p, &pid) == 0 && pid > 0) {
+                int w = write_file(leaf, "cgroup.procs", p);
+                if (w < 0 && w != -ESRCH)
+                    return w;
+            }
+            if (!c)
+                break;
+            p += k + 1;
+        }
+        r = v2_enable_controllers(own);
+    }
+    return r;
+}
+
 static int v2_create(struct ns_cgroup *cg, const struct runtime_limits *l)
 {
     char parent[256], own[256];
@@ -471,14 +541,14 @@ static int v2_create(struct ns_cgroup *cg, const struct runtime_limits *l)
     size_t own_len = (size_t)(p - parent);
     memcpy(own, parent, own_len);
     own[own_len] = '\0';
-    /* Delegation: the controllers must be enabled on every level down to the sandbox. The
-     * caller's own cgroup can only delegate when it holds no process itself (the "no internal
-     * processes" rule), which a supervisor (systemd Delegate=) arranges; failures here show up
-     * below as a missing limit file. */
+    /* Delegation: the controllers must be enabled on every level down to the sandbox, from the
+     * caller's own cgroup (v2_enable_own) through the parent. A controller the host did not
+     * delegate shows up below as a missing limit file: EOPNOTSUPP. */
     bool want_limits = l->memory_bytes || l->pids_max || l->cpu_millis;
     if (want_limits) {
-        write_file(own, "cgroup.subtree_control", "+memory +pids +cpu");
-        write_file(parent, "cgroup.subtree_control", "+memory +pids +cpu");
+        if ((r = v2_enable_own(own)) < 0)
+            return r;
+        v2_enable_controllers(parent);
     }
     if (mkdir(cg->dirs[0], 0755) < 0)
         return -errno;
@@ -592,8 +662,7 @@ const struct ns_cgroup_ops *ns_cgroup_detect(int version)
         return statfs(CG_ROOT "/memory", &sfs) == 0 && sfs.f_type == CGROUP_SUPER_MAGIC ? &ns_cgroup_v1_ops
                                                                                         : NULL;
     if (v2_mount(mnt, sizeof(mnt)) == 0) {
-        if (own_cgroup(NULL, own, sizeof(own)) < 0)
-            own[0] = '\0';
+        v2_own(own, sizeof(own));
         snprintf(dir, sizeof(dir), "%s%s", mnt, own);
         if (read_file(dir, "cgroup.controllers", buf, sizeof(buf)) >= 0) {
             bool mem = false, pids = false;

@@ -187,6 +187,11 @@ struct ns_cgroup {
     bool made[NS_CG_MAX]; /* directories this object created (a failed create removes only these) */
 };
 
+/* v2: where the processes of the caller's own cgroup move when that cgroup must enable
+ * controllers for its children (v2 lets a non-root cgroup hold processes or delegate controllers,
+ * not both). Paths are computed as if the caller were still in the parent of this leaf. */
+#define NS_CGROUP_V2_LEAF "hutch-supervisor"
+
 /* Picks v2 when the caller's v2 cgroup has the memory and pids controllers, v1 otherwise;
  * version 1 or 2 forces one (NULL when that hierarchy is not mounted). */
 const struct ns_cgroup_ops *ns_cgroup_detect(int version);
