@@ -3,16 +3,19 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/ns/ns.h"
 #include "tap.h"
 
 #include "common/banned.h"
@@ -353,7 +356,21 @@ static void cgroup_dir(const char *id, const char *ctrl, char *out, size_t size)
         }
         line = nl ? nl + 1 : NULL;
     }
-    snprintf(out, size, "/sys/fs/cgroup/%s%s/" PRIV_CGROUP_PARENT "/%s", ctrl, own, id);
+    /* The runtime nests in the cgroup that its v2 leaf lies in (ns-cgroup.c v2_enable_own). */
+    char *slash = strrchr(own, '/');
+    if (v2 && slash && strcmp(slash + 1, NS_CGROUP_V2_LEAF) == 0)
+        *slash = '\0';
+    /* v2 is /sys/fs/cgroup/unified on a hybrid host, /sys/fs/cgroup itself on a v2-only one. */
+    const char *mnt = ctrl;
+    if (v2 && priv_cgroup2_only())
+        mnt = "";
+    snprintf(out, size, "/sys/fs/cgroup%s%s%s/" PRIV_CGROUP_PARENT "/%s", mnt[0] ? "/" : "", mnt, own, id);
+}
+
+bool priv_cgroup2_only(void)
+{
+    struct statfs sfs;
+    return statfs("/sys/fs/cgroup", &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC;
 }
 
 bool priv_cgroup_exists(const char *id)

@@ -58,10 +58,13 @@ int priv_count_mounts(void);
 int priv_count_loop_devices(void);
 /* Number of live (non-zombie) host processes whose uid lies in [base, base + 65536). */
 int priv_count_procs_in_range(uid_t base);
+/* True on a host whose /sys/fs/cgroup is the cgroup v2 hierarchy alone (no v1 controllers). */
+bool priv_cgroup2_only(void);
 /* True when any cgroup directory of this sandbox id still exists (v1 controllers or v2). */
 bool priv_cgroup_exists(const char *id);
 /* Reads `file` of the sandbox's cgroup in a v1 controller ("memory", "cpu", ...) or in v2
- * ("unified"); returns its length or -errno. */
+ * ("unified", whether v2 is mounted at /sys/fs/cgroup/unified or at /sys/fs/cgroup); returns
+ * its length or -errno. */
 int priv_cgroup_read(const char *id, const char *controller, const char *file, char *buf, size_t size);
 /* The host uid of slot's root. */
 uid_t priv_slot_uid(const struct priv_env *env, unsigned slot);

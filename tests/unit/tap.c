@@ -22,6 +22,21 @@ static size_t n_tests;
  * child starts and removed after it ends, however it ends (tests leave with _exit). */
 static char scratch[64];
 
+/* Prints a test's captured output as TAP diagnostics, one "# " line each. */
+static void print_diagnostics(char *out)
+{
+    for (char *line = out; *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        if (*line)
+            printf("%s%s\n", line[0] == '#' ? "" : "# ", line);
+        if (!nl)
+            break;
+        line = nl + 1;
+    }
+}
+
 void tap_register(const char *name, tap_test_cb fn)
 {
     if (n_tests == TAP_MAX_TESTS) {
@@ -122,6 +137,9 @@ static int run_one(size_t i, size_t num)
     scratch[0] = '\0';
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         printf("ok %zu - %s\n", num, tests[i].name);
+        /* HUTCH_TAP_VERBOSE=1: what passing tests printed too (figures, e.g. tests/vm). */
+        if (getenv("HUTCH_TAP_VERBOSE"))
+            print_diagnostics(out);
         return 0;
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == TAP_SKIP_EXIT) {
@@ -139,16 +157,7 @@ static int run_one(size_t i, size_t num)
         return 0;
     }
     /* Print what the test said (its assertion message) as TAP diagnostics. */
-    for (char *line = out; *line;) {
-        char *nl = strchr(line, '\n');
-        if (nl)
-            *nl = '\0';
-        if (*line)
-            printf("%s%s\n", line[0] == '#' ? "" : "# ", line);
-        if (!nl)
-            break;
-        line = nl + 1;
-    }
+    print_diagnostics(out);
     if (WIFSIGNALED(status))
         printf("not ok %zu - %s # killed by signal %d (%s)\n", num, tests[i].name, WTERMSIG(status),
                strsignal(WTERMSIG(status)));
