@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/strutil.h"
 #include "common/banned.h"
@@ -51,6 +53,72 @@ int net_parse_address(const char *addr, struct sockaddr_storage *ret, socklen_t 
     if (ret_len)
         *ret_len = len;
     return 0;
+}
+
+int net_send_fds(int sock, const void *data, size_t len, const int *fds, size_t nfds)
+{
+    if (nfds > NET_MAX_FDS)
+        return -EINVAL;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * NET_MAX_FDS)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = { (void *)data, len };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (nfds > 0) {
+        memset(&u, 0, sizeof(u));
+        mh.msg_control = u.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        if (!c)
+            return -EINVAL;
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    ssize_t n;
+    do
+        n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    return (size_t)n == len ? 0 : -EIO;
+}
+
+ssize_t net_recv_fds(int sock, void *buf, size_t size, int *fds, size_t max, size_t *ret_nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * NET_MAX_FDS)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = { buf, size };
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)
+    };
+    *ret_nfds = 0;
+    ssize_t n;
+    do
+        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (fds && *ret_nfds < max)
+                fds[(*ret_nfds)++] = fd;
+            else
+                close(fd);
+        }
+    }
+    if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+        return -EBADMSG;
+    return n;
 }
 
 bool net_peer_gone(int fd)

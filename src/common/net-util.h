@@ -14,6 +14,20 @@ int net_parse_address(const char *addr, struct sockaddr_storage *ret, socklen_t 
  * and would otherwise notice only when a write fails. */
 bool net_peer_gone(int fd);
 
+/* The kernel's limit on fds in one SCM_RIGHTS message (SCM_MAX_FD). */
+#define NET_MAX_FDS 253
+
+/* Sends data (len > 0) and nfds fds (at most NET_MAX_FDS) as one message on a SOCK_SEQPACKET or
+ * stream socket; EINTR is retried, SIGPIPE never raised. Returns 0 when all of data went, -EIO
+ * when part of it did, -EINVAL for too many fds, or -errno. No allocation: safe in a forked
+ * child. */
+int net_send_fds(int sock, const void *data, size_t len, const int *fds, size_t nfds);
+/* Receives one message into buf and its fds (O_CLOEXEC) into fds, at most max (the rest are
+ * closed). Returns the byte count (0: EOF), -EBADMSG when the message or its fds did not fit,
+ * or -errno; *ret_nfds is always set (fds received before a -EBADMSG are the caller's to close).
+ * EINTR is retried. No allocation. */
+ssize_t net_recv_fds(int sock, void *buf, size_t size, int *fds, size_t max, size_t *ret_nfds);
+
 /* Egress names (E2B's domain entries in network.allowOut): "example.com" (that name only) or
  * "*.example.com" (any name below it, not example.com itself). Letters, digits, '-' and '.',
  * labels of 1..63 characters, at most 253 in all, at least one letter (an address is never a

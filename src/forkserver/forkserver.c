@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/macro.h"
+#include "common/net-util.h"
 #include "forkserver/forkserver-internal.h"
 
 #include "common/banned.h"
@@ -210,43 +211,22 @@ int forkserver_serve(const struct forkserver_config *cfg, struct error_record *e
             return error_set_errno(err, errno, "poll");
         if (pr <= 0)
             continue;
-        union {
-            char buf[CMSG_SPACE(FORKSERVER_MAX_FDS * sizeof(int))];
-            struct cmsghdr align;
-        } control;
-        struct iovec iov = { buf, sizeof(buf) };
-        struct msghdr msg = { .msg_iov = &iov,
-                              .msg_iovlen = 1,
-                              .msg_control = control.buf,
-                              .msg_controllen = sizeof(control.buf) };
-        ssize_t n = recvmsg(cfg->sock, &msg, MSG_CMSG_CLOEXEC);
-        if (n == 0)
-            return 0;
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            return error_set_errno(err, errno, "recvmsg");
-        }
         int fds[FORKSERVER_MAX_FDS];
         size_t nfds = 0;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+        ssize_t n = net_recv_fds(cfg->sock, buf, sizeof(buf), fds, ARRAY_SIZE(fds), &nfds);
+        if (n == 0)
+            return 0;
+        if (n < 0 && n != -EBADMSG) {
+            close_fds(fds, nfds);
+            if (n == -EAGAIN)
                 continue;
-            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-                int fd;
-                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                if (nfds < ARRAY_SIZE(fds))
-                    fds[nfds++] = fd;
-                else
-                    close(fd);
-            }
+            return error_set_errno(err, (int)-n, "recvmsg");
         }
-        if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || nfds < 3) {
+        if (n < 0 || nfds < 3) {
             if (nfds > 0)
                 forkserver_reply_error(fds[0], EINVAL, "malformed request");
             close_fds(fds, nfds);
-            explicit_bzero(buf, (size_t)n);
+            explicit_bzero(buf, sizeof(buf));
             continue;
         }
         PyOS_BeforeFork();

@@ -25,6 +25,7 @@
 #include "common/cleanup.h"
 #include "common/json-util.h"
 #include "common/log.h"
+#include "common/net-util.h"
 #include "common/strutil.h"
 #include "common/xalloc.h"
 #include "orchestrator/orchestrator-internal.h"
@@ -153,29 +154,10 @@ int orch_forkserver_start(const char *binary, const char *bundle_dir, const char
 static int send_request(struct orch_forkserver *fs, const char *json, size_t len, const int *fds, size_t nfds,
                         struct error_record *err)
 {
-    union {
-        char buf[CMSG_SPACE((1 + RUNTIME_JOIN_MAX_FDS) * sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    memset(&control, 0, sizeof(control));
-    struct iovec iov = { (void *)json, len };
-    struct msghdr msg = { .msg_iov = &iov,
-                          .msg_iovlen = 1,
-                          .msg_control = control.buf,
-                          .msg_controllen = CMSG_SPACE(nfds * sizeof(int)) };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (!c)
-        return error_set(err, EINVAL, "no room for the fds");
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
     pthread_mutex_lock(&fs->lock);
-    ssize_t n = sendmsg(fs->sock, &msg, MSG_NOSIGNAL);
+    int r = net_send_fds(fs->sock, json, len, fds, nfds);
     pthread_mutex_unlock(&fs->lock);
-    if (n != (ssize_t)len)
-        return error_set_errno(err, n < 0 ? errno : EIO, "sending to the kernel fork server");
-    return 0;
+    return r < 0 ? error_set_errno(err, -r, "sending to the kernel fork server") : 0;
 }
 
 static int read_reply(int fd, struct error_record *err)

@@ -17,10 +17,6 @@ import os
 import sys
 import time
 
-# The modules imported before the fork (for a look from inside a kernel at what it imported
-# since).
-PRELOADED = frozenset()
-
 # What a code-interpreter kernel imports on its own at startup.
 _KERNEL_MODULES = (
     "ipykernel.kernelapp",
@@ -43,8 +39,6 @@ def preload(modules):
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     for name in _KERNEL_MODULES + tuple(m.strip() for m in modules.split(",") if m.strip()):
         importlib.import_module(name)
-    global PRELOADED
-    PRELOADED = frozenset(sys.modules)
     gc.freeze()
 
 

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/net-util.h"
 #include "common/strutil.h"
 #include "common/xalloc.h"
 #include "runtime/ns/ns.h"
@@ -52,7 +53,7 @@
 #define NS_SETUP_TIMEOUT_SEC 30
 
 /* GO carries every layer fd in one SCM_RIGHTS message; the kernel takes at most 253. */
-_Static_assert(NS_MAX_LAYERS <= 253, "NS_MAX_LAYERS exceeds SCM_MAX_FD");
+_Static_assert(NS_MAX_LAYERS <= NET_MAX_FDS, "NS_MAX_LAYERS exceeds SCM_MAX_FD");
 
 /* struct clone_args of <linux/sched.h>, which clashes with glibc's <sched.h>. */
 struct ns_clone_args {
@@ -108,72 +109,19 @@ static int send_msg(int sock, uint32_t type, const struct error_record *err, con
     struct ns_msg msg = { .type = type };
     if (err)
         msg.err = *err;
-    struct iovec iov = { &msg, sizeof(msg) };
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * NS_MAX_LAYERS)];
-        struct cmsghdr align;
-    } u;
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-    if (nfds > 0) {
-        memset(&u, 0, sizeof(u));
-        mh.msg_control = u.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        if (!c)
-            return -EINVAL;
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-    }
-    for (;;) {
-        ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        return n == sizeof(msg) ? 0 : -EIO;
-    }
+    return net_send_fds(sock, &msg, sizeof(msg), fds, nfds);
 }
 
 /* Returns 1 with a message, 0 on EOF, -errno. Received fds are O_CLOEXEC. */
 static int recv_msg(int sock, struct ns_msg *msg, int *fds, size_t max_fds, size_t *ret_nfds)
 {
-    struct iovec iov = { msg, sizeof(*msg) };
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * NS_MAX_LAYERS)];
-        struct cmsghdr align;
-    } u;
-    struct msghdr mh = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)
-    };
-    if (ret_nfds)
-        *ret_nfds = 0;
-    ssize_t n;
-    do
-        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -errno;
     size_t got = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = MIN((c->cmsg_len - CMSG_LEN(0)) / sizeof(int), (size_t)NS_MAX_LAYERS);
-        int tmp[NS_MAX_LAYERS];
-        memcpy(tmp, CMSG_DATA(c), k * sizeof(int));
-        for (size_t i = 0; i < k; i++) {
-            if (fds && got < max_fds)
-                fds[got++] = tmp[i];
-            else
-                close(tmp[i]);
-        }
-    }
+    ssize_t n = net_recv_fds(sock, msg, sizeof(*msg), fds, fds ? max_fds : 0, &got);
     if (ret_nfds)
         *ret_nfds = got;
-    if (n == 0)
-        return 0;
-    if ((size_t)n != sizeof(*msg) || (mh.msg_flags & MSG_TRUNC))
+    if (n <= 0)
+        return (int)n;
+    if ((size_t)n != sizeof(*msg))
         return -EBADMSG;
     msg->err.msg[sizeof(msg->err.msg) - 1] = '\0';
     return 1;
