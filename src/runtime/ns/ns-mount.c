@@ -1,9 +1,10 @@
 /* The sandbox's root filesystem, built by the child inside its own user and mount namespaces
- * with the new mount API, and entirely by file descriptor:
+ * with the new mount API, and by file descriptor:
  *   - a tmpfs of disk_bytes (charged to the sandbox's memory cgroup) holds one upper/work pair
  *     per layer target; a full disk is ENOSPC;
  *   - one overlay per target ("/" first), lower = the template's layers, idmapped by the parent
- *     onto the sandbox's uid range, read-only, with `userxattr`;
+ *     onto the sandbox's uid range, read-only, with `userxattr`; overlay takes its layers as
+ *     paths inside a private staging tmpfs (see mount_overlay);
  *   - /proc a fresh procfs (checked with fstatfs) with Docker's masked and read-only paths,
  *     /dev a small tmpfs with host device nodes bind-mounted after a type and rdev check, a new
  *     devpts instance and a /dev/shm tmpfs, /sys an empty read-only tmpfs;
@@ -89,7 +90,14 @@ static int attach(int mnt_fd, int dirfd, const char *path, bool want_dir, struct
     return 0;
 }
 
-static int mount_overlay(const struct ns_mount_plan *m, size_t index, const int *layer_fds, int upper_fs,
+/* Overlay gets its layers as paths relative to the staging directory, the caller's working
+ * directory: "l3:l4" (lower, topmost first), "rw/u0/upper", "rw/u0/work". Paths, not file
+ * descriptors (FSCONFIG_SET_FD for layers needs Linux >= 6.13), so that the runtime works on
+ * older kernels too; they cannot be redirected: the staging tmpfs is this namespace's own, mode
+ * 0700, and holds only what ns_mount_rootfs put there. The layers go in one `lowerdir` string
+ * (every kernel) when they fit in the 255 bytes fsconfig takes, else one `lowerdir+` per layer
+ * (Linux >= 6.8; about 50 layers and more). */
+static int mount_overlay(const struct ns_mount_plan *m, size_t index, size_t first_layer, int upper_fs,
                          bool allow_setuid, struct error_record *err)
 {
     char dir[32];
@@ -99,19 +107,33 @@ static int mount_overlay(const struct ns_mount_plan *m, size_t index, const int 
     _cleanup_close_ int d = openat(upper_fs, dir, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (d < 0 || mkdirat(d, "upper", 0755) < 0 || mkdirat(d, "work", 0700) < 0)
         return error_set_errno(err, errno, "upper dirs");
-    _cleanup_close_ int upper = openat(d, "upper", O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    _cleanup_close_ int work = openat(d, "work", O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    if (upper < 0 || work < 0)
-        return error_set_errno(err, errno, "open upper dirs");
 
     _cleanup_close_ int fs = fsopen("overlay", FSOPEN_CLOEXEC);
     if (fs < 0)
         return error_set_errno(err, errno, "fsopen(overlay)");
-    for (size_t i = 0; i < m->n_layers; i++)
-        if (fsconfig(fs, FSCONFIG_SET_FD, "lowerdir+", NULL, layer_fds[i]) < 0)
-            return error_set_errno(err, errno, "overlay %s: lowerdir+ %zu", m->target, i);
-    if (fsconfig(fs, FSCONFIG_SET_FD, "upperdir", NULL, upper) < 0 ||
-        fsconfig(fs, FSCONFIG_SET_FD, "workdir", NULL, work) < 0)
+    char lower[256], upper[48], work[48];
+    size_t len = 0;
+    bool fits = true;
+    for (size_t i = 0; i < m->n_layers && fits; i++) {
+        int n = snprintf(lower + len, sizeof(lower) - len, "%sl%zu", i ? ":" : "", first_layer + i);
+        fits = n >= 0 && (size_t)n < sizeof(lower) - len;
+        len += fits ? (size_t)n : 0;
+    }
+    if (fits) {
+        if (fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir", lower, 0) < 0)
+            return error_set_errno(err, errno, "overlay %s: lowerdir", m->target);
+    } else {
+        for (size_t i = 0; i < m->n_layers; i++) {
+            snprintf(lower, sizeof(lower), "l%zu", first_layer + i);
+            if (fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir+", lower, 0) < 0)
+                return error_set_errno(err, errno, "overlay %s: lowerdir+ (%zu layers need Linux >= 6.8)",
+                                       m->target, m->n_layers);
+        }
+    }
+    snprintf(upper, sizeof(upper), "rw/%s/upper", dir);
+    snprintf(work, sizeof(work), "rw/%s/work", dir);
+    if (fsconfig(fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0 ||
+        fsconfig(fs, FSCONFIG_SET_STRING, "workdir", work, 0) < 0)
         return error_set_errno(err, errno, "overlay %s: upper/work", m->target);
     /* Inside a user namespace overlay keeps its metadata in user.* xattrs. */
     if (fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
@@ -132,14 +154,20 @@ static int stage(int mnt_fd, int staging, const char *name, struct error_record 
     return attach(mnt_fd, staging, name, true, err);
 }
 
-/* Docker's masked paths (plus kmsg) and read-only paths, relative to /proc. */
+/* Docker's masked paths (plus kmsg) and read-only paths, relative to /proc. Files are masked
+ * with a read-only /dev/null, directories with an empty read-only tmpfs. */
 static const char *const proc_masked[] = {
     "asound",      "acpi",        "kcore", "keys", "latency_stats", "timer_list",
     "timer_stats", "sched_debug", "scsi",  "kmsg", "sysrq-trigger",
 };
 static const char *const proc_readonly[] = { "bus", "fs", "irq", "sys" };
 
-static int mask_proc(int proc_fd, int null_fd, struct error_record *err)
+/* mask_dir: a read-only tmpfs attached below the staging directory holding one empty file,
+ * "empty" (mode 0444), which each masked file gets a bind of: reading it gives nothing, writing
+ * fails (EROFS), as Docker's /dev/null masks cannot (a device node stays writable on a read-only
+ * mount, so a write to a masked sysrq-trigger would seem to succeed). Cloned from an attached
+ * mount each time: before Linux 6.15 open_tree cannot clone a detached one. */
+static int mask_proc(int proc_fd, int mask_dir, struct error_record *err)
 {
     for (size_t i = 0; i < ARRAY_SIZE(proc_masked); i++) {
         struct stat st;
@@ -156,9 +184,9 @@ static int mask_proc(int proc_fd, int null_fd, struct error_record *err)
             if (m < 0)
                 return m;
         } else {
-            m = open_tree(null_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+            m = open_tree(mask_dir, "empty", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
             if (m < 0)
-                return error_set_errno(err, errno, "clone /dev/null");
+                return error_set_errno(err, errno, "clone the mask file");
         }
         int r = attach(m, proc_fd, proc_masked[i], S_ISDIR(st.st_mode), err);
         if (r < 0)
@@ -194,8 +222,8 @@ static const struct host_dev host_devs[] = {
 };
 
 /* Binds the host's /dev/<name> onto a fresh file in the sandbox's /dev after checking that it
- * is the character device it should be. Returns the detached clone for reuse (null only). */
-static int bind_host_dev(int dev_fd, const struct host_dev *d, int *ret_clone, struct error_record *err)
+ * is the character device it should be. */
+static int bind_host_dev(int dev_fd, const struct host_dev *d, struct error_record *err)
 {
     char path[64];
     snprintf(path, sizeof(path), "/dev/%s", d->name);
@@ -215,18 +243,10 @@ static int bind_host_dev(int dev_fd, const struct host_dev *d, int *ret_clone, s
     if (f < 0)
         return error_set_errno(err, errno, "create /dev/%s", d->name);
     close(f);
-    if (ret_clone) {
-        *ret_clone = open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
-        if (*ret_clone < 0)
-            return error_set_errno(err, errno, "clone %s", path);
-    }
-    int r = attach(src, dev_fd, d->name, false, err);
-    if (r < 0 && ret_clone)
-        *ret_clone = safe_close(*ret_clone);
-    return r;
+    return attach(src, dev_fd, d->name, false, err);
 }
 
-static int setup_dev(int root_fd, int *ret_null, struct error_record *err)
+static int setup_dev(int root_fd, struct error_record *err)
 {
     static const char *const dev_opts[] = { "size", "65536", "mode", "0755", "nr_inodes", "64", NULL };
     /* nodev on the tmpfs itself: the device nodes are separate bind mounts with their own
@@ -245,7 +265,7 @@ static int setup_dev(int root_fd, int *ret_null, struct error_record *err)
     if (fstatfs(dev, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC)
         return error_set(err, EPERM, "/dev is not the runtime's tmpfs");
     for (size_t i = 0; i < ARRAY_SIZE(host_devs); i++) {
-        r = bind_host_dev(dev, &host_devs[i], streq(host_devs[i].name, "null") ? ret_null : NULL, err);
+        r = bind_host_dev(dev, &host_devs[i], err);
         if (r < 0)
             return r;
     }
@@ -275,6 +295,30 @@ static int setup_dev(int root_fd, int *ret_null, struct error_record *err)
     return 0;
 }
 
+/* The source of mask_proc's file masks: a read-only tmpfs at staging/mask with one empty file. */
+static int stage_mask(int staging, struct error_record *err)
+{
+    static const char *const opts[] = { "size", "4096", "mode", "0555", "nr_inodes", "2", NULL };
+    _cleanup_close_ int m =
+        new_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+    if (m < 0)
+        return m;
+    int r = stage(m, staging, "mask", err);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int dir = openat(staging, "mask", O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (dir < 0)
+        return error_set_errno(err, errno, "open staged mask");
+    int f = openat(staging, "mask/empty", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
+    if (f < 0)
+        return error_set_errno(err, errno, "create the mask file");
+    close(f);
+    struct mount_attr ro = { .attr_set = MOUNT_ATTR_RDONLY };
+    if (mount_setattr(dir, "", AT_EMPTY_PATH, &ro, sizeof(ro)) < 0)
+        return error_set_errno(err, errno, "read-only mask tmpfs");
+    return TAKE_FD(dir);
+}
+
 int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int *ret_rw_fd,
                     struct error_record *err)
 {
@@ -288,8 +332,8 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int *ret_r
      * writable tmpfs are attached below it first. The overlay root is then stacked on top, and
      * the staging tree leaves with the old root after pivot_root. */
     static const char *const staging_opts[] = { "size", "65536", "mode", "0700", "nr_inodes", "256", NULL };
-    /* The staging tmpfs holds its root, "rw" and one directory per layer. */
-    _Static_assert(NS_MAX_LAYERS + 2 <= 256, "staging tmpfs nr_inodes too small for NS_MAX_LAYERS");
+    /* The staging tmpfs holds its root, "rw", "mask" and one directory per layer. */
+    _Static_assert(NS_MAX_LAYERS + 3 <= 256, "staging tmpfs nr_inodes too small for NS_MAX_LAYERS");
     _cleanup_close_ int staging_mnt =
         new_fs("tmpfs", staging_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
     if (staging_mnt < 0)
@@ -314,34 +358,31 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int *ret_r
     if (upper < 0)
         return error_set_errno(err, errno, "open staged rw");
 
-    int staged[NS_MAX_LAYERS];
-    size_t n_staged = 0, total = 0;
+    _cleanup_close_ int mask = stage_mask(staging, err);
+    if (mask < 0)
+        return mask;
+
+    size_t total = 0;
     for (size_t i = 0; i < plan->n_mounts; i++)
         total += plan->mounts[i].n_layers;
-    for (size_t i = 0; i < total; i++) {
+    for (size_t i = 0; i < total && r >= 0; i++) {
         char name[32];
         snprintf(name, sizeof(name), "l%zu", i);
         r = stage(layer_fds[i], staging, name, err);
-        if (r >= 0) {
-            staged[n_staged] = openat(staging, name, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-            if (staged[n_staged] < 0)
-                r = error_set_errno(err, errno, "open staged %s", name);
-            else
-                n_staged++;
-        }
-        if (r < 0) {
-            for (size_t j = 0; j < n_staged; j++)
-                close(staged[j]);
-            return r;
-        }
     }
+    if (r < 0)
+        return r;
+    /* Overlay resolves its layer paths from here (mount_overlay); this stays the working
+     * directory after the root overlay covers the staging tmpfs. */
+    if (fchdir(staging) < 0)
+        return error_set_errno(err, errno, "chdir staging");
 
     _cleanup_close_ int root = -1;
-    size_t fd_index = 0;
+    size_t first_layer = 0;
     for (size_t i = 0; i < plan->n_mounts && r >= 0; i++) {
         const struct ns_mount_plan *m = &plan->mounts[i];
-        int ovl = mount_overlay(m, i, staged + fd_index, upper, plan->allow_setuid, err);
-        fd_index += m->n_layers;
+        int ovl = mount_overlay(m, i, first_layer, upper, plan->allow_setuid, err);
+        first_layer += m->n_layers;
         if (ovl < 0) {
             r = ovl;
             break;
@@ -361,13 +402,10 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int *ret_r
         }
         close(ovl);
     }
-    for (size_t j = 0; j < n_staged; j++)
-        close(staged[j]);
     if (r < 0)
         return r;
 
-    _cleanup_close_ int null_clone = -1;
-    r = setup_dev(root, &null_clone, err);
+    r = setup_dev(root, err);
     if (r < 0)
         return r;
 
@@ -383,7 +421,7 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int *ret_r
     struct statfs sfs;
     if (fstatfs(proc, &sfs) < 0 || sfs.f_type != PROC_SUPER_MAGIC)
         return error_set(err, EPERM, "/proc is not the sandbox's procfs");
-    if ((r = mask_proc(proc, null_clone, err)) < 0)
+    if ((r = mask_proc(proc, mask, err)) < 0)
         return r;
 
     static const char *const sys_opts[] = { "size", "4096", "mode", "0555", NULL };
