@@ -467,6 +467,9 @@ static int write_str(const char *path, const char *s)
 static int atk_proc_writes(void)
 {
     expect_fail("write /proc/sysrq-trigger", write_str("/proc/sysrq-trigger", "h"));
+    /* Masked like sysrq-trigger (absent where the kernel has no magic SysRq): a write to a
+     * masked file must fail, not vanish into a /dev/null bind. */
+    expect_fail("write /proc/timer_list", write_str("/proc/timer_list", "x"));
     expect_fail("write /proc/sys/kernel/core_pattern", write_str("/proc/sys/kernel/core_pattern", "|/tmp/x"));
     expect_fail("write /proc/sys/kernel/modprobe", write_str("/proc/sys/kernel/modprobe", "/tmp/x"));
     expect_fail("write /proc/sys/vm/drop_caches", write_str("/proc/sys/vm/drop_caches", "3"));
