@@ -1444,6 +1444,8 @@ static int adopt_paused(struct orch *o, const struct store_sandbox *rec, struct 
 
 static int reconcile(struct orch *o, struct error_record *err)
 {
+    if (o->cfg.runtime == &runtime_ns_ops && runtime_ns_check_host(err) < 0)
+        return -EOPNOTSUPP;
     int r = o->cfg.runtime == &runtime_ns_ops ? runtime_ns_cleanup(&o->cfg.runtime_config) : 0;
     if (r < 0)
         return error_set_errno(err, r, "removing sandboxes left by a previous run");

@@ -196,6 +196,10 @@ struct runtime_ops {
 
 extern const struct runtime_ops runtime_ns_ops;
 
+/* Whether this kernel can run the namespace backend's sandboxes (Linux >= 6.6); every create
+ * checks it too. Returns 0, or -EOPNOTSUPP with the reason in err. */
+int runtime_ns_check_host(struct error_record *err);
+
 /* Removes what a crashed owner left: every sandbox cgroup under the hutch parent (its processes
  * killed first) and its nftables chain and sets (the veth died with its network namespace).
  * Returns the number of sandboxes removed, or -errno. */

@@ -174,3 +174,23 @@ TEST(network_pool_slots)
     cfg.net_pool = "127.0.0.0/8";
     ASSERT_EQ(ns_net_plan_addresses(&cfg, 0, &p, &err), -EADDRINUSE);
 }
+
+TEST(kernel_releases)
+{
+    /* Debian 12's, Ubuntu 22.04's, RHEL 9's: too old (tmpfs has no user xattrs before 6.6). */
+    ASSERT_FALSE(ns_kernel_release_supported("6.1.0-27-amd64"));
+    ASSERT_FALSE(ns_kernel_release_supported("5.15.0-91-generic"));
+    ASSERT_FALSE(ns_kernel_release_supported("5.14.0-427.el9.x86_64"));
+    ASSERT_FALSE(ns_kernel_release_supported("6.5.13"));
+    ASSERT_FALSE(ns_kernel_release_supported("4.19.0"));
+    ASSERT_FALSE(ns_kernel_release_supported("6"));
+    ASSERT_FALSE(ns_kernel_release_supported(""));
+    ASSERT_FALSE(ns_kernel_release_supported(NULL));
+    ASSERT_TRUE(ns_kernel_release_supported("6.6.0"));
+    ASSERT_TRUE(ns_kernel_release_supported("6.8.0-49-generic"));
+    ASSERT_TRUE(ns_kernel_release_supported("6.12.117+deb13-cloud-amd64"));
+    ASSERT_TRUE(ns_kernel_release_supported("7.3.4+deb13-cloud-amd64"));
+    /* This host runs sandboxes (the other tests), so it passes its own check. */
+    struct error_record err;
+    ASSERT_OK(runtime_ns_check_host(&err));
+}

@@ -397,7 +397,10 @@ static int sandbox_create(const struct runtime_config *cfg, const struct runtime
     _cleanup_(sandbox_destroyp) struct runtime_sandbox *sb = xcalloc(1, sizeof(*sb));
     sb->pid = -1;
     sb->pidfd = sb->sock = sb->netns_fd = sb->rw_fd = -1;
-    int r = ns_plan_new(cfg, spec, &sb->plan, err);
+    int r = runtime_ns_check_host(err);
+    if (r < 0)
+        return r;
+    r = ns_plan_new(cfg, spec, &sb->plan, err);
     if (r < 0)
         return r;
     const struct ns_cgroup_ops *ops = ns_cgroup_detect(cfg ? cfg->cgroup_version : 0);

@@ -7,7 +7,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -25,6 +27,33 @@
 #define NS_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define NS_MIN_MEMORY (8u << 20)
 #define NS_DEFAULT_NOFILE 65536
+
+/* Linux 6.6: the writable layer is a tmpfs mounted inside the sandbox's user namespace, where
+ * overlay keeps the metadata of whiteouts and opaque directories in user.* xattrs (`userxattr`),
+ * and tmpfs has user xattrs only since 6.6. An older kernel still mounts the overlay, without
+ * xattrs, and a directory made over a deleted one of the template fails later (EIO); refusing
+ * up front is clearer. (Template layers on tmpfs need 6.3 for idmapped mounts; more than about
+ * 50 layers at one target need 6.8: see mount_overlay.) */
+bool ns_kernel_release_supported(const char *release)
+{
+    unsigned major = 0, minor = 0;
+    if (!release || sscanf(release, "%u.%u", &major, &minor) != 2)
+        return false;
+    return major > 6 || (major == 6 && minor >= 6);
+}
+
+int runtime_ns_check_host(struct error_record *err)
+{
+    struct utsname u;
+    if (uname(&u) < 0)
+        return error_set_errno(err, errno, "uname");
+    if (!ns_kernel_release_supported(u.release))
+        return error_set(err, EOPNOTSUPP,
+                         "Linux %s is not supported: sandboxes need 6.6 or newer (user xattrs on tmpfs "
+                         "for the writable layer; see Host requirements in docs/operations.md)",
+                         u.release);
+    return 0;
+}
 
 int ns_config_run_dir(const struct runtime_config *cfg, char *out, size_t size)
 {

@@ -68,6 +68,9 @@ int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spe
                 struct error_record *err);
 void ns_plan_free(struct ns_plan *plan);
 int ns_config_run_dir(const struct runtime_config *cfg, char *out, size_t size);
+/* Whether a kernel release string ("6.12.117+deb13-cloud-amd64") is one the runtime supports
+ * (>= 6.6; see runtime_ns_check_host). */
+bool ns_kernel_release_supported(const char *release);
 uid_t ns_config_uid_base(const struct runtime_config *cfg);
 /* Validates a spec's https_ports (at most RUNTIME_HTTPS_PORTS_MAX, no duplicates, not 80) and
  * copies it without 443 into ret (0-terminated). -EINVAL with err filled. */
