@@ -53,6 +53,7 @@ for f in os.listdir('/proc/self/fd'):
         pass
 print(json.dumps({
     'forked': 'hutch_forkserver' in sys.modules,
+    'prebuilt': getattr(sys.modules.get('hutch_forkserver'), '_prebuilt', None) is not None,
     'status': status,
     'ns': {n: os.readlink('/proc/self/ns/' + n) for n in sorted(os.listdir('/proc/self/ns'))},
     'cgroup': open('/proc/self/cgroup').read(),
@@ -79,6 +80,7 @@ test('the kernel comes from the fork server and is confined like the sandbox own
     const k = await kernelProbe(sbx);
     const c = JSON.parse((await sbx.commands.run(`/usr/bin/python3 -c "${PROBE.replaceAll('"', '\\"')}"`)).stdout);
     assert.equal(k.forked, true, 'the kernel was forked from the fork server');
+    assert.equal(k.prebuilt, true, "its application, kernel and shell objects were built in the fork server");
     assert.equal(c.forked, false);
     assert.deepEqual(k.status, c.status, 'identity, capabilities, no_new_privs and seccomp as a command of the sandbox');
     assert.equal(k.status.Uid.split(/\s+/)[0], '1000');
@@ -117,10 +119,45 @@ print(sudo('pass').returncode, sudo(f'open("/proc/{os.getpid()}/exe", "r+b").wri
   }
 });
 
+// The kernel's objects built in the fork server, with what belongs to the sandbox redone in
+// the kernel's process (hutch_forkserver._start_prebuilt).
+const IPYTHON_STATE = `
+import json, os, threading
+ip = get_ipython()
+hm = ip.history_manager
+paths = {'hist': str(hm.hist_file), 'profile': ip.profile_dir.location, 'kernel_profile': ip.kernel.profile_dir.location,
+         'db': str(ip.db.root), 'home': ip.home_dir, 'ipython_dir': ip.ipython_dir, 'dh': [str(d) for d in _dh]}
+print(json.dumps({
+    'paths': paths,
+    'history_ns': In is hm.input_hist_parsed and Out is hm.output_hist and _ih is In,
+    'history_thread': hm.save_thread is not None and hm.save_thread.is_alive(),
+    'ident': ip.kernel.ident,
+    'topic': ip.displayhook.topic.decode(),
+    'key': ip.kernel.session.key.decode(),
+    'threads': sorted(t.name for t in threading.enumerate()),
+}))
+`;
+
 test('kernels share the fork server pages, yet draw their own random numbers', async () => {
   const a = await Sandbox.create(hutch.opts);
   const b = await Sandbox.create(hutch.opts);
   try {
+    const state = async (sbx) => {
+      const r = await sbx.runCode(IPYTHON_STATE);
+      assert.equal(r.error, undefined, JSON.stringify(r.error));
+      return JSON.parse(r.logs.stdout.join(''));
+    };
+    const [sa, sb] = [await state(a), await state(b)];
+    for (const p of Object.values(sa.paths).flat())
+      assert.match(p, /^\/home\/user(\/\.ipython(\/|$)|$)/, `the sandbox user's profile and home: ${JSON.stringify(sa.paths)}`);
+    assert.equal(sa.paths.hist, '/home/user/.ipython/profile_default/history.sqlite');
+    assert.equal(sa.history_ns, true, 'In, Out and _ih are the history of this kernel');
+    assert.equal(sa.history_thread, true);
+    assert.ok(sa.threads.includes('IPythonHistorySavingThread') && sa.threads.includes('Control'), sa.threads.join());
+    assert.notEqual(sa.key, sb.key, 'each kernel signs its messages with its own key');
+    assert.notEqual(sa.ident, sb.ident, 'each kernel has its own id');
+    assert.ok(sa.topic.includes(sa.ident));
+    assert.match((await a.runCode('%history -n 1')).logs.stdout.join(''), /IPYTHON_STATE|import json, os, threading/);
     const draw = 'import json, random, numpy as np\nprint(json.dumps([random.random(), float(np.random.rand())]))';
     const ra = JSON.parse((await a.runCode(draw)).logs.stdout.join(''));
     const rb = JSON.parse((await b.runCode(draw)).logs.stdout.join(''));
