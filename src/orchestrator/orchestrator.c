@@ -1591,6 +1591,10 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
         o->cfg.runtime_config.cgroup_parent = o->cgroup_parent;
     if (!o->cfg.runtime_config.run_dir)
         o->cfg.runtime_config.run_dir = o->run_dir;
+    /* Kernels before 6.6 keep writable layers in ext4 images: unnamed files on the state dir's
+     * disk, not in /run's memory. */
+    if (!o->cfg.runtime_config.disk_dir)
+        o->cfg.runtime_config.disk_dir = cfg->state_dir;
     if (!o->cfg.defaults.cpu_count)
         o->cfg.defaults.cpu_count = 2;
     if (!o->cfg.defaults.memory_mb)

@@ -4,12 +4,14 @@
  *   hutch-runtime run [--base DIR | --layer SRC:TARGET ...] [--memory MIB] [--disk MIB]
  *                     [--pids N] [--cpu MILLIS] [--uid N] [--gid N] [--cwd DIR] [--hostname H]
  *                     [--online [--allow CIDR]... [--deny CIDR]... [--no-internet]] [--setuid]
- *                     [--slot N] [--id ID] -- CMD [ARG...]
+ *                     [--slot N] [--id ID] [--writable-layer tmpfs|ext4] -- CMD [ARG...]
  *   hutch-runtime cleanup
- *   hutch-runtime bench [--base DIR] [--count N]
+ *   hutch-runtime bench [--base DIR] [--count N] [--writable-layer tmpfs|ext4]
  *
  * `run` uses this terminal's stdin/stdout/stderr and exits with the command's status. With
- * --base, the layers are DIR at / and the host's /usr at /usr (the `host` template). */
+ * --base, the layers are DIR at / and the host's /usr at /usr (the `host` template).
+ * --writable-layer picks what holds the sandbox's writable layer instead of the kernel's default
+ * (tmpfs from Linux 6.6, an ext4 image on a loop device before). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +61,7 @@ struct opts {
     const char *base;
     uint32_t count;
     char id[64];
+    enum runtime_writable_layer writable_layer;
 };
 
 static int parse(int argc, char **argv, struct opts *o)
@@ -82,6 +85,7 @@ static int parse(int argc, char **argv, struct opts *o)
         { "slot", required_argument, NULL, 'S' },
         { "id", required_argument, NULL, 'i' },
         { "count", required_argument, NULL, 'n' },
+        { "writable-layer", required_argument, NULL, 'W' },
         {},
     };
     struct runtime_spec *s = &o->spec;
@@ -167,6 +171,14 @@ static int parse(int argc, char **argv, struct opts *o)
         case 'i':
             s->id = optarg;
             break;
+        case 'W':
+            if (streq(optarg, "tmpfs"))
+                o->writable_layer = RUNTIME_LAYER_TMPFS;
+            else if (streq(optarg, "ext4"))
+                o->writable_layer = RUNTIME_LAYER_EXT4;
+            else
+                return usage();
+            break;
         default:
             return usage();
         }
@@ -191,7 +203,7 @@ static int cmd_run(struct opts *o)
 {
     if (!o->spec.argv[0])
         return usage();
-    struct runtime_config cfg = { 0 };
+    struct runtime_config cfg = { .writable_layer = o->writable_layer };
     struct runtime_sandbox *sb = NULL;
     struct error_record err;
     error_clear(&err);
@@ -270,7 +282,7 @@ static int cmd_bench(struct opts *o)
     usec_t *kill_destroy = calloc(n, sizeof(usec_t));
     if (!create || !destroy || !kill_destroy)
         return 1;
-    struct runtime_config cfg = { 0 };
+    struct runtime_config cfg = { .writable_layer = o->writable_layer };
     for (size_t i = 0; i < n; i++) {
         int p[2];
         if (pipe2(p, O_CLOEXEC) < 0)

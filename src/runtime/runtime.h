@@ -122,6 +122,13 @@ struct runtime_egress {
     void (*forget)(void *userdata, const char *id);
 };
 
+/* What holds a sandbox's writable layer (overlay's upper directories). */
+enum runtime_writable_layer {
+    RUNTIME_LAYER_AUTO,  /* tmpfs where the kernel's tmpfs has user xattrs (Linux >= 6.6), else ext4 */
+    RUNTIME_LAYER_TMPFS, /* a tmpfs of disk_bytes, charged to the sandbox's memory cgroup */
+    RUNTIME_LAYER_EXT4,  /* an ext4 image of disk_bytes on a loop device, in disk_dir */
+};
+
 struct runtime_config {
     const char *run_dir;                 /* host directory for runtime attach points; default /run/hutch */
     uid_t uid_base;                      /* host uid/gid of slot 0's root; default 0x10000000 */
@@ -131,6 +138,9 @@ struct runtime_config {
     int cgroup_version;                  /* 0 = detect (v2 when it has the memory and pids controllers,
                                           * else v1); 1 or 2 to force one (tests, hybrid hosts) */
     const struct runtime_egress *egress; /* NULL: domain names in allow_out are refused */
+    enum runtime_writable_layer writable_layer;
+    const char *disk_dir; /* where RUNTIME_LAYER_EXT4 images live (unnamed O_TMPFILEs, gone with
+                           * their sandbox); default /var/tmp */
 };
 
 struct runtime_sandbox;
@@ -196,8 +206,8 @@ struct runtime_ops {
 
 extern const struct runtime_ops runtime_ns_ops;
 
-/* Whether this kernel can run the namespace backend's sandboxes (Linux >= 6.6); every create
- * checks it too. Returns 0, or -EOPNOTSUPP with the reason in err. */
+/* Whether this kernel can run the namespace backend's sandboxes (Linux >= 6.1, the oldest one
+ * tested); every create checks it too. Returns 0, or -EOPNOTSUPP with the reason in err. */
 int runtime_ns_check_host(struct error_record *err);
 
 /* Removes what a crashed owner left: every sandbox cgroup under the hutch parent (its processes

@@ -124,6 +124,13 @@ void priv_env_init(struct priv_env *env)
     env->layers[1] = (struct runtime_layer){ env->probe_dir, "/opt/hutch" };
     env->layers[2] = (struct runtime_layer){ "/usr", "/usr" };
     env->cfg.cgroup_parent = PRIV_CGROUP_PARENT;
+    /* HUTCH_TEST_WRITABLE_LAYER=ext4 runs a whole test binary with the ext4 writable layer of
+     * kernels before 6.6 (tmpfs where the kernel has it by default). */
+    const char *layer = getenv("HUTCH_TEST_WRITABLE_LAYER");
+    if (layer && streq(layer, "ext4"))
+        env->cfg.writable_layer = RUNTIME_LAYER_EXT4;
+    else if (layer && streq(layer, "tmpfs"))
+        env->cfg.writable_layer = RUNTIME_LAYER_TMPFS;
     /* The template needs /opt/hutch as a mount point. */
     mkdir(env->tpl, 0755);
     char opt[320];

@@ -177,19 +177,19 @@ TEST(network_pool_slots)
 
 TEST(kernel_releases)
 {
-    /* Debian 12's, Ubuntu 22.04's, RHEL 9's: too old (tmpfs has no user xattrs before 6.6). */
-    ASSERT_FALSE(ns_kernel_release_supported("6.1.0-27-amd64"));
-    ASSERT_FALSE(ns_kernel_release_supported("5.15.0-91-generic"));
-    ASSERT_FALSE(ns_kernel_release_supported("5.14.0-427.el9.x86_64"));
-    ASSERT_FALSE(ns_kernel_release_supported("6.5.13"));
-    ASSERT_FALSE(ns_kernel_release_supported("4.19.0"));
-    ASSERT_FALSE(ns_kernel_release_supported("6"));
-    ASSERT_FALSE(ns_kernel_release_supported(""));
-    ASSERT_FALSE(ns_kernel_release_supported(NULL));
-    ASSERT_TRUE(ns_kernel_release_supported("6.6.0"));
-    ASSERT_TRUE(ns_kernel_release_supported("6.8.0-49-generic"));
-    ASSERT_TRUE(ns_kernel_release_supported("6.12.117+deb13-cloud-amd64"));
-    ASSERT_TRUE(ns_kernel_release_supported("7.3.4+deb13-cloud-amd64"));
+    ASSERT_EQ(ns_kernel_version("6.1.0-27-amd64"), NS_KERNEL_VERSION(6, 1));
+    ASSERT_EQ(ns_kernel_version("5.15.0-91-generic"), NS_KERNEL_VERSION(5, 15));
+    ASSERT_EQ(ns_kernel_version("5.14.0-427.el9.x86_64"), NS_KERNEL_VERSION(5, 14));
+    ASSERT_EQ(ns_kernel_version("6.12.117+deb13-cloud-amd64"), NS_KERNEL_VERSION(6, 12));
+    ASSERT_EQ(ns_kernel_version("7.3.4+deb13-cloud-amd64"), NS_KERNEL_VERSION(7, 3));
+    ASSERT_EQ(ns_kernel_version("6.6"), NS_KERNEL_VERSION(6, 6));
+    /* Ordered as versions: 6.10 is after 6.9, 7.0 after 6.99. */
+    ASSERT_TRUE(ns_kernel_version("6.10.0") > ns_kernel_version("6.9.12"));
+    ASSERT_TRUE(ns_kernel_version("7.0") > ns_kernel_version("6.99"));
+    ASSERT_EQ(ns_kernel_version("6"), 0u);
+    ASSERT_EQ(ns_kernel_version(""), 0u);
+    ASSERT_EQ(ns_kernel_version("x.y"), 0u);
+    ASSERT_EQ(ns_kernel_version(NULL), 0u);
     /* This host runs sandboxes (the other tests), so it passes its own check. */
     struct error_record err;
     ASSERT_OK(runtime_ns_check_host(&err));

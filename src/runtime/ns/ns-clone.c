@@ -53,7 +53,9 @@
 #define NS_SETUP_TIMEOUT_SEC 30
 
 /* GO carries every layer fd in one SCM_RIGHTS message; the kernel takes at most 253. */
-_Static_assert(NS_MAX_LAYERS <= NET_MAX_FDS, "NS_MAX_LAYERS exceeds SCM_MAX_FD");
+/* GO carries the layers and, with plan->disk_ext4, the writable layer's mount last. */
+#define NS_MAX_GO_FDS (NS_MAX_LAYERS + 1)
+_Static_assert(NS_MAX_GO_FDS <= NET_MAX_FDS, "NS_MAX_LAYERS exceeds SCM_MAX_FD");
 
 /* struct clone_args of <linux/sched.h>, which clashes with glibc's <sched.h>. */
 struct ns_clone_args {
@@ -81,7 +83,8 @@ struct runtime_sandbox {
     int pidfd;
     int sock;
     int netns_fd;
-    int rw_fd; /* O_PATH root of the writable tmpfs (export_layer) */
+    int rw_fd;          /* O_PATH root of the writable layer (export_layer) */
+    uint64_t disk_base; /* bytes the empty ext4 writable layer already uses (stats) */
     bool started;
     bool reaped;
     bool net_added; /* online: nftables objects may exist */
@@ -257,10 +260,11 @@ static _noreturn_ void child_main(const struct ns_plan *plan, int sock)
     close_fds_except(keep, ARRAY_SIZE(keep));
 
     struct ns_msg msg;
-    int fds[NS_MAX_LAYERS];
+    int fds[NS_MAX_GO_FDS];
     size_t nfds = 0;
-    if (recv_msg(sock, &msg, fds, NS_MAX_LAYERS, &nfds) <= 0 || msg.type != NS_MSG_GO)
+    if (recv_msg(sock, &msg, fds, NS_MAX_GO_FDS, &nfds) <= 0 || msg.type != NS_MSG_GO)
         _exit(126);
+    int rw_mnt = plan->disk_ext4 && nfds > 0 ? fds[nfds - 1] : -1;
     if (ns_caps_become_root(&err) < 0)
         goto fail;
     /* The parent has put us in the sandbox's cgroup: it becomes the root of our view. */
@@ -275,7 +279,7 @@ static _noreturn_ void child_main(const struct ns_plan *plan, int sock)
     if (ns_net_child_setup(plan, &err) < 0)
         goto fail;
     int rw_fd = -1;
-    if (ns_mount_rootfs(plan, fds, &rw_fd, &err) < 0)
+    if (ns_mount_rootfs(plan, fds, rw_mnt, &rw_fd, &err) < 0)
         goto fail;
     for (size_t i = 0; i < nfds; i++)
         close(fds[i]);
@@ -341,7 +345,8 @@ static int await_child(struct runtime_sandbox *sb, uint32_t want, struct error_r
         return 0;
     if (r > 0 && msg.type == want && want == NS_MSG_READY) {
         struct statfs sfs;
-        if (nfds != 1 || fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC) {
+        if (nfds != 1 || fstatfs(fd, &sfs) < 0 ||
+            sfs.f_type != (sb->plan->disk_ext4 ? EXT4_SUPER_MAGIC : TMPFS_MAGIC)) {
             safe_close(fd);
             return error_set(err, EPROTO, "sandbox setup: READY without the writable layer");
         }
@@ -364,12 +369,12 @@ static int await_child(struct runtime_sandbox *sb, uint32_t want, struct error_r
 static int sandbox_destroy(struct runtime_sandbox *sb);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct runtime_sandbox *, sandbox_destroy);
 
-static int send_layers(struct runtime_sandbox *sb, struct error_record *err)
+static int send_layers(const struct runtime_config *cfg, struct runtime_sandbox *sb, struct error_record *err)
 {
     _cleanup_close_ int userns = open_ns(sb->pid, "user");
     if (userns < 0)
         return error_set_errno(err, userns, "open the child's user namespace");
-    int fds[NS_MAX_LAYERS];
+    int fds[NS_MAX_GO_FDS];
     size_t n = 0;
     int r = 0;
     for (size_t i = 0; i < sb->plan->n_mounts && r >= 0; i++)
@@ -381,6 +386,18 @@ static int send_layers(struct runtime_sandbox *sb, struct error_record *err)
             else
                 fds[n++] = fd;
         }
+    if (r >= 0 && sb->plan->disk_ext4) {
+        int fd = ns_disk_ext4_new(cfg, sb->plan, err);
+        struct statfs sfs;
+        if (fd < 0)
+            r = fd;
+        else if (fstatfs(fd, &sfs) < 0)
+            r = error_set_errno(err, errno, "statfs the writable layer");
+        else
+            sb->disk_base = (uint64_t)(sfs.f_blocks - sfs.f_bfree) * (uint64_t)sfs.f_bsize;
+        if (fd >= 0)
+            fds[n++] = fd;
+    }
     if (r >= 0) {
         r = send_msg(sb->sock, NS_MSG_GO, NULL, fds, n);
         if (r < 0)
@@ -446,7 +463,7 @@ static int sandbox_create(const struct runtime_config *cfg, const struct runtime
         if ((r = ns_net_sandbox_add(sb->plan, sb->netns_fd, &sb->veth_made, err)) < 0)
             return r;
     }
-    if ((r = send_layers(sb, err)) < 0)
+    if ((r = send_layers(cfg, sb, err)) < 0)
         return r;
     if ((r = await_child(sb, NS_MSG_READY, err)) < 0)
         return r;
@@ -612,8 +629,11 @@ static int sandbox_stats(struct runtime_sandbox *sb, struct runtime_stats *ret)
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/root/", (int)sb->pid);
     struct statfs sfs;
-    if (!sb->reaped && statfs(path, &sfs) == 0)
-        s.disk_bytes = (uint64_t)(sfs.f_blocks - sfs.f_bfree) * (uint64_t)sfs.f_bsize;
+    if (!sb->reaped && statfs(path, &sfs) == 0) {
+        uint64_t used = (uint64_t)(sfs.f_blocks - sfs.f_bfree) * (uint64_t)sfs.f_bsize;
+        /* An ext4 layer starts with its own metadata in use: only what the sandbox added. */
+        s.disk_bytes = used > sb->disk_base ? used - sb->disk_base : 0;
+    }
     *ret = s;
     return 0;
 }

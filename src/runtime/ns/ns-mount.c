@@ -1,7 +1,8 @@
 /* The sandbox's root filesystem, built by the child inside its own user and mount namespaces
  * with the new mount API, and by file descriptor:
- *   - a tmpfs of disk_bytes (charged to the sandbox's memory cgroup) holds one upper/work pair
- *     per layer target; a full disk is ENOSPC;
+ *   - a tmpfs of disk_bytes (charged to the sandbox's memory cgroup), or on kernels before 6.6
+ *     the parent's ext4 image (ns-disk.c), holds one upper/work pair per layer target; a full
+ *     disk is ENOSPC;
  *   - one overlay per target ("/" first), lower = the template's layers, idmapped by the parent
  *     onto the sandbox's uid range, read-only, with `userxattr`; overlay takes its layers as
  *     paths inside a private staging tmpfs (see mount_overlay);
@@ -139,7 +140,8 @@ static int mount_overlay(const struct ns_mount_plan *m, size_t index, size_t fir
     if (fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
         return error_set_errno(err, errno, "overlay: userxattr");
     if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-        return error_set_errno(err, errno, "overlay %s: create", m->target);
+        return error_set_errno(err, errno, "overlay %s: create%s", m->target,
+                               fits ? "" : " (more than about 50 layers at one path need Linux >= 6.8)");
     int mnt = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | (allow_setuid ? 0 : MOUNT_ATTR_NOSUID));
     if (mnt < 0)
         return error_set_errno(err, errno, "fsmount(overlay %s)", m->target);
@@ -319,7 +321,7 @@ static int stage_mask(int staging, struct error_record *err)
     return TAKE_FD(dir);
 }
 
-int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int *ret_rw_fd,
+int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int rw_mnt, int *ret_rw_fd,
                     struct error_record *err)
 {
     /* Nothing the sandbox mounts may propagate back to the host (the copy of the host's mount
@@ -344,14 +346,17 @@ int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int *ret_r
     if (staging < 0)
         return error_set_errno(err, errno, "open staging");
 
-    char size[32], inodes[32];
-    snprintf(size, sizeof(size), "%llu", (unsigned long long)plan->limits.disk_bytes);
-    snprintf(inodes, sizeof(inodes), "%llu", (unsigned long long)ns_disk_inodes(plan->limits.disk_bytes));
-    const char *const upper_opts[] = { "size", size, "nr_inodes", inodes, "mode", "0755", NULL };
-    _cleanup_close_ int upper_mnt = new_fs("tmpfs", upper_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, err);
-    if (upper_mnt < 0)
-        return upper_mnt;
-    int r = stage(upper_mnt, staging, "rw", err);
+    _cleanup_close_ int upper_mnt = -1;
+    if (rw_mnt < 0) {
+        char size[32], inodes[32];
+        snprintf(size, sizeof(size), "%llu", (unsigned long long)plan->limits.disk_bytes);
+        snprintf(inodes, sizeof(inodes), "%llu", (unsigned long long)ns_disk_inodes(plan->limits.disk_bytes));
+        const char *const upper_opts[] = { "size", size, "nr_inodes", inodes, "mode", "0755", NULL };
+        upper_mnt = new_fs("tmpfs", upper_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, err);
+        if (upper_mnt < 0)
+            return upper_mnt;
+    }
+    int r = stage(rw_mnt < 0 ? upper_mnt : rw_mnt, staging, "rw", err);
     if (r < 0)
         return r;
     _cleanup_close_ int upper = openat(staging, "rw", O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);

@@ -28,31 +28,45 @@
 #define NS_MIN_MEMORY (8u << 20)
 #define NS_DEFAULT_NOFILE 65536
 
-/* Linux 6.6: the writable layer is a tmpfs mounted inside the sandbox's user namespace, where
- * overlay keeps the metadata of whiteouts and opaque directories in user.* xattrs (`userxattr`),
- * and tmpfs has user xattrs only since 6.6. An older kernel still mounts the overlay, without
- * xattrs, and a directory made over a deleted one of the template fails later (EIO); refusing
- * up front is clearer. (Template layers on tmpfs need 6.3 for idmapped mounts; more than about
- * 50 layers at one target need 6.8: see mount_overlay.) */
-bool ns_kernel_release_supported(const char *release)
+unsigned ns_kernel_version(const char *release)
 {
     unsigned major = 0, minor = 0;
-    if (!release || sscanf(release, "%u.%u", &major, &minor) != 2)
-        return false;
-    return major > 6 || (major == 6 && minor >= 6);
+    if (!release || sscanf(release, "%u.%u", &major, &minor) != 2 || major > 0xffff || minor > 0xffff)
+        return 0;
+    return NS_KERNEL_VERSION(major, minor);
 }
 
+static unsigned running_kernel_version(void)
+{
+    struct utsname u;
+    return uname(&u) == 0 ? ns_kernel_version(u.release) : 0;
+}
+
+/* Linux 6.1: the oldest kernel the runtime is tested on (Debian 12's; tests/vm/cgroup2-check).
+ * What it needs from there: overlay in user namespaces (5.11), idmapped mounts (5.12 for ext4,
+ * xfs, btrfs; 6.3 for tmpfs), LOOP_CONFIGURE (5.8), cgroup.kill (5.14). */
 int runtime_ns_check_host(struct error_record *err)
 {
     struct utsname u;
     if (uname(&u) < 0)
         return error_set_errno(err, errno, "uname");
-    if (!ns_kernel_release_supported(u.release))
+    if (ns_kernel_version(u.release) < NS_KERNEL_VERSION(6, 1))
         return error_set(err, EOPNOTSUPP,
-                         "Linux %s is not supported: sandboxes need 6.6 or newer (user xattrs on tmpfs "
-                         "for the writable layer; see Host requirements in docs/operations.md)",
+                         "Linux %s is not supported: sandboxes need 6.1 or newer (see Host requirements "
+                         "in docs/operations.md)",
                          u.release);
     return 0;
+}
+
+/* tmpfs has user xattrs, which overlay needs of its upper filesystem inside a user namespace
+ * (`userxattr`: whiteouts, opaque directories), since Linux 6.6; before, the writable layer is
+ * an ext4 image (ns-disk.c). */
+static bool writable_layer_ext4(const struct runtime_config *cfg)
+{
+    enum runtime_writable_layer w = cfg ? cfg->writable_layer : RUNTIME_LAYER_AUTO;
+    if (w == RUNTIME_LAYER_AUTO)
+        return running_kernel_version() < NS_KERNEL_VERSION(6, 6);
+    return w == RUNTIME_LAYER_EXT4;
 }
 
 int ns_config_run_dir(const struct runtime_config *cfg, char *out, size_t size)
@@ -271,6 +285,7 @@ int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spe
     int r = plan_layers(plan, spec, err);
     if (r < 0)
         return r;
+    plan->disk_ext4 = writable_layer_ext4(cfg);
 
     if (ns_plan_strv(spec->argv, true, NS_MAX_ARGS, &plan->argv) < 0)
         return error_set(err, EINVAL, "argv must be a non-empty list of bounded strings");

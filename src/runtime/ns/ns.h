@@ -47,6 +47,7 @@ struct ns_plan {
     uid_t uid;
     gid_t gid;
     bool allow_setuid;
+    bool disk_ext4;     /* the writable layer is an ext4 image (ns-disk.c), not a tmpfs */
     int stdio[3];       /* borrowed from the spec; -1 = /dev/null */
     char root_dir[256]; /* host attach point for the new root, inside the private mntns */
     /* online network */
@@ -68,9 +69,10 @@ int ns_plan_new(const struct runtime_config *cfg, const struct runtime_spec *spe
                 struct error_record *err);
 void ns_plan_free(struct ns_plan *plan);
 int ns_config_run_dir(const struct runtime_config *cfg, char *out, size_t size);
-/* Whether a kernel release string ("6.12.117+deb13-cloud-amd64") is one the runtime supports
- * (>= 6.6; see runtime_ns_check_host). */
-bool ns_kernel_release_supported(const char *release);
+/* A kernel release ("6.12.117+deb13-cloud-amd64") as NS_KERNEL_VERSION(6, 12); 0 when it does
+ * not start with major.minor. */
+#define NS_KERNEL_VERSION(major, minor) ((unsigned)(major) << 16 | (unsigned)(minor))
+unsigned ns_kernel_version(const char *release);
 uid_t ns_config_uid_base(const struct runtime_config *cfg);
 /* Validates a spec's https_ports (at most RUNTIME_HTTPS_PORTS_MAX, no duplicates, not 80) and
  * copies it without 443 into ret (0-terminated). -EINVAL with err filled. */
@@ -145,14 +147,19 @@ static inline uint64_t ns_disk_inodes(uint64_t disk_bytes)
     return disk_bytes / 4096 < 4096 ? 4096 : disk_bytes / 4096;
 }
 
+/* ns-disk.c: parent: makes the ext4 writable layer of disk_bytes whose root belongs to the
+ * sandbox's root; returns its detached mount's fd (the loop device detaches when it is gone). */
+int ns_disk_ext4_new(const struct runtime_config *cfg, const struct ns_plan *plan, struct error_record *err);
+
 /* ns-mount.c */
 /* parent: an idmapped (host 0..65535 -> the sandbox range), read-only, nosuid, nodev clone of
  * layer_fd, detached; returns its fd. */
 int ns_mount_idmapped_layer(int layer_fd, int userns_fd, bool allow_setuid, struct error_record *err);
 /* child: builds the whole root filesystem and pivots into it. layer_fds are the idmapped
- * layers of plan->mounts in order. *ret_rw_fd gets an O_PATH fd of the writable tmpfs's root
+ * layers of plan->mounts in order; rw_mnt the parent's ext4 writable layer (plan->disk_ext4)
+ * or -1 for a tmpfs made here. *ret_rw_fd gets an O_PATH fd of the writable layer's root
  * (u<index>/{upper,work} per mount of the plan), for the parent to copy the layer out. */
-int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int *ret_rw_fd,
+int ns_mount_rootfs(const struct ns_plan *plan, const int *layer_fds, int rw_mnt, int *ret_rw_fd,
                     struct error_record *err);
 
 /* ns-export.c, parent: copies the upper directories below rw_fd (the writable tmpfs of a
