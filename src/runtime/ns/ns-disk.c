@@ -7,9 +7,9 @@
  *
  * The image is an O_TMPFILE in disk_dir (no name, so nothing is left behind by a crash), sized
  * so that the sandbox can write disk_bytes of data; mke2fs formats it through the loop device,
- * whose root directory belongs to the sandbox's root. The loop device is attached with
- * LO_FLAGS_AUTOCLEAR: it detaches itself when the filesystem is unmounted, which happens when
- * the sandbox's mount namespace dies, and the image's blocks are freed with it. */
+ * whose root directory belongs to the sandbox's root. The loop device is attached with direct
+ * I/O and LO_FLAGS_AUTOCLEAR: it detaches itself when the filesystem is unmounted, which happens
+ * when the sandbox's mount namespace dies, and the image's blocks are freed with it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/loop.h>
@@ -55,11 +55,19 @@ static int loop_attach(int image_fd, char *dev_path, size_t size, struct error_r
         _cleanup_close_ int dev = open(dev_path, O_RDWR | O_CLOEXEC);
         if (dev < 0)
             return error_set_errno(err, errno, "open %s", dev_path);
+        /* Direct I/O: the image's blocks are not cached a second time in the host's page cache
+         * (ext4 inside already caches them, charged to the sandbox). */
         struct loop_config lc = {
             .fd = (uint32_t)image_fd,
-            .info = { .lo_flags = LO_FLAGS_AUTOCLEAR },
+            .info = { .lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO },
         };
-        if (ioctl(dev, LOOP_CONFIGURE, &lc) == 0)
+        int r = ioctl(dev, LOOP_CONFIGURE, &lc);
+        if (r < 0 && errno == EINVAL) {
+            /* A disk_dir without O_DIRECT, where the kernel says so instead of falling back. */
+            lc.info.lo_flags &= ~(uint32_t)LO_FLAGS_DIRECT_IO;
+            r = ioctl(dev, LOOP_CONFIGURE, &lc);
+        }
+        if (r == 0)
             return TAKE_FD(dev);
         /* Another process took this device between GET_FREE and CONFIGURE: ask again. */
         if (errno != EBUSY)
