@@ -156,7 +156,10 @@ char *snippet_python_setup(const char *python_lib)
                                   "    sys.path.insert(0, d)\n"
                                   "if importlib.util.find_spec('hutch_display') is not None:\n"
                                   "    import hutch_display\n"
-                                  "    hutch_display.register()\n";
+                                  "    hutch_display.register()\n"
+                                  "if importlib.util.find_spec('hutch_iostream') is not None:\n"
+                                  "    import hutch_iostream\n"
+                                  "    hutch_iostream.install()\n";
     _cleanup_free_ char *prog64 = base64_encode(program, strlen(program), true);
     return xasprintf("exec(__import__('base64').b64decode('%s').decode(), {'B': '%s'})", prog64, b64);
 }

@@ -84,6 +84,20 @@ test('stdout and stderr are logged in order, each chunk as the kernel sent it', 
   assert.equal(r.error, undefined);
 });
 
+test('a flush with nothing written is skipped (hutch_iostream), and no output crosses into the next call', async () => {
+  const r = await sbx.runCode('import sys; print(type(sys.stdout).flush.__module__, type(sys.stderr).flush.__module__)');
+  assert.deepEqual(r.logs.stdout, ['hutch_iostream hutch_iostream\n']);
+  // Output written just before the result and the idle status (and without a newline, so no
+  // line flush) must belong to its own call: a flush wrongly skipped would let it reach the
+  // next call or not at all.
+  for (let i = 0; i < 30; i++) {
+    const x = await sbx.runCode(`import sys; print(${i}, end=""); sys.stderr.write("e${i}"); ${i} * 2`);
+    assert.equal(x.logs.stdout.join(''), String(i));
+    assert.equal(x.logs.stderr.join(''), `e${i}`);
+    assert.equal(x.text, String(i * 2));
+  }
+});
+
 test('callbacks: onStdout, onStderr, onResult, onError, in the order the code produced them', async () => {
   const events = [];
   const code = [

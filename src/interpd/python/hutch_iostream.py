@@ -1,0 +1,60 @@
+"""Makes a flush of a kernel's stdout or stderr with nothing written since the last one free.
+
+ipykernel's OutStream.flush() hands the flush to the IOPub thread and waits for it (two
+callbacks on that thread, a threading.Event) even when nothing was written. The kernel itself
+flushes both streams three times around every execution (before the result is published,
+before the reply, before the idle status): six round trips to another thread, about 1.5 ms of
+a 6-7 ms `runCode("1+1")` on the development VM (a side test with jupyter_client on the same
+ipykernel: 6.99 -> 5.46 ms p50).
+
+The skip is exact: a stream is dirty from any write until a flush that started after it has
+finished its round trip, and only a clean stream skips. Such a flush waits for every callback
+scheduled before it on the IOPub thread, so output written before the skipped flush is
+already published, in order, before whatever the kernel publishes next. Echoed streams are
+flushed as before.
+
+Installed by interpd's setup of every Python kernel (snippet_python_setup in
+src/interpd/snippets.c) for the ipykernel version it was written against (Debian 12's 6.17)."""
+
+import threading
+
+_VERSION_PREFIX = "6.17."
+_installed = False
+
+
+def install():
+    """Wraps OutStream.write and OutStream.flush once. Returns True when installed."""
+    global _installed
+    if _installed:
+        return True
+    try:
+        import ipykernel
+        from ipykernel.iostream import OutStream
+    except ImportError:
+        return False
+    if not ipykernel.__version__.startswith(_VERSION_PREFIX):
+        return False
+    write, flush = OutStream.write, OutStream.flush
+    lock = threading.Lock()
+
+    def counted_write(self, string):
+        n = write(self, string)
+        with lock:
+            self._hutch_writes = getattr(self, "_hutch_writes", 0) + 1
+        return n
+
+    def lazy_flush(self):
+        with lock:
+            writes = getattr(self, "_hutch_writes", 0)
+            clean = writes == getattr(self, "_hutch_flushed", 0)
+        if clean and self.echo is None:
+            return
+        flush(self)
+        # Everything written before this flush began is published now.
+        with lock:
+            self._hutch_flushed = max(getattr(self, "_hutch_flushed", 0), writes)
+
+    OutStream.write = counted_write
+    OutStream.flush = lazy_flush
+    _installed = True
+    return True
