@@ -23,7 +23,7 @@
 #include "common/macro.h"
 #include "common/net-util.h"
 #include "forkserver/forkserver-internal.h"
-#include "runtime/ns/ns.h"
+#include "runtime/runtime.h"
 
 #include "common/banned.h"
 
@@ -157,15 +157,10 @@ int forkserver_python_init(const struct forkserver_config *cfg, struct error_rec
         return python_error(err, "preload");
     Py_DECREF(r);
     /* The seccomp filter every kernel loads (runtime_ns_join_finish), compiled here once into
-     * the runtime's per-process cache (ns.h: runtime.h has no entry for it): each child compiling
-     * it (libseccomp's rule database and BPF generation, all on the heap) wrote into free chunks
-     * all over the heap it shares with us, and copied 5.9 MiB of its pages. */
-    struct sock_fprog filter = { 0 };
-    int rc = ns_seccomp_compile(&filter, err);
-    if (rc < 0)
-        return rc;
-    free(filter.filter);
-    return 0;
+     * the runtime's per-process cache: each child compiling it (libseccomp's rule database and
+     * BPF generation, all on the heap) wrote into free chunks all over the heap it shares with
+     * us, and copied 5.9 MiB of its pages. */
+    return runtime_ns_join_prepare(err);
 }
 
 int forkserver_run_kernel(const char *dir, char *const *env, const char *cwd, struct error_record *err)

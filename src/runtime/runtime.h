@@ -238,6 +238,10 @@ int runtime_ns_slot_reset(const struct runtime_config *cfg, unsigned slot);
  *        supplementary groups (gid alone when n_groups is 0), cwd: what a process started by
  *        exec() has, without an execve. fds 3 and up are closed except keep_fd (-1 for none). */
 int runtime_ns_join_enter(const struct runtime_join *j, struct error_record *err);
+/* Optional, before any fork: compiles what finish loads (the seccomp filter) into this
+ * process's cache, so that the children of a fork server only copy the result instead of each
+ * building it on the heap they share with it. */
+int runtime_ns_join_prepare(struct error_record *err);
 int runtime_ns_join_finish(const struct runtime_join *j, uid_t uid, gid_t gid, const gid_t *groups,
                            size_t n_groups, const char *cwd, int keep_fd, struct error_record *err);
 

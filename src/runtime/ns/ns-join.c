@@ -49,6 +49,14 @@ static int stdio_to_null(struct error_record *err)
     return 0;
 }
 
+int runtime_ns_join_prepare(struct error_record *err)
+{
+    struct sock_fprog seccomp = { 0 };
+    int r = ns_seccomp_compile(&seccomp, err);
+    free(seccomp.filter);
+    return r;
+}
+
 int runtime_ns_join_finish(const struct runtime_join *j, uid_t uid, gid_t gid, const gid_t *groups,
                            size_t n_groups, const char *cwd, int keep_fd, struct error_record *err)
 {
