@@ -177,9 +177,8 @@ static void table_remove_locked(struct proc *p)
         }
 }
 
-/* Drops finished processes beyond RETAIN_MAX or older than RETAIN_USEC, once reaped: the end
- * event may come from a zombie's status before the main thread reaps it (pump_main), and the
- * reaper must still find its child in the table then. */
+/* Drops finished processes beyond RETAIN_MAX or older than RETAIN_USEC (a finished process is
+ * reaped: its pump reaped it, or waited for the main thread's reaper to). */
 static void prune_locked(void)
 {
     usec_t now = now_usec(CLOCK_MONOTONIC);
@@ -466,28 +465,19 @@ static json_t *data_event(const char *stream, const void *data, size_t len)
 
 /* ---- the pump ---- */
 
-/* The exit status of p's child when it is a zombie already, read without reaping it (WNOWAIT:
- * the main thread still reaps every child). So the end event need not wait for the main
- * thread's turn on a busy CPU as well as the pump's. Under the table lock, as the reaper
- * reaps under it: while p->exited is false the pid is still this child's. */
-static bool zombie_status_locked(const struct proc *p, int *ret_wstatus)
+/* Reaps p's child if it has exited, so that the end event need not wait for the main thread's
+ * turn on a busy CPU as well as the pump's, and so that no zombie of it is left once the end
+ * event is out (a client that checks the pid right after it must find it gone). Under the
+ * table lock, as the main thread's reaper (envd_process_reap) reaps under it: while p->exited
+ * is false the pid is still this child's, and once it is true the reaper never sees the pid. */
+static void reap_if_exited_locked(struct proc *p)
 {
-    siginfo_t si = { 0 };
-    if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid != p->pid)
-        return false;
-    switch (si.si_code) {
-    case CLD_EXITED:
-        *ret_wstatus = (si.si_status & 0xff) << 8;
-        return true;
-    case CLD_KILLED:
-        *ret_wstatus = si.si_status & 0x7f;
-        return true;
-    case CLD_DUMPED:
-        *ret_wstatus = (si.si_status & 0x7f) | 0x80;
-        return true;
-    default:
-        return false;
-    }
+    int wstatus;
+    if (p->exited || waitpid(p->pid, &wstatus, WNOHANG) != p->pid)
+        return;
+    p->exited = true;
+    p->wstatus = wstatus;
+    pthread_cond_broadcast(&table_cond);
 }
 
 static void *pump_main(void *arg)
@@ -542,19 +532,16 @@ static void *pump_main(void *arg)
     }
 
     lock_table();
-    int wstatus = p->wstatus;
-    bool have_status = p->exited || zombie_status_locked(p, &wstatus);
-    while (!have_status) {
+    reap_if_exited_locked(p);
+    while (!p->exited) {
         if (p->deadline != USEC_INFINITY && !p->killed_at_deadline &&
             now_usec(CLOCK_MONOTONIC) >= p->deadline) {
             kill(-p->pid, SIGKILL);
             p->killed_at_deadline = true;
         }
         cond_wait_until(&table_cond, p->killed_at_deadline ? USEC_INFINITY : p->deadline);
-        wstatus = p->wstatus;
-        have_status = p->exited;
     }
-    p->end_event = envd_process_end_event(wstatus);
+    p->end_event = envd_process_end_event(p->wstatus);
     p->finished = true;
     p->finished_at = now_usec(CLOCK_MONOTONIC);
     json_t *end = json_incref(p->end_event);
