@@ -52,8 +52,8 @@
 #define NS_SETNS_FLAGS (NS_CLONE_FLAGS | CLONE_NEWCGROUP)
 #define NS_SETUP_TIMEOUT_SEC 30
 
-/* GO carries every layer fd in one SCM_RIGHTS message; the kernel takes at most 253. */
-/* GO carries the layers and, with plan->disk_ext4, the writable layer's mount last. */
+/* GO carries every layer fd and, with plan->disk_ext4, the writable layer's mount last, in one
+ * SCM_RIGHTS message; the kernel takes at most 253. */
 #define NS_MAX_GO_FDS (NS_MAX_LAYERS + 1)
 _Static_assert(NS_MAX_GO_FDS <= NET_MAX_FDS, "NS_MAX_LAYERS exceeds SCM_MAX_FD");
 

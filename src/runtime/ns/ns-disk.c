@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/loop.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
@@ -98,6 +99,17 @@ static int make_ext4(const char *dev_path, uint64_t disk_bytes, uid_t root_uid, 
     int out[2];
     if (pipe2(out, O_CLOEXEC) < 0)
         return error_set_errno(err, errno, "pipe");
+    /* The caller may block signals (hutch serve waits for SIGTERM in sigwait) and ignore
+     * SIGPIPE; mke2fs gets neither. */
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, dfl;
+    sigemptyset(&none);
+    sigemptyset(&dfl);
+    sigaddset(&dfl, SIGPIPE);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &dfl);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -105,8 +117,9 @@ static int make_ext4(const char *dev_path, uint64_t disk_bytes, uid_t root_uid, 
     posix_spawn_file_actions_adddup2(&fa, out[1], 2);
     static const char *const env[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL };
     pid_t pid;
-    int r = posix_spawn(&pid, mke2fs, &fa, NULL, (char *const *)argv, (char *const *)env);
+    int r = posix_spawn(&pid, mke2fs, &fa, &attr, (char *const *)argv, (char *const *)env);
     posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
     close(out[1]);
     if (r != 0) {
         close(out[0]);

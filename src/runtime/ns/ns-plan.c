@@ -36,10 +36,18 @@ unsigned ns_kernel_version(const char *release)
     return NS_KERNEL_VERSION(major, minor);
 }
 
+/* The running kernel's version, read once: every create asks (runtime_ns_check_host,
+ * writable_layer_ext4). Racing first callers compute the same value. */
 static unsigned running_kernel_version(void)
 {
-    struct utsname u;
-    return uname(&u) == 0 ? ns_kernel_version(u.release) : 0;
+    static unsigned version;
+    unsigned v = __atomic_load_n(&version, __ATOMIC_RELAXED);
+    if (v == 0) {
+        struct utsname u;
+        v = uname(&u) == 0 ? ns_kernel_version(u.release) : 0;
+        __atomic_store_n(&version, v, __ATOMIC_RELAXED);
+    }
+    return v;
 }
 
 /* Linux 6.1: the oldest kernel the runtime is tested on (Debian 12's; tests/vm/cgroup2-check).
@@ -47,15 +55,15 @@ static unsigned running_kernel_version(void)
  * xfs, btrfs; 6.3 for tmpfs), LOOP_CONFIGURE (5.8), cgroup.kill (5.14). */
 int runtime_ns_check_host(struct error_record *err)
 {
+    if (running_kernel_version() >= NS_KERNEL_VERSION(6, 1))
+        return 0;
     struct utsname u;
     if (uname(&u) < 0)
         return error_set_errno(err, errno, "uname");
-    if (ns_kernel_version(u.release) < NS_KERNEL_VERSION(6, 1))
-        return error_set(err, EOPNOTSUPP,
-                         "Linux %s is not supported: sandboxes need 6.1 or newer (see Host requirements "
-                         "in docs/operations.md)",
-                         u.release);
-    return 0;
+    return error_set(err, EOPNOTSUPP,
+                     "Linux %s is not supported: sandboxes need 6.1 or newer (see Host requirements "
+                     "in docs/operations.md)",
+                     u.release);
 }
 
 /* tmpfs has user xattrs, which overlay needs of its upper filesystem inside a user namespace
