@@ -474,7 +474,8 @@ static int atk_ksm(void)
     expect_fail("madvise(MADV_MERGEABLE)", syscall(SYS_madvise, m, len, (long)MADV_MERGEABLE));
     expect_fail("madvise(MADV_MERGEABLE | 1<<32)",
                 syscall(SYS_madvise, m, len, (long)MADV_MERGEABLE | (1l << 32)));
-    expect_fail("prctl(PR_SET_MEMORY_MERGE, 1)", syscall(SYS_prctl, (long)PR_SET_MEMORY_MERGE, 1l, 0l, 0l, 0l));
+    expect_fail("prctl(PR_SET_MEMORY_MERGE, 1)",
+                syscall(SYS_prctl, (long)PR_SET_MEMORY_MERGE, 1l, 0l, 0l, 0l));
     expect_fail("prctl(PR_SET_MEMORY_MERGE | 1<<32, 1)",
                 syscall(SYS_prctl, (long)PR_SET_MEMORY_MERGE | (1l << 32), 1l, 0l, 0l, 0l));
     /* Where the kernel has KSM, it says whether anything of this process became mergeable. */
