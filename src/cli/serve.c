@@ -35,6 +35,9 @@ static void usage(FILE *f)
             "                            process that imported their libraries (default: the\n"
             "                            kernel-forkserver beside hutch, when there); off: each\n"
             "                            sandbox starts its own\n"
+            "  --kernel-memory-merge     ask KSM to merge the identical pages of those kernels\n"
+            "                            (Linux 6.4+, KSM running): less memory per sandbox, but a\n"
+            "                            timing side channel between sandboxes; see operations.md\n"
             "  --default-cpus N          per sandbox when a request names none (default 2)\n"
             "  --default-memory-mb N     (default 512)\n"
             "  --default-disk-mb N       size of the writable layer (default 1024)\n"
@@ -60,6 +63,7 @@ static void usage(FILE *f)
 enum {
     OPT_DEFAULT_CPUS = 256,
     OPT_KERNEL_FORK_SERVER,
+    OPT_KERNEL_MEMORY_MERGE,
     OPT_DEFAULT_MEMORY,
     OPT_DEFAULT_DISK,
     OPT_MAX_CPUS,
@@ -132,6 +136,7 @@ int cmd_serve(int argc, char **argv)
         { "envd", required_argument, NULL, 'e' },
         { "interpd", required_argument, NULL, 'i' },
         { "kernel-fork-server", required_argument, NULL, OPT_KERNEL_FORK_SERVER },
+        { "kernel-memory-merge", no_argument, NULL, OPT_KERNEL_MEMORY_MERGE },
         { "default-cpus", required_argument, NULL, OPT_DEFAULT_CPUS },
         { "default-memory-mb", required_argument, NULL, OPT_DEFAULT_MEMORY },
         { "default-disk-mb", required_argument, NULL, OPT_DEFAULT_DISK },
@@ -183,6 +188,9 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_KERNEL_FORK_SERVER:
             cfg.orch.forkserver_path = streq(optarg, "off") ? NULL : optarg;
+            break;
+        case OPT_KERNEL_MEMORY_MERGE:
+            cfg.orch.kernel_memory_merge = true;
             break;
         case OPT_DEFAULT_CPUS:
             if (!positive("default-cpus", optarg, &cfg.orch.defaults.cpu_count))

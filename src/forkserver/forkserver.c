@@ -29,6 +29,10 @@
 
 #define BUNDLE_MOUNT "/opt/hutch"
 
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67 /* Linux 6.4; Debian 12's headers are older */
+#endif
+
 static int mount_setattr_rdonly(const char *path)
 {
     /* Not nodev: /dev/null and /dev/urandom are what Python opens there. */
@@ -160,7 +164,16 @@ int forkserver_python_init(const struct forkserver_config *cfg, struct error_rec
      * the runtime's per-process cache: each child compiling it (libseccomp's rule database and
      * BPF generation, all on the heap) wrote into free chunks all over the heap it shares with
      * us, and copied 5.9 MiB of its pages. */
-    return runtime_ns_join_prepare(err);
+    int rc = runtime_ns_join_prepare(err);
+    if (rc < 0)
+        return rc;
+    /* What each kernel copies on write is mostly the same in every kernel (reference counts
+     * that ipykernel's start moved the same way): KSM can merge those copies again. The flag
+     * is the process's and passes to every child forked from here; the sandboxes' seccomp
+     * filter keeps their code from changing it. */
+    if (cfg->memory_merge && prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) < 0)
+        return error_set_errno(err, errno, "PR_SET_MEMORY_MERGE");
+    return 0;
 }
 
 int forkserver_run_kernel(const char *dir, char *const *env, const char *cwd, struct error_record *err)

@@ -19,6 +19,7 @@
  * EOF on the server's socket ends the fork server. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/error.h"
@@ -32,12 +33,16 @@ struct forkserver_config {
     int bundle_fd;          /* O_PATH directory mounted at /opt/hutch */
     const char *python_lib; /* inside that view, put first on sys.path */
     const char *preload;    /* comma-separated modules to import */
+    /* Mark every page of this process and of its children mergeable for KSM
+     * (PR_SET_MEMORY_MERGE), once the imports are done. */
+    bool memory_merge;
 };
 
 /* Own namespaces, read-only host, bundle at /opt/hutch, capabilities dropped. Returns 0 or
  * -errno with err filled. */
 int forkserver_confine(const struct forkserver_config *cfg, struct error_record *err);
-/* Starts Python and imports the kernel's modules and cfg->preload, then freezes the heap. */
+/* Starts Python and imports the kernel's modules and cfg->preload, then freezes the heap (and
+ * marks it mergeable with cfg->memory_merge). */
 int forkserver_python_init(const struct forkserver_config *cfg, struct error_record *err);
 /* Says "ready", then serves requests until EOF. Returns 0 on EOF or -errno. */
 int forkserver_serve(const struct forkserver_config *cfg, struct error_record *err);

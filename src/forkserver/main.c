@@ -25,6 +25,7 @@ const char *__asan_default_options(void)
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: kernel-forkserver --sock-fd N --bundle-fd N [--python-lib DIR] [--preload MODULES]\n"
+               "                         [--memory-merge]\n"
                "hutch serve's kernel fork server; see docs/internals/interpd.md.\n");
 }
 
@@ -44,6 +45,7 @@ int main(int argc, char **argv)
         { "bundle-fd", required_argument, NULL, 'b' },
         { "python-lib", required_argument, NULL, 'p' },
         { "preload", required_argument, NULL, 'l' },
+        { "memory-merge", no_argument, NULL, 'm' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -63,6 +65,9 @@ int main(int argc, char **argv)
             break;
         case 'l':
             cfg.preload = optarg;
+            break;
+        case 'm':
+            cfg.memory_merge = true;
             break;
         case 'h':
             usage(stdout);

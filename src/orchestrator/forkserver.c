@@ -35,6 +35,7 @@
 #define READY_TIMEOUT_MS (60 * 1000)
 #define REPLY_TIMEOUT_MS (10 * 1000)
 #define REPLY_MAX 512
+#define KSM_RUN "/sys/kernel/mm/ksm/run"
 
 struct orch_forkserver {
     int sock;
@@ -97,7 +98,28 @@ static void *wait_ready(void *arg)
     return NULL;
 }
 
-int orch_forkserver_start(const char *binary, const char *bundle_dir, const char *preload,
+#ifndef PR_GET_MEMORY_MERGE
+#define PR_GET_MEMORY_MERGE 68 /* Linux 6.4; Debian 12's headers are older */
+#endif
+
+int orch_forkserver_check_memory_merge(struct error_record *err)
+{
+    /* EINVAL from a kernel before 6.4 and from one built without KSM alike. */
+    if (prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) < 0)
+        return error_set(err, EOPNOTSUPP,
+                         "kernel memory merging needs Linux 6.4 or later built with KSM "
+                         "(CONFIG_KSM)");
+    /* Not an error: KSM may be switched on later (ksmtuned does so under memory pressure). */
+    char run[8] = "";
+    _cleanup_close_ int fd = open(KSM_RUN, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, run, sizeof(run) - 1) <= 0 || run[0] != '1')
+        log_warn("kernel memory merging: KSM is not running (%s is not 1): the kernels' pages are "
+                 "marked mergeable, but nothing merges until it is; see docs/operations.md",
+                 KSM_RUN);
+    return 0;
+}
+
+int orch_forkserver_start(const char *binary, const char *bundle_dir, const char *preload, bool memory_merge,
                           struct orch_forkserver **ret, struct error_record *err)
 {
     _cleanup_close_ int exe = sealed_copy(binary, err);
@@ -110,8 +132,15 @@ int orch_forkserver_start(const char *binary, const char *bundle_dir, const char
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
         return error_set_errno(err, errno, "socketpair");
     char *argv[] = {
-        (char *)"kernel-forkserver", (char *)"--sock-fd", (char *)"3", (char *)"--bundle-fd", (char *)"4",
-        (char *)"--preload",         (char *)preload,     NULL
+        (char *)"kernel-forkserver",
+        (char *)"--sock-fd",
+        (char *)"3",
+        (char *)"--bundle-fd",
+        (char *)"4",
+        (char *)"--preload",
+        (char *)preload,
+        memory_merge ? (char *)"--memory-merge" : NULL,
+        NULL,
     };
     char *envp[] = { NULL };
     pid_t pid = fork();

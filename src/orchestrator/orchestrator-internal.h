@@ -312,8 +312,11 @@ struct orch_forkserver;
  * /opt/hutch and preload (comma-separated modules) imported. Returns at once: it says ready
  * later, in the background. Any thread may start it: it ends when its socket's other end
  * closes (this process's exit included), not with the starting thread. */
-int orch_forkserver_start(const char *binary, const char *bundle_dir, const char *preload,
+int orch_forkserver_start(const char *binary, const char *bundle_dir, const char *preload, bool memory_merge,
                           struct orch_forkserver **ret, struct error_record *err);
+/* Whether this host can merge the kernels' pages (orch_config.kernel_memory_merge): Linux 6.4
+ * or later built with KSM. Warns when KSM is not running. Returns 0 or -EOPNOTSUPP with err. */
+int orch_forkserver_check_memory_merge(struct error_record *err);
 /* Closes its socket (it exits), waits up to 2 s, kills and reaps it. Accepts NULL. */
 void orch_forkserver_stop(struct orch_forkserver *fs);
 

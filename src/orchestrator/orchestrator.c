@@ -345,7 +345,7 @@ static char *kernel_from_forkserver(struct orch *o, struct sandbox *s)
     if (!o->forkserver && !o->forkserver_failed) {
         struct error_record ferr = { 0 };
         if (orch_forkserver_start(o->cfg.forkserver_path, o->envd_dir, ORCH_CODE_INTERPRETER_MODULES,
-                                  &o->forkserver, &ferr) < 0) {
+                                  o->cfg.kernel_memory_merge, &o->forkserver, &ferr) < 0) {
             o->forkserver_failed = true;
             log_warn("no kernel fork server: %s", ferr.msg);
         }
@@ -1624,6 +1624,10 @@ int orch_new(const struct orch_config *cfg, struct orch **ret, struct error_reco
         o->cfg.defaults.memory_mb > o->cfg.maximums.memory_mb ||
         o->cfg.defaults.disk_mb > o->cfg.maximums.disk_mb)
         r = error_set(err, EINVAL, "the default sandbox limits exceed the maximums");
+    if (r >= 0 && o->cfg.kernel_memory_merge)
+        r = o->cfg.forkserver_path
+                ? orch_forkserver_check_memory_merge(err)
+                : error_set(err, EINVAL, "kernel memory merging needs the kernel fork server");
     if (r >= 0)
         r = store_open(o->state_dir, &o->store, err);
     if (r >= 0 && mkdir(ORCH_RUN_DIR, 0755) < 0 && errno != EEXIST)

@@ -41,6 +41,11 @@ struct orch_config {
      * process that imported their libraries, sharing its memory (src/forkserver/). NULL: each
      * sandbox's interpd starts its own. */
     const char *forkserver_path;
+    /* The fork server's kernels ask the host kernel's KSM to merge their identical pages
+     * (PR_SET_MEMORY_MERGE, Linux 6.4): the pages each kernel copies on write are mostly the
+     * same in every kernel. Off by default: merged pages are a timing side channel between
+     * sandboxes (docs/decisions/0006-kernel-memory-merge.md). Needs forkserver_path. */
+    bool kernel_memory_merge;
     const struct runtime_ops *runtime;
     struct runtime_config runtime_config;
     uint32_t default_timeout_s;  /* 0: 300, as E2B */

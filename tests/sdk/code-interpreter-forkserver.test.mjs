@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
 import { Sandbox } from '@e2b/code-interpreter';
 import { startHutch } from './lib/hutch.mjs';
@@ -252,6 +253,65 @@ test('--kernel-fork-server off: each sandbox starts its own kernel', async () =>
   } finally {
     const { code, leftovers } = await own.stop();
     assert.equal(code, 0, own.log());
+    assert.deepEqual(leftovers, []);
+  }
+});
+
+// KSM's knobs (host-wide): the test turns it on for its own kernels and puts them back after.
+const KSM = '/sys/kernel/mm/ksm';
+const ksmStat = async (sbx) => {
+  const r = await sbx.runCode("print(open('/proc/self/ksm_stat').read())");
+  assert.equal(r.error, undefined, JSON.stringify(r.error));
+  return Object.fromEntries(r.logs.stdout.join('').trim().split('\n').map((l) => l.split(/:?\s+/)));
+};
+const [major, minor] = os.release().split('.').map(Number);
+const noKsm = !fs.existsSync(`${KSM}/run`) || major < 6 || (major === 6 && minor < 4);
+
+test('--kernel-memory-merge: KSM merges the pages the kernels copied, and only theirs', { skip: noKsm && 'no KSM or Linux < 6.4' }, async () => {
+  await assert.rejects(startHutch(['--kernel-memory-merge', '--kernel-fork-server', 'off']), /needs the kernel fork server/);
+  const saved = Object.fromEntries(['run', 'pages_to_scan', 'sleep_millisecs'].map((k) => [k, fs.readFileSync(`${KSM}/${k}`, 'utf8').trim()]));
+  const merging = await startHutch(['--kernel-memory-merge']);
+  const sandboxes = [];
+  try {
+    if (saved.run !== '1') assert.match(merging.log(), /KSM is not running/, 'a server that cannot merge yet says so');
+    // A full pass over the kernels' pages in well under a second here; merging needs two.
+    fs.writeFileSync(`${KSM}/pages_to_scan`, '4000');
+    fs.writeFileSync(`${KSM}/sleep_millisecs`, '10');
+    fs.writeFileSync(`${KSM}/run`, '1');
+    for (let i = 0; i < 2; i++) sandboxes.push(await Sandbox.create(merging.opts));
+    const [a, b] = sandboxes;
+    assert.equal((await kernelProbe(a)).forked, true);
+    let stat;
+    for (const deadline = Date.now() + 30000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 500))) {
+      stat = await ksmStat(a);
+      if (Number(stat.ksm_merging_pages) >= 256) break;
+    }
+    assert.equal(stat.ksm_merge_any, 'yes', JSON.stringify(stat));
+    assert.ok(Number(stat.ksm_merging_pages) >= 256, `at least 1 MiB of the kernel's pages merged: ${JSON.stringify(stat)}`);
+    // Merged pages are copied again when written: the kernels keep working, each with its state.
+    await a.runCode('x = 40');
+    await b.runCode('x = 1');
+    assert.equal((await a.runCode('x + 2')).text, '42');
+    assert.equal((await b.runCode('x + 2')).text, '3');
+    // Only the kernels: the sandbox's other processes are not offered to KSM, and the kernel's
+    // code cannot withdraw or widen the choice (the seccomp filter refuses PR_SET_MEMORY_MERGE).
+    const cmd = await a.commands.run('grep -E "ksm_merge_any|ksm_mergeable" /proc/self/ksm_stat');
+    assert.match(cmd.stdout, /ksm_merge_any: no/);
+    assert.match(cmd.stdout, /ksm_mergeable: no/);
+    const prctl = await a.runCode('import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.prctl(67, 0, 0, 0, 0), ctypes.get_errno(), libc.prctl(68, 0, 0, 0, 0))');
+    assert.equal(prctl.logs.stdout.join('').trim(), '-1 22 1', 'PR_SET_MEMORY_MERGE refused (EINVAL), PR_GET_MEMORY_MERGE says 1');
+    // Without the option (the suite's default server), a kernel is not offered to KSM.
+    const plain = await Sandbox.create(hutch.opts);
+    try {
+      assert.equal((await ksmStat(plain)).ksm_merge_any, 'no');
+    } finally {
+      await plain.kill();
+    }
+  } finally {
+    for (const s of sandboxes) await s.kill();
+    for (const k of ['run', 'pages_to_scan', 'sleep_millisecs']) fs.writeFileSync(`${KSM}/${k}`, saved[k]);
+    const { code, leftovers } = await merging.stop();
+    assert.equal(code, 0, merging.log());
     assert.deepEqual(leftovers, []);
   }
 });
