@@ -16,6 +16,10 @@
 //    cgroup's charge (memory.usage_in_bytes, cgroup v1: includes its tmpfs writable layer and
 //    kernel memory), beside one plain `python3 -m ipykernel_launcher` on the host with the
 //    same imports (its PSS, measured while no other kernel runs). Goal < 15 MiB PSS at 50.
+//    Then the same with `hutch serve --kernel-memory-merge` where the kernel has KSM (Linux
+//    6.4): KSM is turned on for the run (pages_to_scan BENCH_KSM_PAGES, default 1000, every
+//    20 ms; the host's settings are put back after), each checkpoint waits until a full scan
+//    merges nothing new, and ksmd's CPU time is reported while it merges and once it has.
 //
 // Never asserts speed. BENCH_RUNS (round trips per side, default 300), BENCH_POOL_RUNS
 // (default 10), BENCH_CI_SANDBOXES (default 50), BENCH_CI_CONCURRENCY (creates at once, 4).
@@ -339,7 +343,7 @@ async function createAndPandas(h) {
 
 // Creates sandboxes of the template (CONCURRENCY at a time) up to 10 and SANDBOXES, measuring
 // at each; kills them. Returns the reports by count.
-async function memoryPart(hutch, label) {
+async function memoryPart(hutch, label, settle = async () => {}) {
   const killList = [];
   try {
     const mem = {};
@@ -357,7 +361,8 @@ async function memoryPart(hutch, label) {
       created = target;
       note(`${label}: ${created} sandboxes created in ${f1(ms(tc) / 1000)} s (${CONCURRENCY} at a time)`);
       await sleep(1000); // let every kernel settle into idle
-      mem[target] = memoryReport(hutch, target);
+      const extra = await settle(killList, target);
+      mem[target] = { ...memoryReport(hutch, target), ...extra };
     }
     const tk = now();
     await Promise.all(Array.from({ length: 8 }, async () => {
@@ -368,6 +373,71 @@ async function memoryPart(hutch, label) {
   } finally {
     await Promise.all(killList.map((s) => s.kill().catch(() => {})));
   }
+}
+
+// ---- KSM (--kernel-memory-merge) ------------------------------------------------------------
+
+const KSM = '/sys/kernel/mm/ksm';
+const KSM_KNOBS = ['run', 'pages_to_scan', 'sleep_millisecs'];
+const ksmRead = (k) => Number(fs.readFileSync(`${KSM}/${k}`, 'utf8').trim());
+const hasKsm = () => {
+  const [major, minor] = os.release().split('.').map(Number);
+  return fs.existsSync(`${KSM}/run`) && (major > 6 || (major === 6 && minor >= 4));
+};
+
+// ksmd's CPU time so far, in seconds.
+function ksmdCpu() {
+  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (!stat.includes('(ksmd)')) continue;
+      const f = stat.split(') ')[1].split(' ');
+      return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, USER_HZ ticks
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return 0;
+}
+
+// Waits until a full KSM scan merged nothing new (pages_sharing moved by < 0.5%), at most 180 s.
+// Returns what it took and what ksmd costs once settled (a 10 s window).
+async function ksmSettle(sandboxes) {
+  const t0 = now();
+  const cpu0 = ksmdCpu();
+  let scans = ksmRead('full_scans');
+  let last = -1;
+  for (const end = Date.now() + 180000; Date.now() < end;) {
+    await sleep(250);
+    const s = ksmRead('full_scans');
+    if (s < scans + 1) continue;
+    scans = s;
+    const sharing = ksmRead('pages_sharing');
+    if (last >= 0 && Math.abs(sharing - last) <= sharing * 0.005) break;
+    last = sharing;
+  }
+  const settleS = ms(t0) / 1000;
+  const settleCpu = ksmdCpu() - cpu0;
+  const w0 = now();
+  const cpu1 = ksmdCpu();
+  await sleep(10000);
+  const idleCpuShare = (ksmdCpu() - cpu1) / (ms(w0) / 1000);
+  // A merged kernel's first execution copies back the pages it writes; then it runs as before.
+  const sbx = sandboxes[0];
+  const t1 = now();
+  await sbx.runCode('1+1');
+  const firstMs = ms(t1);
+  const lat = [];
+  for (let i = 0; i < 100; i++) {
+    const t = now();
+    await sbx.runCode('1+1');
+    lat.push(ms(t));
+  }
+  const r = { settleS, settleCpu, idleCpuShare, firstMs, p50Ms: pct(lat, 0.5), sharing: ksmRead('pages_sharing'), shared: ksmRead('pages_shared') };
+  note(`KSM settled in ${f1(settleS)} s (ksmd ${f1(settleCpu)} s of CPU; then ${f1(idleCpuShare * 100)}% of a CPU), ` +
+    `pages_sharing ${r.sharing} pages_shared ${r.shared}; runCode("1+1") on a merged kernel: first ${f1(firstMs)} ms, ` +
+    `then p50 ${f1(r.p50Ms)} ms`);
+  return { ksm: r };
 }
 
 async function main() {
@@ -438,6 +508,23 @@ async function main() {
       await own.stop();
     }
     note(`part 3 (own kernels) done at ${f1(ms(t00) / 1000)} s`);
+    let memMerge = null;
+    if (hasKsm()) {
+      const saved = Object.fromEntries(KSM_KNOBS.map((k) => [k, ksmRead(k)]));
+      const merging = await startHutch(['--kernel-memory-merge']);
+      try {
+        fs.writeFileSync(`${KSM}/pages_to_scan`, String(Number(process.env.BENCH_KSM_PAGES || 1000)));
+        fs.writeFileSync(`${KSM}/sleep_millisecs`, '20');
+        fs.writeFileSync(`${KSM}/run`, '1');
+        memMerge = await memoryPart(merging, 'kernels from the fork server, --kernel-memory-merge', (sbxs) => ksmSettle(sbxs));
+      } finally {
+        for (const k of KSM_KNOBS) fs.writeFileSync(`${KSM}/${k}`, String(saved[k]));
+        await merging.stop();
+      }
+      note(`part 3 (KSM) done at ${f1(ms(t00) / 1000)} s`);
+    } else {
+      note('part 3 (KSM) skipped: no /sys/kernel/mm/ksm or Linux < 6.4');
+    }
     const peerPss = peerMem.Pss / MiB;
     for (const n of Object.keys(mem).map(Number)) {
       row(`PSS per sandbox, idle python kernel, at ${n} sandboxes (all its processes + its share of the fork server)`,
@@ -451,6 +538,17 @@ async function main() {
         'plain ipykernel_launcher on the host (RSS)', '-');
       row(`cgroup charge per sandbox at ${n}, --kernel-fork-server off`, 'MiB', memOwn[n].usage, peerMem.Rss / MiB,
         'same', '-');
+      if (!memMerge) continue;
+      const k = memMerge[n];
+      row(`PSS per sandbox at ${n}, --kernel-memory-merge (KSM)`, 'MiB', k.pss, mem[n].pss,
+        'the same without it, same run', n === SANDBOXES ? '< 15 MiB at 50' : '-');
+      row(`  of which the python kernel, at ${n}, --kernel-memory-merge`, 'MiB', k.kernelPss, mem[n].kernelPss, 'same', '-');
+      row(`cgroup charge per sandbox at ${n}, --kernel-memory-merge`, 'MiB', k.usage, mem[n].usage, 'same', '-');
+      row(`  KSM: seconds until a full scan merged nothing new, at ${n}`, 's', k.ksm.settleS, 0, '-', '-');
+      row(`  KSM: ksmd CPU seconds while merging, at ${n}`, 's', k.ksm.settleCpu, 0, '-', '-');
+      row(`  KSM: ksmd CPU share once settled, at ${n}`, '%', k.ksm.idleCpuShare * 100, 0, '-', '-');
+      row(`  runCode("1+1") on a merged kernel, first, at ${n}`, 'ms', k.ksm.firstMs, pct(sdk, 0.5), 'part 1 p50, no KSM', '-');
+      row(`  runCode("1+1") on a merged kernel, p50 of the next 100, at ${n}`, 'ms', k.ksm.p50Ms, pct(sdk, 0.5), 'part 1 p50, no KSM', '-');
     }
   } finally {
     await Promise.all(killList.map((s) => s.kill().catch(() => {})));
