@@ -87,6 +87,8 @@ test('stdout and stderr are logged in order, each chunk as the kernel sent it', 
 test('a flush with nothing written is skipped (hutch_iostream), and no output crosses into the next call', async () => {
   const r = await sbx.runCode('import sys; print(type(sys.stdout).flush.__module__, type(sys.stderr).flush.__module__)');
   assert.deepEqual(r.logs.stdout, ['hutch_iostream hutch_iostream\n']);
+  // Its install also drops ipykernel's sleep before each execute_reply.
+  assert.equal((await sbx.runCode('get_ipython().kernel._execute_sleep')).text, '0.0');
   // Output written just before the result and the idle status (and without a newline, so no
   // line flush) must belong to its own call: a flush wrongly skipped would let it reach the
   // next call or not at all.
@@ -96,6 +98,43 @@ test('a flush with nothing written is skipped (hutch_iostream), and no output cr
     assert.equal(x.logs.stderr.join(''), `e${i}`);
     assert.equal(x.text, String(i * 2));
   }
+});
+
+test('builtin scalar results are text only (hutch_display\'s fast path), and a formatter registered for int wins', async () => {
+  const ctx = await freshContext();
+  const plain = [
+    ['1+1', '2'],
+    ['2**100', String(2n ** 100n)],
+    ['True', 'True'],
+    ['1.5', '1.5'],
+    ['3+4j', '(3+4j)'],
+    ["b'ab'", "b'ab'"],
+    ['"a" + "b"', 'ab'],
+  ];
+  const check = async (code, text) => {
+    const r = await sbx.runCode(code, { context: ctx });
+    assert.equal(r.error, undefined, code);
+    assert.equal(r.results.length, 1, code);
+    assert.equal(r.results[0].isMainResult, true, code);
+    assert.equal(r.results[0].text, text, code);
+    return r.results[0];
+  };
+  for (const [code, text] of plain) assert.deepEqual((await check(code, text)).formats(), [], code);
+  // The fast path is taken: IPython's other formatters are not run for a plain int.
+  const fast = await sbx.runCode('import hutch_display; hutch_display._plain_formatter(get_ipython().display_formatter, 1) is not None', { context: ctx });
+  assert.equal(fast.text, 'True');
+  await sbx.runCode(
+    "get_ipython().display_formatter.formatters['text/html'].for_type(int, lambda x: '<b>%d</b>' % x)",
+    { context: ctx }
+  );
+  const html = await check('40 + 2', '42');
+  assert.equal(html.html, '<b>42</b>');
+  assert.deepEqual(html.formats(), ['html']);
+  assert.equal((await check('True', 'True')).html, '<b>1</b>'); // bool is an int
+  assert.deepEqual((await check('1.5', '1.5')).formats(), []);
+  await sbx.runCode("get_ipython().display_formatter.formatters['text/html'].pop(int)", { context: ctx });
+  for (const [code, text] of plain) assert.deepEqual((await check(code, text)).formats(), [], code);
+  await sbx.removeCodeContext(ctx);
 });
 
 test('callbacks: onStdout, onStderr, onResult, onError, in the order the code produced them', async () => {
