@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 
 #include "common/cleanup.h"
 #include "common/fs-util.h"
+#include "common/spawn-util.h"
 #include "common/strutil.h"
 #include "common/time-util.h"
 #include "common/xalloc.h"
@@ -43,35 +43,12 @@ extern char **environ;
 /* Runs `envd_path --list-libraries` and returns its standard output (NUL-terminated). */
 static int list_libraries(const char *envd_path, char **ret, struct error_record *err)
 {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return error_set_errno(err, errno, "pipe");
-    _cleanup_close_ int rd = fds[0];
-    _cleanup_close_ int wr = fds[1];
-
-    /* The caller may block signals (hutch serve waits for SIGTERM in sigwait) and ignore
-     * SIGPIPE; envd gets neither. */
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none, dfl;
-    sigemptyset(&none);
-    sigemptyset(&dfl);
-    sigaddset(&dfl, SIGPIPE);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &dfl);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, wr, STDOUT_FILENO);
     char *argv[] = { (char *)envd_path, (char *)"--list-libraries", NULL };
     pid_t pid;
-    int r = posix_spawn(&pid, envd_path, &fa, &attr, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    if (r != 0)
+    _cleanup_close_ int rd = -1;
+    int r = spawn_piped(envd_path, argv, environ, 0, &pid, &rd);
+    if (r < 0)
         return error_set_errno(err, r, "running %s", envd_path);
-    wr = safe_close(wr);
 
     _cleanup_free_ char *buf = xmalloc(LIST_MAX + 1);
     size_t len = 0;

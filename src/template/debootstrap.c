@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,7 @@
 
 #include "common/cleanup.h"
 #include "common/fs-util.h"
+#include "common/spawn-util.h"
 #include "common/strutil.h"
 #include "common/time-util.h"
 #include "common/xalloc.h"
@@ -96,12 +96,6 @@ static int run_debootstrap(const char *suite, const char *target, const char *mi
 {
     if (access(DEBOOTSTRAP, X_OK) < 0)
         return error_set_errno(err, errno, "%s (apt-get install debootstrap)", DEBOOTSTRAP);
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return error_set_errno(err, errno, "pipe");
-    _cleanup_close_ int rd = fds[0];
-    _cleanup_close_ int wr = fds[1];
-
     /* The caller's environment (proxies), with a PATH that has the sbin directories
      * debootstrap needs (chroot, ldconfig). */
     size_t n_env = 0;
@@ -115,31 +109,14 @@ static int run_debootstrap(const char *suite, const char *target, const char *mi
             envp[k++] = environ[i];
     envp[k] = NULL;
 
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none, dfl;
-    sigemptyset(&none);
-    sigemptyset(&dfl);
-    sigaddset(&dfl, SIGPIPE);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &dfl);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, wr, STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, wr, STDERR_FILENO);
     char *argv[] = { (char *)DEBOOTSTRAP, (char *)"--variant=minbase",
                      (char *)suite,       (char *)target,
                      (char *)mirror,      NULL };
     pid_t pid;
-    int r = posix_spawn(&pid, DEBOOTSTRAP, &fa, &attr, argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    if (r != 0)
+    _cleanup_close_ int rd = -1;
+    int r = spawn_piped(DEBOOTSTRAP, argv, envp, SPAWN_STDERR_TOO | SPAWN_OWN_PGROUP, &pid, &rd);
+    if (r < 0)
         return error_set_errno(err, r, "running %s", DEBOOTSTRAP);
-    wr = safe_close(wr);
 
     _cleanup_free_ struct line_buf *lines = xcalloc(1, sizeof(*lines));
     lines->cb = log_cb;

@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -24,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/spawn-util.h"
 #include "runtime/ns/ns.h"
 
 #include "common/banned.h"
@@ -96,40 +96,17 @@ static int make_ext4(const char *dev_path, uint64_t disk_bytes, uid_t root_uid, 
         "mke2fs", "-q", "-F", "-t",   "ext4", "-b", "4096",   "-O", "^has_journal,^resize_inode",
         "-m",     "0",  "-N", inodes, "-E",   ext,  dev_path, NULL,
     };
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) < 0)
-        return error_set_errno(err, errno, "pipe");
-    /* The caller may block signals (hutch serve waits for SIGTERM in sigwait) and ignore
-     * SIGPIPE; mke2fs gets neither. */
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none, dfl;
-    sigemptyset(&none);
-    sigemptyset(&dfl);
-    sigaddset(&dfl, SIGPIPE);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &dfl);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 2);
     static const char *const env[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL };
     pid_t pid;
-    int r = posix_spawn(&pid, mke2fs, &fa, &attr, (char *const *)argv, (char *const *)env);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    close(out[1]);
-    if (r != 0) {
-        close(out[0]);
+    _cleanup_close_ int out = -1;
+    int r = spawn_piped(mke2fs, (char *const *)argv, (char *const *)env, SPAWN_STDERR_TOO, &pid, &out);
+    if (r < 0)
         return error_set_errno(err, r, "spawn %s", mke2fs);
-    }
     /* Read to the end (so that mke2fs never blocks on a full pipe), keeping the start. */
     char msg[512], buf[256];
     size_t len = 0;
     for (;;) {
-        ssize_t n = read(out[0], buf, sizeof(buf));
+        ssize_t n = read(out, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -138,7 +115,7 @@ static int make_ext4(const char *dev_path, uint64_t disk_bytes, uid_t root_uid, 
         memcpy(msg + len, buf, keep);
         len += keep;
     }
-    close(out[0]);
+    out = safe_close(out);
     msg[len] = '\0';
     int status;
     while (waitpid(pid, &status, 0) < 0)
