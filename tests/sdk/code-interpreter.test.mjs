@@ -87,8 +87,10 @@ test('stdout and stderr are logged in order, each chunk as the kernel sent it', 
 test('a flush with nothing written is skipped (hutch_iostream), and no output crosses into the next call', async () => {
   const r = await sbx.runCode('import sys; print(type(sys.stdout).flush.__module__, type(sys.stderr).flush.__module__)');
   assert.deepEqual(r.logs.stdout, ['hutch_iostream hutch_iostream\n']);
-  // Its install also drops ipykernel's sleep before each execute_reply.
+  // Its install also drops ipykernel's sleep before each execute_reply and its control-queue
+  // flush before each shell message.
   assert.equal((await sbx.runCode('get_ipython().kernel._execute_sleep')).text, '0.0');
+  assert.equal((await sbx.runCode('get_ipython().kernel._flush_control_queue.__name__')).text, 'no_control_flush');
   // Output written just before the result and the idle status (and without a newline, so no
   // line flush) must belong to its own call: a flush wrongly skipped would let it reach the
   // next call or not at all.

@@ -23,6 +23,15 @@ every message queued before it, so no output is lost or reordered on IOPub witho
 it only delays the reply (`1+1` with jupyter_client on the same ipykernel: 0.2-0.7 ms p50 less
 of 4-4.7 ms).
 
+And it drops the kernel's control-queue flush before every shell message: ipykernel 6.17 wakes
+its control thread for each one (a callback on that thread's event loop, which then completes
+a future on the main thread's loop: two thread hops and their GIL hand-overs), so that control
+messages sent before the shell message are handled first; it does not even wait for that
+(dispatch_shell awaits the coroutine, not the future it returns). interpd sends a Python kernel
+no control message at all (it interrupts with SIGINT, as the kernelspec's default interrupt
+mode says), so the flush has nothing to order. `1+1` with jupyter_client on the same ipykernel,
+10 alternating rounds of 100: 3.58 -> 3.41 and 4.06 -> 3.82 ms p50.
+
 Installed by interpd's setup of every Python kernel (snippet_python_setup in
 src/interpd/snippets.c) for the ipykernel version it was written against (Debian 12's 6.17)."""
 
@@ -67,6 +76,7 @@ def install():
     OutStream.write = counted_write
     OutStream.flush = lazy_flush
     _no_execute_sleep()
+    _no_control_flush()
     _installed = True
     return True
 
@@ -79,3 +89,18 @@ def _no_execute_sleep():
         return
     if kernel is not None and hasattr(kernel, "_execute_sleep"):
         kernel._execute_sleep = 0.0
+
+
+def _no_control_flush():
+    try:
+        from IPython import get_ipython
+        kernel = getattr(get_ipython(), "kernel", None)
+    except Exception:
+        return
+    if kernel is None or not hasattr(kernel, "_flush_control_queue"):
+        return
+
+    async def no_control_flush():
+        return None
+
+    kernel._flush_control_queue = no_control_flush
