@@ -301,8 +301,8 @@ test('--kernel-memory-merge: KSM merges the pages the kernels copied, and only t
     await b.runCode('x = 1');
     assert.equal((await a.runCode('x + 2')).text, '42');
     assert.equal((await b.runCode('x + 2')).text, '3');
-    // Only the kernels: the sandbox's other processes are not offered to KSM, and the kernel's
-    // code cannot withdraw or widen the choice (the seccomp filter refuses PR_SET_MEMORY_MERGE).
+    // Only the kernels (and what they start): the sandbox's commands are not offered to KSM, and
+    // the kernel's code cannot withdraw or widen the choice (seccomp refuses PR_SET_MEMORY_MERGE).
     const cmd = await a.commands.run('grep -E "ksm_merge_any|ksm_mergeable" /proc/self/ksm_stat');
     assert.match(cmd.stdout, /ksm_merge_any: no/);
     assert.match(cmd.stdout, /ksm_mergeable: no/);
