@@ -75,29 +75,30 @@ def install():
 
     OutStream.write = counted_write
     OutStream.flush = lazy_flush
-    _no_execute_sleep()
-    _no_control_flush()
+    kernel = _kernel()
+    if kernel is not None:
+        _no_execute_sleep(kernel)
+        _no_control_flush(kernel)
     _installed = True
     return True
 
 
-def _no_execute_sleep():
+def _kernel():
+    """The running ipykernel Kernel, or None (not in a kernel, or no IPython)."""
     try:
         from IPython import get_ipython
-        kernel = getattr(get_ipython(), "kernel", None)
+        return getattr(get_ipython(), "kernel", None)
     except Exception:
-        return
-    if kernel is not None and hasattr(kernel, "_execute_sleep"):
+        return None
+
+
+def _no_execute_sleep(kernel):
+    if hasattr(kernel, "_execute_sleep"):
         kernel._execute_sleep = 0.0
 
 
-def _no_control_flush():
-    try:
-        from IPython import get_ipython
-        kernel = getattr(get_ipython(), "kernel", None)
-    except Exception:
-        return
-    if kernel is None or not hasattr(kernel, "_flush_control_queue"):
+def _no_control_flush(kernel):
+    if not hasattr(kernel, "_flush_control_queue"):
         return
 
     async def no_control_flush():
