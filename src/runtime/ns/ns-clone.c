@@ -369,6 +369,12 @@ static int await_child(struct runtime_sandbox *sb, uint32_t want, struct error_r
 static int sandbox_destroy(struct runtime_sandbox *sb);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct runtime_sandbox *, sandbox_destroy);
 
+/* Bytes in use on a file system, as df counts them. */
+static uint64_t statfs_used_bytes(const struct statfs *sfs)
+{
+    return (uint64_t)(sfs->f_blocks - sfs->f_bfree) * (uint64_t)sfs->f_bsize;
+}
+
 static int send_layers(const struct runtime_config *cfg, struct runtime_sandbox *sb, struct error_record *err)
 {
     _cleanup_close_ int userns = open_ns(sb->pid, "user");
@@ -394,7 +400,7 @@ static int send_layers(const struct runtime_config *cfg, struct runtime_sandbox 
         else if (fstatfs(fd, &sfs) < 0)
             r = error_set_errno(err, errno, "statfs the writable layer");
         else
-            sb->disk_base = (uint64_t)(sfs.f_blocks - sfs.f_bfree) * (uint64_t)sfs.f_bsize;
+            sb->disk_base = statfs_used_bytes(&sfs);
         if (fd >= 0)
             fds[n++] = fd;
     }
@@ -630,7 +636,7 @@ static int sandbox_stats(struct runtime_sandbox *sb, struct runtime_stats *ret)
     snprintf(path, sizeof(path), "/proc/%d/root/", (int)sb->pid);
     struct statfs sfs;
     if (!sb->reaped && statfs(path, &sfs) == 0) {
-        uint64_t used = (uint64_t)(sfs.f_blocks - sfs.f_bfree) * (uint64_t)sfs.f_bsize;
+        uint64_t used = statfs_used_bytes(&sfs);
         /* An ext4 layer starts with its own metadata in use: only what the sandbox added. */
         s.disk_bytes = used > sb->disk_base ? used - sb->disk_base : 0;
     }

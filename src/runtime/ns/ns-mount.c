@@ -157,7 +157,8 @@ static int stage(int mnt_fd, int staging, const char *name, struct error_record 
 }
 
 /* Docker's masked paths (plus kmsg) and read-only paths, relative to /proc. Files are masked
- * with a read-only /dev/null, directories with an empty read-only tmpfs. */
+ * with a bind of an empty read-only file (stage_mask), directories with an empty read-only
+ * tmpfs. */
 static const char *const proc_masked[] = {
     "asound",      "acpi",        "kcore", "keys", "latency_stats", "timer_list",
     "timer_stats", "sched_debug", "scsi",  "kmsg", "sysrq-trigger",
@@ -223,6 +224,16 @@ static const struct host_dev host_devs[] = {
     { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 },
 };
 
+/* A new empty file dirfd/name (a bind mount target or source); never follows a symlink. */
+static int create_empty_file(int dirfd, const char *name, mode_t mode, struct error_record *err)
+{
+    int f = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (f < 0)
+        return error_set_errno(err, errno, "create %s", name);
+    close(f);
+    return 0;
+}
+
 /* Binds the host's /dev/<name> onto a fresh file in the sandbox's /dev after checking that it
  * is the character device it should be. */
 static int bind_host_dev(int dev_fd, const struct host_dev *d, struct error_record *err)
@@ -241,11 +252,8 @@ static int bind_host_dev(int dev_fd, const struct host_dev *d, struct error_reco
     struct mount_attr attr = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC };
     if (mount_setattr(src, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
         return error_set_errno(err, errno, "mount_setattr %s", path);
-    int f = openat(dev_fd, d->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-    if (f < 0)
-        return error_set_errno(err, errno, "create /dev/%s", d->name);
-    close(f);
-    return attach(src, dev_fd, d->name, false, err);
+    int r = create_empty_file(dev_fd, d->name, 0666, err);
+    return r < 0 ? r : attach(src, dev_fd, d->name, false, err);
 }
 
 static int setup_dev(int root_fd, struct error_record *err)
@@ -311,10 +319,9 @@ static int stage_mask(int staging, struct error_record *err)
     _cleanup_close_ int dir = openat(staging, "mask", O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (dir < 0)
         return error_set_errno(err, errno, "open staged mask");
-    int f = openat(staging, "mask/empty", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
-    if (f < 0)
-        return error_set_errno(err, errno, "create the mask file");
-    close(f);
+    r = create_empty_file(dir, "empty", 0444, err);
+    if (r < 0)
+        return r;
     struct mount_attr ro = { .attr_set = MOUNT_ATTR_RDONLY };
     if (mount_setattr(dir, "", AT_EMPTY_PATH, &ro, sizeof(ro)) < 0)
         return error_set_errno(err, errno, "read-only mask tmpfs");
