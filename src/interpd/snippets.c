@@ -159,7 +159,10 @@ char *snippet_python_setup(const char *python_lib)
                                   "    hutch_display.register()\n"
                                   "if importlib.util.find_spec('hutch_iostream') is not None:\n"
                                   "    import hutch_iostream\n"
-                                  "    hutch_iostream.install()\n";
+                                  "    hutch_iostream.install()\n"
+                                  "if importlib.util.find_spec('hutch_dispatch') is not None:\n"
+                                  "    import hutch_dispatch\n"
+                                  "    hutch_dispatch.install()\n";
     _cleanup_free_ char *prog64 = base64_encode(program, strlen(program), true);
     return xasprintf("exec(__import__('base64').b64decode('%s').decode(), {'B': '%s'})", prog64, b64);
 }

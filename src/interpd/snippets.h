@@ -22,6 +22,7 @@ char *snippet_env_restore(const char *language);
 /* Sets vars for good (the sandbox-wide variables of envd's /envs). */
 char *snippet_env_apply(const char *language, const json_t *vars);
 
-/* Python kernel setup: prepends python_lib to sys.path and, when the module hutch_display is
- * importable, calls hutch_display.register(). Runs in a private namespace. */
+/* Python kernel setup: prepends python_lib to sys.path and, for each of hutch's kernel modules
+ * found there, installs it: hutch_display.register(), hutch_iostream.install(),
+ * hutch_dispatch.install(). Runs in a private namespace. */
 char *snippet_python_setup(const char *python_lib);

@@ -102,6 +102,23 @@ test('a flush with nothing written is skipped (hutch_iostream), and no output cr
   }
 });
 
+test('hutch_dispatch is installed in a sandbox\'s kernel: no debug records, cached cell-id checks, fast dates', async () => {
+  const r = await sbx.runCode(
+    [
+      'import json, logging, hutch_dispatch',
+      'from ipykernel import kernelbase',
+      'from jupyter_client import jsonutil',
+      'from dateutil.parser import parse',
+      'log = get_ipython().kernel.log',
+      'd = get_ipython().kernel.get_parent()["header"]["date"]',
+      'print(json.dumps([hutch_dispatch._installed, log.isEnabledFor(logging.DEBUG), log.isEnabledFor(logging.WARNING),',
+      '  kernelbase._accepts_cell_id.__name__, jsonutil._dateutil_parse is not parse, d.utcoffset().total_seconds()]))',
+    ].join('\n')
+  );
+  assert.equal(r.error, undefined);
+  assert.deepEqual(JSON.parse(r.logs.stdout.join('')), [true, false, true, 'cached', true, 0]);
+});
+
 test('builtin scalar results are text only (hutch_display\'s fast path), and a formatter registered for int wins', async () => {
   const ctx = await freshContext();
   const plain = [
