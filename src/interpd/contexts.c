@@ -1,6 +1,5 @@
 /* The context registry: see contexts.h. */
 #include <ctype.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -15,11 +14,14 @@
 #include "common/xalloc.h"
 #include "interpd/contexts.h"
 #include "interpd/execute.h"
+#include "interpd/http-get.h"
 #include "interpd/snippets.h"
 #include "common/banned.h"
 
 #define SETUP_TIMEOUT (30 * USEC_PER_SEC)
 #define ENVS_MAX (1 << 20)
+/* envd is in the same sandbox: an answer takes milliseconds, or envd is not there. */
+#define ENVS_TIMEOUT_MS 3000
 
 struct contexts {
     const struct interpd_config *cfg;
@@ -196,44 +198,20 @@ static int start_kernel(struct contexts *cs, struct context *ctx, struct error_r
     return 0;
 }
 
-static size_t collect(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    struct buf *b = userdata;
-    return buf_append(b, ptr, size * nmemb) < 0 ? 0 : size * nmemb;
-}
-
 /* GET <envd>/envs: the sandbox-wide environment. Returns 0 and an object of strings, or
  * -errno (unreachable, non-200, not an object). */
 static int fetch_envs(const char *base, const char *token, json_t **ret, struct error_record *err)
 {
-    CURL *c = curl_easy_init();
-    if (!c)
-        return error_set(err, ENOMEM, "curl_easy_init failed");
     _cleanup_free_ char *url = xasprintf("%s/envs", base);
     _cleanup_free_ char *hdr = token ? xasprintf("X-Access-Token: %s", token) : NULL;
-    struct curl_slist *headers = hdr ? curl_slist_append(NULL, hdr) : NULL;
     struct buf b;
     buf_init(&b, ENVS_MAX);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 3000L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    CURLcode cr = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(headers);
-    int r;
+    unsigned status = 0;
+    int r = http_get(url, hdr, ENVS_TIMEOUT_MS, &status, &b, err);
     json_t *j = NULL;
-    if (cr != CURLE_OK)
-        r = error_set(err, ECONNREFUSED, "%s: %s", url, curl_easy_strerror(cr));
-    else if (status != 200)
-        r = error_set(err, EIO, "%s: HTTP %ld", url, status);
-    else
+    if (r >= 0 && status != 200)
+        r = error_set(err, EIO, "%s: HTTP %u", url, status);
+    else if (r >= 0)
         r = json_parse_object(b.data, b.len, &j, err);
     buf_release(&b);
     if (r < 0)

@@ -1,7 +1,6 @@
 /* interpd: E2B's code interpreter API inside a sandbox, driving Jupyter kernels over libzmq.
  * Parses options, prepares the runtime directory, optionally warms the python kernel, serves
  * until SIGTERM or SIGINT, then kills every kernel before exiting. */
-#include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
@@ -33,23 +32,23 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: interpd [OPTIONS]\n"
-            "E2B's code interpreter API (/execute, /contexts) over Jupyter kernels.\n\n"
-            "  --listen ADDR:PORT     where to listen (default " DEFAULT_LISTEN ")\n"
-            "  --python-lib DIR       added to python kernels' sys.path; hutch_display there is\n"
-            "                         registered (default: <interpd's directory>/python)\n"
-            "  --preload CODE         start the default python context and run CODE in it\n"
-            "                         before listening (e.g. \"import numpy, pandas, matplotlib\")\n"
-            "  --default-cwd DIR      cwd of contexts created without one (default: $HOME, else\n"
-            "                         /home/user)\n"
-            "  --envd-url URL         envd, asked for the sandbox's env vars (default " DEFAULT_ENVD_URL ")\n"
-            "  --kernel-dir DIR       look for kernelspecs only in DIR (repeatable; default: the\n"
-            "                         Jupyter search path)\n"
-            "  --start-timeout SEC    kernel startup limit (default 60)\n"
-            "  --help, --version\n"
-            "Environment: INTERPD_ADOPT_KERNEL=DIR, set by hutch serve: the first Python kernel is\n"
-            "the one its kernel fork server starts in DIR (kept out of the kernels' environment).\n");
+    fprintf(f, "Usage: interpd [OPTIONS]\n"
+               "E2B's code interpreter API (/execute, /contexts) over Jupyter kernels.\n\n"
+               "  --listen ADDR:PORT     where to listen (default " DEFAULT_LISTEN ")\n"
+               "  --python-lib DIR       added to python kernels' sys.path; hutch_display there is\n"
+               "                         registered (default: <interpd's directory>/python)\n"
+               "  --preload CODE         start the default python context and run CODE in it\n"
+               "                         before listening (e.g. \"import numpy, pandas, matplotlib\")\n"
+               "  --default-cwd DIR      cwd of contexts created without one (default: $HOME, else\n"
+               "                         /home/user)\n"
+               "  --envd-url URL         envd, asked for the sandbox's env vars (http:// only;\n"
+               "                         default " DEFAULT_ENVD_URL ")\n"
+               "  --kernel-dir DIR       look for kernelspecs only in DIR (repeatable; default: the\n"
+               "                         Jupyter search path)\n"
+               "  --start-timeout SEC    kernel startup limit (default 60)\n"
+               "  --help, --version\n"
+               "Environment: INTERPD_ADOPT_KERNEL=DIR, set by hutch serve: the first Python kernel is\n"
+               "the one its kernel fork server starts in DIR (kept out of the kernels' environment).\n");
 }
 
 static char *default_python_lib(void)
@@ -215,7 +214,7 @@ int main(int argc, char **argv)
     cfg.default_cwd = cwd;
     cfg.kernel_dirs = nkernel_dirs ? kernel_dirs : kernelspec_default_dirs();
 
-    /* Signals are taken by sigwait() below; every thread (MHD's, curl's) inherits the mask. */
+    /* Signals are taken by sigwait() below; every thread (MHD's, libzmq's) inherits the mask. */
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
@@ -223,7 +222,6 @@ int main(int argc, char **argv)
     sigaddset(&mask, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
 
     _cleanup_free_ char *runtime_dir = make_runtime_dir();
     if (!runtime_dir) {
@@ -260,6 +258,5 @@ int main(int argc, char **argv)
     contexts_free(cs);
     zmq_ctx_term(zctx);
     rm_rf(runtime_dir);
-    curl_global_cleanup();
     return rc;
 }
