@@ -12,8 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,11 +306,10 @@ static void upload_token(struct api_request *req, const char *path, const char *
                          char out[2 * SHA256_LEN + 1])
 {
     _cleanup_free_ char *msg = xasprintf("PUT %s %s", path, expires);
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned len = 0;
+    unsigned char mac[SHA256_LEN];
     size_t key_len;
     const unsigned char *key = api_server_upload_secret(req->server, &key_len);
-    HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)msg, strlen(msg), mac, &len);
+    hmac_sha256(key, key_len, &(struct iovec){ .iov_base = msg, .iov_len = strlen(msg) }, 1, mac);
     sha256_to_hex(mac, out);
 }
 

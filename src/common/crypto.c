@@ -2,9 +2,8 @@
 #include "common/crypto.h"
 
 #include <errno.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
+#include <pthread.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,78 +12,53 @@
 #include "common/xalloc.h"
 #include "common/banned.h"
 
+/* libsodium asks to be initialised before use (it picks implementations and seeds its own
+ * generator, which hutch does not use: random_bytes() reads getrandom). Idempotent. */
+static void sodium_once(void)
+{
+    if (sodium_init() < 0)
+        abort();
+}
+
+static void sodium_ready(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sodium_once);
+}
+
 char *base64_encode(const void *data, size_t len, bool pad)
 {
     if (len > (SIZE_MAX / 4) * 3 - 3)
         abort();
-    size_t out_len = 4 * ((len + 2) / 3);
-    char *out = xmalloc(out_len + 1);
-    /* EVP_EncodeBlock takes an int length; encode in slices that keep it in range. */
-    size_t done = 0, w = 0;
-    const size_t slice = 3 * (1u << 28);
-    while (done < len) {
-        size_t n = len - done < slice ? len - done : slice;
-        w += (size_t)EVP_EncodeBlock((unsigned char *)out + w, (const unsigned char *)data + done, (int)n);
-        done += n;
-    }
-    out[w] = '\0';
-    if (!pad)
-        while (w > 0 && out[w - 1] == '=')
-            out[--w] = '\0';
+    sodium_ready();
+    int variant = pad ? sodium_base64_VARIANT_ORIGINAL : sodium_base64_VARIANT_ORIGINAL_NO_PADDING;
+    size_t out_size = sodium_base64_ENCODED_LEN(len, variant);
+    char *out = xmalloc(out_size);
+    sodium_bin2base64(out, out_size, data, len, variant);
     return out;
-}
-
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
 }
 
 int base64_decode(const char *s, size_t slen, unsigned char **ret, size_t *ret_len)
 {
-    /* Validate strictly here (alphabet, padding only at the end, no stray bits count), then let
-     * OpenSSL do the decoding of the padded form. */
+    /* Padding is optional here but must be right when present (libsodium's variants either
+     * require or forbid it): check it, then decode what precedes it. libsodium refuses any
+     * other character, and bits left over in the last character (a non-canonical encoding,
+     * RFC 4648 3.5). */
     size_t data_len = slen;
     while (data_len > 0 && s[data_len - 1] == '=')
         data_len--;
     if (slen - data_len > 2 || (slen != data_len && slen % 4 != 0) || data_len % 4 == 1)
         return -EINVAL;
-    for (size_t i = 0; i < data_len; i++)
-        if (b64_value((unsigned char)s[i]) < 0)
-            return -EINVAL;
-
-    size_t padded_len = (data_len + 3) / 4 * 4;
-    char *padded = xmalloc(padded_len + 1);
-    memcpy(padded, s, data_len);
-    memset(padded + data_len, '=', padded_len - data_len);
-    padded[padded_len] = '\0';
-
-    unsigned char *out = xmalloc(padded_len / 4 * 3 + 1);
+    sodium_ready();
+    unsigned char *out = xmalloc(data_len / 4 * 3 + 3);
     size_t w = 0;
-    const size_t slice = (size_t)1 << 28; /* multiple of 4, keeps EVP's int in range */
-    for (size_t done = 0; done < padded_len;) {
-        size_t n = padded_len - done < slice ? padded_len - done : slice;
-        int k = EVP_DecodeBlock(out + w, (const unsigned char *)padded + done, (int)n);
-        if (k < 0) {
-            free(padded);
-            free(out);
-            return -EINVAL;
-        }
-        w += (size_t)k;
-        done += n;
+    const char *end = NULL;
+    if (sodium_base642bin(out, data_len / 4 * 3 + 2, s, data_len, NULL, &w, &end,
+                          sodium_base64_VARIANT_ORIGINAL_NO_PADDING) != 0 ||
+        end != s + data_len) {
+        free(out);
+        return -EINVAL;
     }
-    free(padded);
-    /* EVP_DecodeBlock counts padding bytes as zero output bytes; drop them. */
-    w -= padded_len - data_len == 0 ? 0 : (padded_len - data_len);
     out[w] = '\0';
     *ret = out;
     *ret_len = w;
@@ -93,7 +67,8 @@ int base64_decode(const char *s, size_t slen, unsigned char **ret, size_t *ret_l
 
 void sha256(const void *data, size_t len, unsigned char out[SHA256_LEN])
 {
-    SHA256(data, len, out);
+    sodium_ready();
+    crypto_hash_sha256(out, data, len);
 }
 
 void sha256_to_hex(const unsigned char digest[SHA256_LEN], char out[2 * SHA256_LEN + 1])
@@ -113,33 +88,48 @@ void sha256_hex(const void *data, size_t len, char out[2 * SHA256_LEN + 1])
     sha256_to_hex(d, out);
 }
 
+struct sha256_stream {
+    crypto_hash_sha256_state state;
+};
+
 struct sha256_stream *sha256_stream_new(void)
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-        abort();
-    return (struct sha256_stream *)ctx;
+    sodium_ready();
+    struct sha256_stream *s = xmalloc(sizeof(*s));
+    crypto_hash_sha256_init(&s->state);
+    return s;
 }
 
 void sha256_stream_update(struct sha256_stream *s, const void *data, size_t len)
 {
-    if (EVP_DigestUpdate((EVP_MD_CTX *)s, data, len) != 1)
-        abort();
+    crypto_hash_sha256_update(&s->state, data, len);
 }
 
 void sha256_stream_final(struct sha256_stream *s, unsigned char out[SHA256_LEN])
 {
-    unsigned int n = SHA256_LEN;
-    if (EVP_DigestFinal_ex((EVP_MD_CTX *)s, out, &n) != 1)
-        abort();
-    EVP_MD_CTX_free((EVP_MD_CTX *)s);
+    crypto_hash_sha256_final(&s->state, out);
+    sodium_memzero(s, sizeof(*s));
+    free(s);
+}
+
+void hmac_sha256(const void *key, size_t keylen, const struct iovec *parts, size_t nparts,
+                 unsigned char out[SHA256_LEN])
+{
+    sodium_ready();
+    crypto_auth_hmacsha256_state state;
+    crypto_auth_hmacsha256_init(&state, key, keylen);
+    for (size_t i = 0; i < nparts; i++)
+        crypto_auth_hmacsha256_update(&state, parts[i].iov_base, parts[i].iov_len);
+    crypto_auth_hmacsha256_final(&state, out);
+    sodium_memzero(&state, sizeof(state));
 }
 
 bool memeq_consttime(const void *a, size_t alen, const void *b, size_t blen)
 {
     if (alen != blen)
         return false;
-    return CRYPTO_memcmp(a, b, alen) == 0;
+    sodium_ready();
+    return sodium_memcmp(a, b, alen) == 0;
 }
 
 int random_bytes(void *buf, size_t len)

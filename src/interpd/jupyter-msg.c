@@ -1,8 +1,6 @@
-/* The Jupyter wire protocol: see jupyter-msg.h. HMAC comes from OpenSSL's EVP_MAC, JSON from
- * jansson; nothing here parses or hashes by hand. */
+/* The Jupyter wire protocol: see jupyter-msg.h. HMAC comes from libsodium (common/crypto.h),
+ * JSON from jansson; nothing here parses or hashes by hand. */
 #include <errno.h>
-#include <openssl/core_names.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -77,29 +75,13 @@ int jmsg_sign(const void *key, size_t keylen, const struct jmsg_frame frames[4],
     out[0] = '\0';
     if (keylen == 0)
         return 0;
-    int r = -EIO;
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
-    char digest_name[] = "SHA256";
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
-        OSSL_PARAM_construct_end(),
-    };
-    unsigned char md[SHA256_LEN];
-    size_t mdlen = 0;
-    if (!ctx || !EVP_MAC_init(ctx, key, keylen, params))
-        goto out;
+    struct iovec parts[4];
     for (int i = 0; i < 4; i++)
-        if (!EVP_MAC_update(ctx, frames[i].data, frames[i].len))
-            goto out;
-    if (!EVP_MAC_final(ctx, md, &mdlen, sizeof(md)) || mdlen != SHA256_LEN)
-        goto out;
+        parts[i] = (struct iovec){ .iov_base = (void *)frames[i].data, .iov_len = frames[i].len };
+    unsigned char md[SHA256_LEN];
+    hmac_sha256(key, keylen, parts, 4, md);
     sha256_to_hex(md, out);
-    r = 0;
-out:
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
-    return r;
+    return 0;
 }
 
 int jmsg_encode(const struct jmsg *m, const void *key, size_t keylen, struct jmsg_wire *ret)

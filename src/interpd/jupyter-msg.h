@@ -3,7 +3,7 @@
  *
  * A message on a socket is
  *     [identities...] "<IDS|MSG>" signature header parent_header metadata content [buffers...]
- * where signature is the lowercase hex HMAC-SHA256 (OpenSSL) of the four JSON frames under the
+ * where signature is the lowercase hex HMAC-SHA256 of the four JSON frames under the
  * connection's key. Invariant: jmsg_decode() hands out only messages whose signature verified
  * (constant-time comparison) and whose four frames are JSON objects within the size limits;
  * everything else is an error, never a partial message. Everything except jmsg_send() and
@@ -57,7 +57,7 @@ void jmsg_build(struct jmsg *ret, const char *session, const char *username, con
 void jmsg_release(struct jmsg *m);
 
 /* HMAC-SHA256 over frames[0..3] in order under key, as lowercase hex into out. An empty key
- * means "unsigned" (Jupyter's convention): out is "". Returns 0, or -EIO if OpenSSL fails. */
+ * means "unsigned" (Jupyter's convention): out is "". Returns 0. */
 int jmsg_sign(const void *key, size_t keylen, const struct jmsg_frame frames[4],
               char out[JMSG_SIG_HEX_LEN + 1]);
 

@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/crypto.h"
 #include "tap.h"
@@ -40,9 +41,53 @@ TEST(base64_rejects_malformed)
 {
     unsigned char *d;
     size_t n;
-    const char *bad[] = { "a", "ab=c", "a===", "!!!!", "aGk= ", "aGk=aGk=", "aG\n=" };
+    /* "aGl=" and "aGl": stray bits in the last character (canonical is "aGk="); "-_" is the
+     * URL-safe alphabet. */
+    const char *bad[] = { "a", "ab=c", "a===", "!!!!", "aGk= ", "aGk=aGk=", "aG\n=", "aGl=", "aGl", "ab-_" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ASSERT_EQ(base64_decode(bad[i], strlen(bad[i]), &d, &n), -EINVAL);
+}
+
+TEST(base64_decodes_without_padding_and_embedded_nul)
+{
+    unsigned char *d;
+    size_t n;
+    ASSERT_OK(base64_decode("aGk", 3, &d, &n));
+    ASSERT_EQ(n, 2u);
+    ASSERT_MEMEQ(d, "hi", 2);
+    ASSERT_EQ(d[2], 0); /* NUL-terminated */
+    free(d);
+    ASSERT_OK(base64_decode("AGEA", 4, &d, &n));
+    ASSERT_EQ(n, 3u);
+    ASSERT_MEMEQ(d, "\0a\0", 3);
+    free(d);
+    ASSERT_OK(base64_decode("", 0, &d, &n));
+    ASSERT_EQ(n, 0u);
+    free(d);
+}
+
+/* RFC 4231's test cases 1, 2 and 6 (a key longer than the block), parts split anywhere. */
+TEST(hmac_sha256_rfc4231)
+{
+    unsigned char key1[20], key6[131], mac[SHA256_LEN];
+    char hex[2 * SHA256_LEN + 1];
+    memset(key1, 0x0b, sizeof(key1));
+    memset(key6, 0xaa, sizeof(key6));
+    struct iovec one = { .iov_base = (void *)"Hi There", .iov_len = 8 };
+    hmac_sha256(key1, sizeof(key1), &one, 1, mac);
+    sha256_to_hex(mac, hex);
+    ASSERT_STREQ(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+    struct iovec split[3] = { { (void *)"what do ya", 10 },
+                              { (void *)"", 0 },
+                              { (void *)" want for nothing?", 18 } };
+    hmac_sha256("Jefe", 4, split, 3, mac);
+    sha256_to_hex(mac, hex);
+    ASSERT_STREQ(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    const char *msg6 = "Test Using Larger Than Block-Size Key - Hash Key First";
+    struct iovec six = { .iov_base = (void *)msg6, .iov_len = strlen(msg6) };
+    hmac_sha256(key6, sizeof(key6), &six, 1, mac);
+    sha256_to_hex(mac, hex);
+    ASSERT_STREQ(hex, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
 }
 
 TEST(sha256_vector)
