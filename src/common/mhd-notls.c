@@ -1,15 +1,19 @@
 /* Link-time stand-ins for the GnuTLS functions that libmicrohttpd's static archive refers to.
  *
- * envd serves plain HTTP only (TLS ends at the gateway), but the distribution's libmicrohttpd
- * is built with HTTPS support, and linking it as a shared library loads GnuTLS and the eight
- * libraries under it (p11-kit, nettle, hogweed, gmp, tasn1, idn2, unistring, ffi) into every
- * sandbox: about 2.7 MiB of envd's idle RSS, spent on their relocations and constructors. So
- * envd links libmicrohttpd.a (see meson.build) and these definitions satisfy its references.
+ * envd and interpd, the daemons in every sandbox, serve plain HTTP only (TLS ends at the
+ * gateway), but the distribution's libmicrohttpd is built with HTTPS support, and linking it as
+ * a shared library loads GnuTLS and the eight libraries under it (p11-kit, nettle, hogweed,
+ * gmp, tasn1, idn2, unistring, ffi) into every sandbox: about 2.7 MiB of envd's idle RSS, and
+ * 0.3 MiB of interpd's private memory, spent on their relocations and constructors. So they
+ * link libmicrohttpd.a (mhd_plain_dep in meson.build) and these definitions satisfy its
+ * references. Never linked into a program that also loads GnuTLS itself (hutch serve, whose
+ * libraries use it): these would take the real functions' place.
  *
  * Invariant: none of them but gnutls_global_init()/gnutls_global_deinit() (which MHD calls
- * from its library constructor and destructor) is ever reached, because envd never passes
+ * from its library constructor and destructor) is ever reached, because neither daemon passes
  * MHD_USE_TLS; a call to any other aborts. Only the names matter to the linker, so the
  * functions are declared without GnuTLS's types. */
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +22,7 @@
 
 _Noreturn static void tls_unreachable(const char *name)
 {
-    fprintf(stderr, "envd: %s called, but envd is built without TLS\n", name);
+    fprintf(stderr, "%s: %s called, but it is built without TLS\n", program_invocation_short_name, name);
     abort();
 }
 
