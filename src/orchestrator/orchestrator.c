@@ -1500,8 +1500,10 @@ static int register_builtin_templates(struct orch *o, struct error_record *err)
     _cleanup_free_ char *interpd = xasprintf("%s/interpd", o->envd_dir);
     if (r >= 0 && stat(interpd, &st) == 0 &&
         stat("/usr/share/jupyter/kernels/python3/kernel.json", &st) == 0) {
+        /* exec: the start command's shell becomes interpd instead of waiting beside it in every
+         * sandbox (dash runs the last command of -c in a child). */
         json_object_set_new(config, "startCmd",
-                            json_string(ORCH_INTERPD_COMMAND
+                            json_string("exec " ORCH_INTERPD_COMMAND
                                         " --listen 0.0.0.0:49999 --python-lib " ORCH_ENVD_MOUNT
                                         "/python --preload 'import " ORCH_CODE_INTERPRETER_IMPORTS "'"));
         json_object_set_new(config, "readyCmd",
