@@ -68,16 +68,25 @@ static void server_stop(struct server *s)
     close(s->listen_fd);
 }
 
-/* GETs path from a server that answers with answer; returns http_get's result. */
-static int get(const char *answer, const char *path, const char *header, int timeout_ms, unsigned *status,
-               struct buf *body, struct server *s)
+/* One exchange: the server, and what http_get gave back. */
+struct exchange {
+    struct server s;
+    struct buf body;
+    unsigned status;
+};
+
+/* GETs path (with header, or none) from a server that answers with answer, into x (whose body
+ * holds at most body_max bytes); returns http_get's result. */
+static int get(struct exchange *x, size_t body_max, const char *answer, const char *path, const char *header)
 {
-    server_start(s, answer);
+    buf_init(&x->body, body_max);
+    x->status = 0;
+    server_start(&x->s, answer);
     char url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", s->port, path);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", x->s.port, path);
     struct error_record err = { 0 };
-    int r = http_get(url, header, timeout_ms, status, body, &err);
-    server_stop(s);
+    int r = http_get(url, header, 2000, &x->status, &x->body, &err);
+    server_stop(&x->s);
     if (r < 0)
         fprintf(stderr, "# http_get: %s\n", err.msg);
     return r;
@@ -85,71 +94,59 @@ static int get(const char *answer, const char *path, const char *header, int tim
 
 TEST(sends_a_get_with_host_header_and_close_and_reads_a_sized_body)
 {
-    struct server s;
-    struct buf b;
-    buf_init(&b, 1024);
-    unsigned status = 0;
-    ASSERT_OK(get("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"A\":\"1\"}", "/envs?x=1",
-                  "X-Access-Token: t0k", 2000, &status, &b, &s));
-    ASSERT_EQ(status, 200u);
-    ASSERT_STREQ(b.data, "{\"A\":\"1\"}");
+    struct exchange x;
+    ASSERT_OK(get(&x, 1024, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"A\":\"1\"}", "/envs?x=1",
+                  "X-Access-Token: t0k"));
+    ASSERT_EQ(x.status, 200u);
+    ASSERT_STREQ(x.body.data, "{\"A\":\"1\"}");
     char want[256];
     snprintf(
         want, sizeof(want),
         "GET /envs?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nX-Access-Token: t0k\r\nConnection: close\r\n\r\n",
-        s.port);
-    ASSERT_STREQ(s.request, want);
-    buf_release(&b);
+        x.s.port);
+    ASSERT_STREQ(x.s.request, want);
+    buf_release(&x.body);
 }
 
 TEST(chunked_and_close_delimited_bodies_and_other_statuses)
 {
-    struct server s;
-    struct buf b;
-    buf_init(&b, 1024);
-    unsigned status = 0;
+    struct exchange x;
     ASSERT_OK(
-        get("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n5\r\n\":2}\n\r\n0\r\n\r\n",
-            "/", NULL, 2000, &status, &b, &s));
-    ASSERT_STREQ(b.data, "{\"a\":2}\n");
+        get(&x, 1024,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n5\r\n\":2}\n\r\n0\r\n\r\n",
+            "/", NULL));
+    ASSERT_STREQ(x.body.data, "{\"a\":2}\n");
     char want[128];
-    snprintf(want, sizeof(want), "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n", s.port);
-    ASSERT_STREQ(s.request, want); /* no extra header line */
-    buf_reset(&b);
-    ASSERT_OK(get("HTTP/1.0 200 OK\r\n\r\nuntil close", "", NULL, 2000, &status, &b, &s));
-    ASSERT_STREQ(b.data, "until close");
-    ASSERT_TRUE(strncmp(s.request, "GET / HTTP/1.1\r\n", 16) == 0); /* an empty path is / */
-    buf_reset(&b);
-    ASSERT_OK(get("HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno", "/envs", NULL, 2000, &status,
-                  &b, &s));
-    ASSERT_EQ(status, 401u);
-    ASSERT_STREQ(b.data, "no");
-    buf_release(&b);
+    snprintf(want, sizeof(want), "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n",
+             x.s.port);
+    ASSERT_STREQ(x.s.request, want); /* no extra header line */
+    buf_release(&x.body);
+    ASSERT_OK(get(&x, 1024, "HTTP/1.0 200 OK\r\n\r\nuntil close", "", NULL));
+    ASSERT_STREQ(x.body.data, "until close");
+    ASSERT_TRUE(strncmp(x.s.request, "GET / HTTP/1.1\r\n", 16) == 0); /* an empty path is / */
+    buf_release(&x.body);
+    ASSERT_OK(get(&x, 1024, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno", "/envs", NULL));
+    ASSERT_EQ(x.status, 401u);
+    ASSERT_STREQ(x.body.data, "no");
+    buf_release(&x.body);
 }
 
 TEST(a_body_over_the_buffers_maximum_fails)
 {
-    struct server s;
-    struct buf b;
-    buf_init(&b, 8);
-    unsigned status = 0;
-    ASSERT_EQ(get("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n123456789", "/", NULL, 2000, &status, &b, &s),
-              -ENOBUFS);
-    buf_release(&b);
+    struct exchange x;
+    ASSERT_EQ(get(&x, 8, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n123456789", "/", NULL), -ENOBUFS);
+    buf_release(&x.body);
 }
 
 TEST(malformed_or_cut_short_answers_fail)
 {
-    struct server s;
-    struct buf b;
-    buf_init(&b, 1024);
-    unsigned status = 0;
-    ASSERT_EQ(get("SSH-2.0-OpenSSH\r\n", "/", NULL, 2000, &status, &b, &s), -EBADMSG);
-    ASSERT_EQ(get("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "/", NULL, 2000, &status, &b, &s),
-              -EBADMSG);
-    ASSERT_EQ(get("HTTP/1.1 200 OK\r\nContent-Le", "/", NULL, 2000, &status, &b, &s), -EBADMSG);
-    ASSERT_EQ(get("", "/", NULL, 2000, &status, &b, &s), -EBADMSG);
-    buf_release(&b);
+    const char *answers[] = { "SSH-2.0-OpenSSH\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+                              "HTTP/1.1 200 OK\r\nContent-Le", "" };
+    for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+        struct exchange x;
+        ASSERT_EQ(get(&x, 1024, answers[i], "/", NULL), -EBADMSG);
+        buf_release(&x.body);
+    }
 }
 
 TEST(a_server_that_never_answers_times_out)
