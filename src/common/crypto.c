@@ -88,30 +88,6 @@ void sha256_hex(const void *data, size_t len, char out[2 * SHA256_LEN + 1])
     sha256_to_hex(d, out);
 }
 
-struct sha256_stream {
-    crypto_hash_sha256_state state;
-};
-
-struct sha256_stream *sha256_stream_new(void)
-{
-    sodium_ready();
-    struct sha256_stream *s = xmalloc(sizeof(*s));
-    crypto_hash_sha256_init(&s->state);
-    return s;
-}
-
-void sha256_stream_update(struct sha256_stream *s, const void *data, size_t len)
-{
-    crypto_hash_sha256_update(&s->state, data, len);
-}
-
-void sha256_stream_final(struct sha256_stream *s, unsigned char out[SHA256_LEN])
-{
-    crypto_hash_sha256_final(&s->state, out);
-    sodium_memzero(s, sizeof(*s));
-    free(s);
-}
-
 void hmac_sha256(const void *key, size_t keylen, const struct iovec *parts, size_t nparts,
                  unsigned char out[SHA256_LEN])
 {
