@@ -2,8 +2,10 @@
 #include "common/crypto.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <sodium.h>
+#include <nettle/base64.h>
+#include <nettle/hmac.h>
+#include <nettle/memops.h>
+#include <nettle/sha2.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,53 +14,59 @@
 #include "common/xalloc.h"
 #include "common/banned.h"
 
-/* libsodium asks to be initialised before use (it picks implementations and seeds its own
- * generator, which hutch does not use: random_bytes() reads getrandom). Idempotent. */
-static void sodium_once(void)
-{
-    if (sodium_init() < 0)
-        abort();
-}
-
-static void sodium_ready(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, sodium_once);
-}
-
 char *base64_encode(const void *data, size_t len, bool pad)
 {
-    if (len > (SIZE_MAX / 4) * 3 - 3)
+    if (len > SIZE_MAX / 8 - 8)
         abort();
-    sodium_ready();
-    int variant = pad ? sodium_base64_VARIANT_ORIGINAL : sodium_base64_VARIANT_ORIGINAL_NO_PADDING;
-    size_t out_size = sodium_base64_ENCODED_LEN(len, variant);
-    char *out = xmalloc(out_size);
-    sodium_bin2base64(out, out_size, data, len, variant);
+    char *out = xmalloc(BASE64_ENCODE_LENGTH(len) + BASE64_ENCODE_FINAL_LENGTH + 1);
+    struct base64_encode_ctx ctx;
+    base64_encode_init(&ctx);
+    size_t w = base64_encode_update(&ctx, out, len, data);
+    w += base64_encode_final(&ctx, out + w);
+    if (!pad)
+        while (w > 0 && out[w - 1] == '=')
+            w--;
+    out[w] = '\0';
     return out;
+}
+
+/* Whether c is in the standard alphabet: nettle's decoder would skip white space, which this
+ * decoder refuses. */
+static bool b64_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
 }
 
 int base64_decode(const char *s, size_t slen, unsigned char **ret, size_t *ret_len)
 {
-    /* Padding is optional here but must be right when present (libsodium's variants either
-     * require or forbid it): check it, then decode what precedes it. libsodium refuses any
-     * other character, and bits left over in the last character (a non-canonical encoding,
-     * RFC 4648 3.5). */
+    /* Padding is optional here but must be right when present: check it and the alphabet, then
+     * let nettle decode, with the padding it requires added when the input had none. nettle
+     * refuses bits left over in the last character (a non-canonical encoding, RFC 4648 3.5). */
     size_t data_len = slen;
     while (data_len > 0 && s[data_len - 1] == '=')
         data_len--;
     if (slen - data_len > 2 || (slen != data_len && slen % 4 != 0) || data_len % 4 == 1)
         return -EINVAL;
-    sodium_ready();
-    unsigned char *out = xmalloc(data_len / 4 * 3 + 3);
-    size_t w = 0;
-    const char *end = NULL;
-    if (sodium_base642bin(out, data_len / 4 * 3 + 2, s, data_len, NULL, &w, &end,
-                          sodium_base64_VARIANT_ORIGINAL_NO_PADDING) != 0 ||
-        end != s + data_len) {
+    for (size_t i = 0; i < data_len; i++)
+        if (!b64_char(s[i]))
+            return -EINVAL;
+    static const char padding[] = "==";
+    size_t pad = (4 - data_len % 4) % 4;
+    size_t cap = BASE64_DECODE_LENGTH(data_len + pad);
+    unsigned char *out = xmalloc(cap + 1);
+    struct base64_decode_ctx ctx;
+    base64_decode_init(&ctx);
+    size_t w = cap, w_pad = 0;
+    bool ok = base64_decode_update(&ctx, &w, out, data_len, s);
+    if (ok && pad) {
+        w_pad = cap - w;
+        ok = base64_decode_update(&ctx, &w_pad, out + w, pad, padding);
+    }
+    if (!ok || !base64_decode_final(&ctx)) {
         free(out);
         return -EINVAL;
     }
+    w += w_pad;
     out[w] = '\0';
     *ret = out;
     *ret_len = w;
@@ -67,8 +75,10 @@ int base64_decode(const char *s, size_t slen, unsigned char **ret, size_t *ret_l
 
 void sha256(const void *data, size_t len, unsigned char out[SHA256_LEN])
 {
-    sodium_ready();
-    crypto_hash_sha256(out, data, len);
+    struct sha256_ctx ctx;
+    sha256_init(&ctx);
+    sha256_update(&ctx, len, data);
+    sha256_digest(&ctx, SHA256_LEN, out);
 }
 
 void sha256_to_hex(const unsigned char digest[SHA256_LEN], char out[2 * SHA256_LEN + 1])
@@ -88,24 +98,43 @@ void sha256_hex(const void *data, size_t len, char out[2 * SHA256_LEN + 1])
     sha256_to_hex(d, out);
 }
 
+struct sha256_stream {
+    struct sha256_ctx ctx;
+};
+
+struct sha256_stream *sha256_stream_new(void)
+{
+    struct sha256_stream *s = xmalloc(sizeof(*s));
+    sha256_init(&s->ctx);
+    return s;
+}
+
+void sha256_stream_update(struct sha256_stream *s, const void *data, size_t len)
+{
+    sha256_update(&s->ctx, len, data);
+}
+
+void sha256_stream_final(struct sha256_stream *s, unsigned char out[SHA256_LEN])
+{
+    sha256_digest(&s->ctx, SHA256_LEN, out);
+    free(s);
+}
+
 void hmac_sha256(const void *key, size_t keylen, const struct iovec *parts, size_t nparts,
                  unsigned char out[SHA256_LEN])
 {
-    sodium_ready();
-    crypto_auth_hmacsha256_state state;
-    crypto_auth_hmacsha256_init(&state, key, keylen);
+    struct hmac_sha256_ctx ctx;
+    hmac_sha256_set_key(&ctx, keylen, key);
     for (size_t i = 0; i < nparts; i++)
-        crypto_auth_hmacsha256_update(&state, parts[i].iov_base, parts[i].iov_len);
-    crypto_auth_hmacsha256_final(&state, out);
-    sodium_memzero(&state, sizeof(state));
+        hmac_sha256_update(&ctx, parts[i].iov_len, parts[i].iov_base);
+    hmac_sha256_digest(&ctx, SHA256_LEN, out);
 }
 
 bool memeq_consttime(const void *a, size_t alen, const void *b, size_t blen)
 {
     if (alen != blen)
         return false;
-    sodium_ready();
-    return sodium_memcmp(a, b, alen) == 0;
+    return memeql_sec(a, b, alen) != 0;
 }
 
 int random_bytes(void *buf, size_t len)

@@ -1,7 +1,7 @@
-/* Thin helpers over libsodium for the encodings and hashes several components need: base64
+/* Thin helpers over nettle for the encodings and hashes several components need: base64
  * (standard alphabet, with or without padding), SHA-256, HMAC-SHA256, constant-time comparison;
- * and random bytes from the kernel; streamed SHA-256 of bulk data over OpenSSL. Nothing here is
- * hand-written cryptography. (Why libsodium and where OpenSSL: decision 0008.) */
+ * and random bytes from the kernel. Nothing here is hand-written cryptography. (nettle, not
+ * OpenSSL's libcrypto: decision 0008.) */
 #pragma once
 
 #include <stdbool.h>
@@ -23,8 +23,8 @@ void sha256(const void *data, size_t len, unsigned char out[SHA256_LEN]);
 /* Lowercase hex of the SHA-256 of data; out must hold 2*SHA256_LEN+1 bytes. */
 void sha256_hex(const void *data, size_t len, char out[2 * SHA256_LEN + 1]);
 
-/* Incremental SHA-256 for data that arrives in pieces, of any size (sha256-stream.c: OpenSSL,
- * for its speed on bulk data). final() writes the digest and frees the context. */
+/* Incremental SHA-256 for data that arrives in pieces. final() writes the digest and frees
+ * the context. */
 struct sha256_stream;
 struct sha256_stream *sha256_stream_new(void);
 void sha256_stream_update(struct sha256_stream *s, const void *data, size_t len);

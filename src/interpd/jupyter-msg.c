@@ -1,4 +1,4 @@
-/* The Jupyter wire protocol: see jupyter-msg.h. HMAC comes from libsodium (common/crypto.h),
+/* The Jupyter wire protocol: see jupyter-msg.h. HMAC comes from nettle (common/crypto.h),
  * JSON from jansson; nothing here parses or hashes by hand. */
 #include <errno.h>
 #include <stdio.h>
