@@ -69,19 +69,18 @@ void jmsg_release(struct jmsg *m)
     *m = (struct jmsg){ 0 };
 }
 
-int jmsg_sign(const void *key, size_t keylen, const struct jmsg_frame frames[4],
-              char out[JMSG_SIG_HEX_LEN + 1])
+void jmsg_sign(const void *key, size_t keylen, const struct jmsg_frame frames[4],
+               char out[JMSG_SIG_HEX_LEN + 1])
 {
     out[0] = '\0';
     if (keylen == 0)
-        return 0;
+        return;
     struct iovec parts[4];
     for (int i = 0; i < 4; i++)
         parts[i] = (struct iovec){ .iov_base = (void *)frames[i].data, .iov_len = frames[i].len };
     unsigned char md[SHA256_LEN];
     hmac_sha256(key, keylen, parts, 4, md);
     sha256_to_hex(md, out);
-    return 0;
 }
 
 int jmsg_encode(const struct jmsg *m, const void *key, size_t keylen, struct jmsg_wire *ret)
@@ -93,18 +92,14 @@ int jmsg_encode(const struct jmsg *m, const void *key, size_t keylen, struct jms
         w.frames[i] = json_dump_compact(parts[i], &w.lens[i]);
         f[i] = (struct jmsg_frame){ w.frames[i], w.lens[i] };
     }
-    int r = -E2BIG;
     for (int i = 0; i < 4; i++)
-        if (w.lens[i] > JMSG_FRAME_MAX)
-            goto fail;
-    r = jmsg_sign(key, keylen, f, w.sig);
-    if (r < 0)
-        goto fail;
+        if (w.lens[i] > JMSG_FRAME_MAX) {
+            jmsg_wire_release(&w);
+            return -E2BIG;
+        }
+    jmsg_sign(key, keylen, f, w.sig);
     *ret = w;
     return 0;
-fail:
-    jmsg_wire_release(&w);
-    return r;
 }
 
 void jmsg_wire_release(struct jmsg_wire *w)
@@ -136,8 +131,7 @@ int jmsg_decode(const struct jmsg_frame *frames, size_t n, const void *key, size
 
     const struct jmsg_frame *sig = &frames[d + 1], *parts = &frames[d + 2];
     char want[JMSG_SIG_HEX_LEN + 1];
-    if (jmsg_sign(key, keylen, parts, want) < 0)
-        return error_set(err, EIO, "cannot compute the HMAC");
+    jmsg_sign(key, keylen, parts, want);
     if (!memeq_consttime(want, strlen(want), sig->data, sig->len))
         return error_set(err, EPERM, "invalid message signature");
 

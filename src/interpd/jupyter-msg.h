@@ -57,12 +57,12 @@ void jmsg_build(struct jmsg *ret, const char *session, const char *username, con
 void jmsg_release(struct jmsg *m);
 
 /* HMAC-SHA256 over frames[0..3] in order under key, as lowercase hex into out. An empty key
- * means "unsigned" (Jupyter's convention): out is "". Returns 0. */
-int jmsg_sign(const void *key, size_t keylen, const struct jmsg_frame frames[4],
-              char out[JMSG_SIG_HEX_LEN + 1]);
+ * means "unsigned" (Jupyter's convention): out is "". */
+void jmsg_sign(const void *key, size_t keylen, const struct jmsg_frame frames[4],
+               char out[JMSG_SIG_HEX_LEN + 1]);
 
-/* Serializes the four JSON parts compactly and signs them. Returns 0 or -EIO/-E2BIG.
- * jmsg_wire_release() it. */
+/* Serializes the four JSON parts compactly and signs them. Returns 0 or -E2BIG (a part over
+ * JMSG_FRAME_MAX); jmsg_wire_release() the result. */
 int jmsg_encode(const struct jmsg *m, const void *key, size_t keylen, struct jmsg_wire *ret);
 void jmsg_wire_release(struct jmsg_wire *w);
 

@@ -26,7 +26,7 @@ TEST(sign_known_answer)
 {
     struct jmsg_frame f[4] = { F(KAT_HEADER), F("{}"), F("{}"), F(KAT_CONTENT) };
     char sig[JMSG_SIG_HEX_LEN + 1];
-    ASSERT_OK(jmsg_sign(KEY, strlen(KEY), f, sig));
+    jmsg_sign(KEY, strlen(KEY), f, sig);
     ASSERT_STREQ(sig, KAT_SIG);
 }
 
@@ -34,7 +34,7 @@ TEST(sign_empty_key_is_unsigned)
 {
     struct jmsg_frame f[4] = { F(KAT_HEADER), F("{}"), F("{}"), F(KAT_CONTENT) };
     char sig[JMSG_SIG_HEX_LEN + 1];
-    ASSERT_OK(jmsg_sign("", 0, f, sig));
+    jmsg_sign("", 0, f, sig);
     ASSERT_STREQ(sig, "");
 }
 
@@ -83,7 +83,7 @@ TEST(decode_missing_frames)
 static void sign4(const char *h, const char *p, const char *md, const char *c, char sig[JMSG_SIG_HEX_LEN + 1])
 {
     struct jmsg_frame f[4] = { F(h), F(p), F(md), F(c) };
-    ASSERT_OK(jmsg_sign(KEY, strlen(KEY), f, sig));
+    jmsg_sign(KEY, strlen(KEY), f, sig);
 }
 
 TEST(decode_bad_json)
